@@ -1,0 +1,93 @@
+# pixelfly build. `make` builds the library and the tools (CPU always; CUDA objects too
+# when nvcc is found, or with CUDA=1; CUDA=0 forces a CPU-only build).
+#   make test        CPU test suite (Check)          make test-mpi   MPI/checkpoint fault tests
+#   make test-gpu    CUDA ops against the CPU ops    make test-slurm a real Slurm job
+#   make bench       pfbench kernels                 make deps       install Debian packages
+
+CC      ?= gcc
+NVCC    ?= nvcc
+BUILD   ?= build
+PKGS    := hdf5-serial check libcjson libpcre2-8 inih libturbojpeg openblas ompi-c zlib
+
+ifeq ($(origin CUDA), undefined)
+  CUDA := $(if $(shell command -v $(NVCC) 2>/dev/null),1,0)
+endif
+
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -fopenmp -Isrc -Icomm -Idatasets -Ikernels $(PKG_CFLAGS)
+LDLIBS  := $(PKG_LIBS) -fopenmp -lm
+
+MAINS    := $(wildcard src/cli/*.c)
+LIB_SRC  := $(wildcard src/*.c src/cpu/*.c src/models/*.c datasets/*.c comm/*.c)
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+TOOLS    := $(MAINS:src/cli/%.c=$(BUILD)/%)
+TEST_SRC := $(wildcard tests/test_*.c)
+TESTS    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+
+ifeq ($(CUDA),1)
+  CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(shell command -v $(NVCC)))
+  CU_SRC   := $(wildcard kernels/*.cu)
+  LIB_OBJ  += $(CU_SRC:%.cu=$(BUILD)/%.o)
+  CFLAGS   += -DPF_CUDA -I$(CUDA_HOME)/include
+  NVFLAGS  := -O3 -std=c++17 -DPF_CUDA -Isrc -Ikernels -Icomm \
+              -gencode=arch=compute_90a,code=sm_90a -gencode=arch=compute_80,code=sm_80 \
+              -Xcompiler -Wall,-Wextra --expt-relaxed-constexpr -Werror all-warnings
+  LDLIBS   += -L$(CUDA_HOME)/lib64 -L$(CUDA_HOME)/lib -lcublasLt -lcublas -lnccl -lcudart -lstdc++
+endif
+
+.PHONY: all test test-mpi test-gpu test-slurm bench deps clean
+all: $(TOOLS) $(TESTS)
+
+$(BUILD)/libpixelfly.a: $(LIB_OBJ)
+	ar rcs $@ $^
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/%.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/%: $(BUILD)/src/cli/%.o $(BUILD)/libpixelfly.a
+	$(CC) $(CFLAGS) $^ $(LDLIBS) -o $@
+
+$(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(BUILD)/tests/check_main.o $(BUILD)/libpixelfly.a
+	$(CC) $(CFLAGS) $^ $(LDLIBS) -o $@
+
+# Tests run on 2 threads so results do not depend on the machine's core count.
+test: $(TOOLS) $(TESTS)
+	@OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=1 tests/run_tests.sh $(TESTS)
+
+test-mpi: $(TOOLS)
+	tests/mpi/run.sh
+
+test-gpu: $(TOOLS) $(TESTS)
+	tests/gpu/run.sh
+
+test-slurm: $(TOOLS)
+	tests/slurm/run.sh
+
+bench: $(TOOLS)
+	$(BUILD)/pfbench kernels
+
+DEB_PKGS := build-essential pkg-config libopenmpi-dev openmpi-bin libhdf5-dev check \
+            libsubunit-dev libopenblas-dev libinih-dev libcjson-dev libpcre2-dev \
+            libturbojpeg0-dev zlib1g-dev gnuplot-nox dataset-fashion-mnist
+# Installs only what is missing; a no-op when everything is present.
+deps:
+	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | \
+	    grep -q 'install ok installed' || echo $$p; done); \
+	if [ -z "$$missing" ]; then echo "deps: all packages present"; exit 0; fi; \
+	echo "deps: installing" $$missing; \
+	sudo=; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing
+
+clean:
+	rm -rf $(BUILD)
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,154 @@
+// backend.h: the op interface. Model code is written once against this table; the CPU
+// backend (src/cpu/, fp32, OpenMP + OpenBLAS, the reference) and the CUDA backend
+// (kernels/) each provide one `static const pf_backend`.
+//
+// Conventions, the same for every op:
+//   - Tensors live on the backend's device; shapes are checked with PF_ASSERT.
+//   - Forward ops overwrite their outputs.
+//   - Backward ops ADD into every gradient they produce (dx, dw, db ...): parameter
+//     gradients accumulate over micro-batches, and an activation that feeds two consumers
+//     (the residual stream) receives both contributions. The caller zeroes gradients.
+//   - An absent tensor (pf_none(), data == NULL) skips that output or input (no bias, no
+//     dx for the first layer).
+//   - Deterministic: the same inputs and thread count give bit-identical outputs.
+//   - `supports(op)` is false for an op the backend lacks; callers check it up front and
+//     report "not supported", never fall back silently to another backend.
+#ifndef PF_BACKEND_H
+#define PF_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "pattern.h"
+#include "tensor.h"
+
+typedef enum {
+    PF_OP_LINEAR,
+    PF_OP_PIXELFLY,
+    PF_OP_LAYERNORM,
+    PF_OP_GELU,
+    PF_OP_ADD,
+    PF_OP_ATTENTION,
+    PF_OP_XENT,
+    PF_OP_EMBEDDING,
+    PF_OP_TRANSPOSE,
+    PF_OP_MEANPOOL,
+    PF_OP_CLS_TOKEN,
+    PF_OP_ADAMW,
+    PF_OP_REDUCE,  // sumsq, scale
+    PF_OP_COUNT
+} pf_op;
+
+const char *pf_op_name(pf_op op);
+
+// The parameters of one Pixelfly layer (or their gradients: same shapes).
+//   S: [bs, nf+1, ob, ib]   U: [out, r]   V: [r, in]   b: [out]   (U, V, b may be absent)
+typedef struct {
+    pf_tensor S, U, V, b;
+} pf_pixelfly_w;
+
+typedef struct {
+    float lr, beta1, beta2, eps, weight_decay;
+    int step;          // 1-based, for bias correction
+    float grad_scale;  // gradients are multiplied by this first (clipping, averaging)
+} pf_adamw_args;
+
+typedef struct pf_backend {
+    const char *name;
+    pf_device device;
+    pf_dtype act_dtype;  // dtype of activations this backend computes in
+
+    // Memory on the backend's device. alloc never returns NULL (failure is fatal with the
+    // size and the device's free memory).
+    void *(*alloc)(size_t bytes);
+    void (*free)(void *p);
+    void (*zero)(void *p, size_t bytes);
+    void (*upload)(void *dst, const void *host_src, size_t bytes);
+    void (*download)(void *host_dst, const void *src, size_t bytes);
+    void (*synchronize)(void);
+    bool (*supports)(pf_op op);
+
+    // y[N,out] = x[N,in] w[out,in]^T + b[out]
+    void (*linear_fwd)(pf_tensor y, pf_tensor x, pf_tensor w, pf_tensor b);
+    // dx[N,in] += dy w;  dw[out,in] += dy^T x;  db[out] += sum_n dy[n]
+    void (*linear_bwd)(pf_tensor dx, pf_tensor dw, pf_tensor db, pf_tensor dy, pf_tensor x,
+                       pf_tensor w);
+
+    // xv[N,r] = x V^T (saved for backward);  y[N,out] = x S^T + xv U^T + b
+    void (*pixelfly_fwd)(const pf_pattern *p, pf_tensor y, pf_tensor xv, pf_tensor x,
+                         pf_pixelfly_w w);
+    // dxv[N,r] = dy U (scratch, overwritten);  dx[N,in] += dy S + dxv V;
+    // dS += (dy^T x) on the stored blocks only;  dU += dy^T xv;  dV += dxv^T x;  db += sum dy
+    void (*pixelfly_bwd)(const pf_pattern *p, pf_tensor dx, pf_pixelfly_w dw, pf_tensor dxv,
+                         pf_tensor dy, pf_tensor x, pf_tensor xv, pf_pixelfly_w w);
+
+    // Over the last dim C of x[N,C]: y = (x - mean) * rstd * g + b; mean[N], rstd[N] saved.
+    void (*layernorm_fwd)(pf_tensor y, pf_tensor mean, pf_tensor rstd, pf_tensor x,
+                          pf_tensor g, pf_tensor b, float eps);
+    void (*layernorm_bwd)(pf_tensor dx, pf_tensor dg, pf_tensor db, pf_tensor dy, pf_tensor x,
+                          pf_tensor g, pf_tensor mean, pf_tensor rstd);
+
+    // GELU, tanh form: y = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+    void (*gelu_fwd)(pf_tensor y, pf_tensor x);
+    void (*gelu_bwd)(pf_tensor dx, pf_tensor dy, pf_tensor x);  // dx += gelu'(x) dy
+
+    void (*add)(pf_tensor y, pf_tensor a, pf_tensor b);  // y = a + b (y may alias a or b)
+    void (*accumulate)(pf_tensor dst, pf_tensor src);    // dst += src
+
+    // Multi-head attention. qkv: [B,T,3C] laid out as [q | k | v], each C = n_head * hd.
+    // att[B,NH,T,T] = softmax(q k^T / sqrt(hd)) (causal: future keys masked), saved;
+    // out[B,T,C] = att v, heads concatenated.
+    void (*attention_fwd)(pf_tensor out, pf_tensor att, pf_tensor qkv, int n_head, bool causal);
+    // datt [B,NH,T,T] is scratch (overwritten); dqkv += ...
+    void (*attention_bwd)(pf_tensor dqkv, pf_tensor datt, pf_tensor dout, pf_tensor qkv,
+                          pf_tensor att, int n_head, bool causal);
+
+    // Softmax cross-entropy. logits[N,Vp], only the first V columns are real classes (the
+    // rest is vocabulary padding, excluded from the softmax). targets[N] int32.
+    // losses[N] = (1-eps) * -log p[target] + eps * mean_{c<V} -log p[c]  (eps: label smoothing);
+    // rows whose target == ignore_index get loss 0.
+    void (*xent_fwd)(pf_tensor losses, pf_tensor logits, pf_tensor targets, int V,
+                     int ignore_index, float smoothing);
+    // dlogits[N,Vp] += scale * (p - q), q the smoothed one-hot; nothing in padding columns
+    // or ignored rows.
+    void (*xent_bwd)(pf_tensor dlogits, pf_tensor logits, pf_tensor targets, int V,
+                     int ignore_index, float smoothing, float scale);
+
+    // y[B,T,C] = wte[ids[b,t]] + wpe[t]  (wpe optional). ids: [B,T] int32.
+    void (*embedding_fwd)(pf_tensor y, pf_tensor ids, pf_tensor wte, pf_tensor wpe);
+    // dwte[ids[b,t]] += dy[b,t];  dwpe[t] += sum_b dy[b,t]
+    void (*embedding_bwd)(pf_tensor dwte, pf_tensor dwpe, pf_tensor dy, pf_tensor ids);
+
+    // y[B,C,P] = x[B,P,C]^T per batch (Mixer token mixing); bwd: dx[B,P,C] += dy^T
+    void (*transpose_fwd)(pf_tensor y, pf_tensor x);
+    void (*transpose_bwd)(pf_tensor dx, pf_tensor dy);
+
+    // y[B,C] = mean_p x[B,P,C];  bwd: dx[b,p] += dy[b] / P
+    void (*meanpool_fwd)(pf_tensor y, pf_tensor x);
+    void (*meanpool_bwd)(pf_tensor dx, pf_tensor dy);
+
+    // ViT token assembly: y[B,P+1,C] with y[b,0] = cls[C] + pos[0], y[b,1+p] = x[b,p] + pos[1+p]
+    void (*cls_token_fwd)(pf_tensor y, pf_tensor x, pf_tensor cls, pf_tensor pos);
+    // dx[b,p] += dy[b,1+p];  dcls += sum_b dy[b,0];  dpos[t] += sum_b dy[b,t]
+    void (*cls_token_bwd)(pf_tensor dx, pf_tensor dcls, pf_tensor dpos, pf_tensor dy);
+
+    // AdamW (decoupled weight decay, bias-corrected moments) on one parameter tensor:
+    //   g' = grad_scale * g;  m = b1 m + (1-b1) g';  v = b2 v + (1-b2) g'^2
+    //   p -= lr * (m / (1-b1^t) / (sqrt(v / (1-b2^t)) + eps) + weight_decay * p)
+    void (*adamw)(pf_tensor p, pf_tensor g, pf_tensor m, pf_tensor v, const pf_adamw_args *a);
+
+    double (*sumsq)(pf_tensor x);          // sum of squares, accumulated in double
+    void (*scale)(pf_tensor x, float s);   // x *= s
+} pf_backend;
+
+extern const pf_backend pf_backend_cpu;
+#ifdef PF_CUDA
+extern const pf_backend pf_backend_cuda;
+#endif
+
+// Global gradient-norm clipping over a whole gradient arena: returns the L2 norm of the
+// `n` floats at grads and the factor min(1, max_norm / norm) (1 when max_norm <= 0).
+double pf_grad_norm(const pf_backend *be, float *grads, int64_t n, float max_norm,
+                    float *clip_scale);
+
+#endif

@@ -1,0 +1,108 @@
+#include "common.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static _Thread_local char pf_errbuf[2048];
+
+void pf_fatal_at(const char *file, int line, const char *fmt, ...) {
+    va_list ap;
+    fflush(stdout);
+    fprintf(stderr, "pixelfly: fatal at %s:%d: ", file, line);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    abort();
+}
+
+void pf_error(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(pf_errbuf, sizeof pf_errbuf, fmt, ap);
+    va_end(ap);
+}
+
+const char *pf_errmsg(void) { return pf_errbuf; }
+
+void *pf_malloc_at(const char *file, int line, size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p) pf_fatal_at(file, line, "out of host memory allocating %zu bytes", n);
+    return p;
+}
+
+void *pf_calloc_at(const char *file, int line, size_t n, size_t size) {
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (!p) pf_fatal_at(file, line, "out of host memory allocating %zu x %zu bytes", n, size);
+    return p;
+}
+
+void *pf_realloc_at(const char *file, int line, void *p, size_t n) {
+    void *q = realloc(p, n ? n : 1);
+    if (!q) pf_fatal_at(file, line, "out of host memory reallocating %zu bytes", n);
+    return q;
+}
+
+char *pf_strdup(const char *s) {
+    size_t n = strlen(s) + 1;
+    char *d = pf_malloc(n);
+    memcpy(d, s, n);
+    return d;
+}
+
+int pf_read_file(const char *path, char **data, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        pf_error("cannot open '%s': %s", path, strerror(errno));
+        return -1;
+    }
+    size_t cap = 1 << 16, n = 0;
+    char *buf = pf_malloc(cap);
+    for (;;) {
+        if (n + 1 >= cap) buf = pf_realloc(buf, cap *= 2);
+        size_t got = fread(buf + n, 1, cap - n - 1, f);
+        n += got;
+        if (got == 0) break;
+    }
+    int err = ferror(f);
+    fclose(f);
+    if (err) {
+        free(buf);
+        pf_error("error reading '%s'", path);
+        return -1;
+    }
+    buf[n] = 0;
+    *data = buf;
+    if (len) *len = n;
+    return 0;
+}
+
+double pf_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+int pf_edit_distance(const char *a, const char *b) {
+    size_t la = strlen(a), lb = strlen(b);
+    int *row = pf_malloc((lb + 1) * sizeof *row);
+    for (size_t j = 0; j <= lb; j++) row[j] = (int)j;
+    for (size_t i = 1; i <= la; i++) {
+        int diag = row[0];
+        row[0] = (int)i;
+        for (size_t j = 1; j <= lb; j++) {
+            int up = row[j];
+            int best = diag + (a[i - 1] != b[j - 1]);
+            if (up + 1 < best) best = up + 1;
+            if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    int d = row[lb];
+    free(row);
+    return d;
+}

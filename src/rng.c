@@ -1,0 +1,47 @@
+#include "rng.h"
+
+#include <math.h>
+
+static uint64_t splitmix64(uint64_t *x) {
+    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+void pf_rng_seed(pf_rng *r, uint64_t seed) {
+    r->s[0] = splitmix64(&seed);
+    r->s[1] = splitmix64(&seed);
+}
+
+// xoroshiro128+ (Blackman & Vigna), 2^128-1 period; plenty for init and shuffling.
+uint64_t pf_rng_u64(pf_rng *r) {
+    uint64_t s0 = r->s[0], s1 = r->s[1];
+    uint64_t out = s0 + s1;
+    s1 ^= s0;
+    r->s[0] = ((s0 << 24) | (s0 >> 40)) ^ s1 ^ (s1 << 16);
+    r->s[1] = (s1 << 37) | (s1 >> 27);
+    return out;
+}
+
+uint32_t pf_rng_below(pf_rng *r, uint32_t n) {
+    // Lemire's multiply-shift; the tiny bias (< n / 2^64) is irrelevant here.
+    return (uint32_t)(((unsigned __int128)pf_rng_u64(r) * n) >> 64);
+}
+
+float pf_rng_uniform(pf_rng *r) { return (float)(pf_rng_u64(r) >> 40) * (1.0f / 16777216.0f); }
+
+float pf_rng_normal(pf_rng *r) {
+    double u1 = ((double)(pf_rng_u64(r) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+    double u2 = (double)(pf_rng_u64(r) >> 11) * (1.0 / 9007199254740992.0);
+    return (float)(sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2));
+}
+
+void pf_rng_shuffle_u32(pf_rng *r, uint32_t *a, uint32_t n) {
+    for (uint32_t i = n; i > 1; i--) {
+        uint32_t j = pf_rng_below(r, i);
+        uint32_t t = a[i - 1];
+        a[i - 1] = a[j];
+        a[j] = t;
+    }
+}

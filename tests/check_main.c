@@ -1,0 +1,30 @@
+// check_main.c: the main() of every test binary. Each tests/test_*.c defines
+// pf_test_suite(); this runs it and exits non-zero on any failure.
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "check_main.h"
+
+int main(void) {
+    SRunner *sr = srunner_create(pf_test_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
+
+const char *pf_test_data_dir(const char *what) {
+    const char *dir = getenv("PIXELFLY_DATA");
+    if (!dir || !*dir) dir = "../shared/data";
+    struct stat st;
+    if (stat(dir, &st) == 0 && S_ISDIR(st.st_mode)) return dir;
+    printf("SKIP %s: shared test data not found at '%s' (set PIXELFLY_DATA)\n", what, dir);
+    if (getenv("PIXELFLY_REQUIRE_DATA") && !strcmp(getenv("PIXELFLY_REQUIRE_DATA"), "1")) {
+        printf("FAIL: PIXELFLY_REQUIRE_DATA=1 and the shared data is missing\n");
+        exit(EXIT_FAILURE);
+    }
+    return NULL;
+}

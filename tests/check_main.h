@@ -1,0 +1,13 @@
+// check_main.h: helpers shared by the Check suites.
+#ifndef PF_CHECK_MAIN_H
+#define PF_CHECK_MAIN_H
+
+#include <check.h>
+
+Suite *pf_test_suite(void);
+
+// Directory of the shared test data (PIXELFLY_DATA, default ../shared/data relative to the
+// repository root); NULL when it does not exist, after printing a visible SKIP line.
+const char *pf_test_data_dir(const char *what);
+
+#endif
