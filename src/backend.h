@@ -22,6 +22,10 @@
 #include "pattern.h"
 #include "tensor.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum {
     PF_OP_LINEAR,
     PF_OP_PIXELFLY,
@@ -131,6 +135,9 @@ typedef struct pf_backend {
     void (*cls_token_fwd)(pf_tensor y, pf_tensor x, pf_tensor cls, pf_tensor pos);
     // dx[b,p] += dy[b,1+p];  dcls += sum_b dy[b,0];  dpos[t] += sum_b dy[b,t]
     void (*cls_token_bwd)(pf_tensor dx, pf_tensor dcls, pf_tensor dpos, pf_tensor dy);
+    // ViT classifier input: y[B,C] = x[B,0,C] (the class token);  bwd: dx[b,0] += dy[b]
+    void (*cls_select_fwd)(pf_tensor y, pf_tensor x);
+    void (*cls_select_bwd)(pf_tensor dx, pf_tensor dy);
 
     // AdamW (decoupled weight decay, bias-corrected moments) on one parameter tensor:
     //   g' = grad_scale * g;  m = b1 m + (1-b1) g';  v = b2 v + (1-b2) g'^2
@@ -144,11 +151,16 @@ typedef struct pf_backend {
 extern const pf_backend pf_backend_cpu;
 #ifdef PF_CUDA
 extern const pf_backend pf_backend_cuda;
+bool pf_cuda_available(void);  // a CUDA device is visible
 #endif
 
 // Global gradient-norm clipping over a whole gradient arena: returns the L2 norm of the
 // `n` floats at grads and the factor min(1, max_norm / norm) (1 when max_norm <= 0).
 double pf_grad_norm(const pf_backend *be, float *grads, int64_t n, float max_norm,
                     float *clip_scale);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -13,6 +13,10 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define PF_VERSION "0.1.0"
 
 // Exit codes of the command-line tools (documented in README.md).
@@ -54,5 +58,9 @@ double pf_now(void);
 
 // Levenshtein distance, for "did you mean" suggestions on near-miss names.
 int pf_edit_distance(const char *a, const char *b);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

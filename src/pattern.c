@@ -6,14 +6,18 @@
 
 #include "common.h"
 
-// "use one of 1,2,4,8" for the powers of two that divide both n1 and n2 (n2 = 0: only n1).
+// "use one of 2,4,8" for the powers of two >= 2 that divide both n1 and n2 (n2 = 0: only n1).
 static void powers_dividing(int n1, int n2, char *buf, size_t len) {
-    size_t used = 0;
-    buf[0] = 0;
-    for (int b = 1; b <= n1 && used + 16 < len; b *= 2) {
+    size_t used = (size_t)snprintf(buf, len, "use one of ");
+    bool any = false;
+    for (int b = 2; b <= n1 && used + 16 < len; b *= 2) {
         if (n1 % b || (n2 && n2 % b)) continue;
-        used += (size_t)snprintf(buf + used, len - used, "%s%d", used ? "," : "", b);
+        used += (size_t)snprintf(buf + used, len - used, "%s%d", any ? "," : "", b);
+        any = true;
     }
+    if (!any)
+        snprintf(buf, len, "no power of two >= 2 divides both sides (%d, %d): keep this layer "
+                 "dense or change its width", n1, n2);
 }
 
 int pf_pattern_init(pf_pattern *p, int out, int in, int bs, int nf, int rank, bool bias) {
@@ -25,18 +29,18 @@ int pf_pattern_init(pf_pattern *p, int out, int in, int bs, int nf, int rank, bo
     }
     if (bs < 2 || (bs & (bs - 1))) {
         powers_dividing(out, in, ok, sizeof ok);
-        pf_error("bs=%d is not a power of two >= 2; for out=%d in=%d use one of %s", bs, out,
+        pf_error("bs=%d is not a power of two >= 2; for out=%d in=%d %s", bs, out,
                  in, ok);
         return -1;
     }
     if (out % bs) {
         powers_dividing(out, in, ok, sizeof ok);
-        pf_error("bs=%d does not divide out=%d; use one of %s", bs, out, ok);
+        pf_error("bs=%d does not divide out=%d; %s", bs, out, ok);
         return -1;
     }
     if (in % bs) {
         powers_dividing(out, in, ok, sizeof ok);
-        pf_error("bs=%d does not divide in=%d; use one of %s", bs, in, ok);
+        pf_error("bs=%d does not divide in=%d; %s", bs, in, ok);
         return -1;
     }
     int log2bs = 0;

@@ -17,6 +17,10 @@
 
 #include "rng.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct {
     int out, in;    // layer shape: y has `out` features, x has `in`
     int bs, nf;     // butterfly size (super-blocks per side), number of butterfly factors
@@ -31,6 +35,7 @@ int pf_pattern_init(pf_pattern *p, int out, int in, int bs, int nf, int rank, bo
 
 // Super-column of super-row `row` at slot `k` (0 <= k <= nf).
 static inline int pf_pattern_col(const pf_pattern *p, int row, int k) {
+    (void)p;  // the rule does not depend on the layer; kept for a uniform call shape
     return k == 0 ? row : row ^ (1 << (k - 1));
 }
 
@@ -57,5 +62,9 @@ void pf_pattern_init_weights(const pf_pattern *p, float dense_std, pf_rng *rng, 
 
 // Write the super-block mask as bs lines of '#' and '.' into buf (bs*(bs+1)+1 bytes).
 void pf_pattern_draw(const pf_pattern *p, char *buf);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -1,0 +1,63 @@
+// image_shard.h: the HDF5 image shard, written by `pfdata images`, read by the image loader.
+//
+// Layout of one shard file (one split: train and val are separate files):
+//   /images       uint8 [N, H, W, C]  row-major HWC pixels, C = 1 (gray) or 3 (RGB);
+//                                     chunked by image: [k, H, W, C] with k images per chunk,
+//                                     k = max(1, 64 KiB / image bytes) (1 for ImageNet sizes,
+//                                     83 for 28x28), extendible along N, no compression
+//   /labels       int32 [N]           class index in [0, num_classes)
+//   /class_names  vlen UTF-8 string [num_classes]
+//   attributes on the root group:
+//     num_classes  int32 scalar
+//     mean         float32 [C]  per-channel mean of x/255 over the whole shard
+//     std          float32 [C]  per-channel standard deviation of x/255 (population)
+//     source       vlen UTF-8 string: the converter and its inputs, e.g. "idx: a.gz b.gz"
+//
+// The writer appends images in batches (bounded memory whatever N is) and accumulates the
+// channel sums exactly in 64-bit integers; mean/std are derived at the end in double.
+// It writes to OUT.tmp.PID, fsyncs, and renames onto OUT only on success: after any error
+// the temporary is removed and a pre-existing OUT is left untouched.
+#ifndef PF_IMAGE_SHARD_H
+#define PF_IMAGE_SHARD_H
+
+#include <stdint.h>
+
+#define PF_IMAGE_MAX_C 4
+
+// ---- writer ----------------------------------------------------------------------------
+
+typedef struct pf_shard_writer pf_shard_writer;
+
+// Creates the temporary file next to out_path. NULL and pf_error() on failure.
+pf_shard_writer *pf_shard_writer_open(const char *out_path, int H, int W, int C);
+// Appends one image (img: [H, W, C]); buffered, flushed in batches. -1 on I/O failure.
+int pf_shard_writer_add(pf_shard_writer *w, const uint8_t *img, int32_t label);
+int64_t pf_shard_writer_count(const pf_shard_writer *w);
+// Checks the label range, writes attributes and class names, closes, fsyncs, renames.
+// Frees w in every case (on failure the temporary is removed). class_names: [num_classes].
+int pf_shard_writer_finish(pf_shard_writer *w, int num_classes, char *const *class_names,
+                           const char *source);
+// Discards everything written so far (closes and removes the temporary) and frees w.
+void pf_shard_writer_abort(pf_shard_writer *w);
+
+// ---- reader ----------------------------------------------------------------------------
+
+typedef struct {
+    int64_t file, images, labels;  // hid_t handles (int64_t in HDF5 >= 1.10)
+    int64_t n;                     // number of images
+    int H, W, C, num_classes;
+    float mean[PF_IMAGE_MAX_C], std[PF_IMAGE_MAX_C];
+    char **class_names;  // [num_classes]
+    char *source;
+    char *path;  // for error messages
+} pf_image_shard;
+
+// Opens and validates a shard (shapes, attributes, class-name count). -1 and pf_error().
+int pf_image_shard_open(pf_image_shard *s, const char *path);
+// Reads images [first, first+count) into images [count, H, W, C] and labels [count]
+// (either may be NULL). -1 and pf_error() on failure.
+int pf_image_shard_read(pf_image_shard *s, int64_t first, int64_t count, uint8_t *images,
+                        int32_t *labels);
+void pf_image_shard_close(pf_image_shard *s);
+
+#endif

@@ -1,0 +1,19 @@
+// cuda_common.h: checked CUDA and cuBLAS calls (file:line and the error string, then abort).
+#ifndef PF_CUDA_COMMON_H
+#define PF_CUDA_COMMON_H
+
+#include <cuda_runtime.h>
+
+#include "common.h"
+
+#define CUDA_CHECK(call)                                                                     \
+    do {                                                                                     \
+        cudaError_t err_ = (call);                                                           \
+        if (err_ != cudaSuccess)                                                             \
+            pf_fatal_at(__FILE__, __LINE__, "%s: %s", #call, cudaGetErrorString(err_));      \
+    } while (0)
+
+// After every kernel launch: a bad launch configuration is reported where it happened.
+#define CUDA_CHECK_LAUNCH() CUDA_CHECK(cudaGetLastError())
+
+#endif

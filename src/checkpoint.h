@@ -1,0 +1,108 @@
+// checkpoint.h: one HDF5 file per save, written so that a crash, a full disk or a killed
+// job never leaves a checkpoint that looks good but is not.
+//
+// ## Checkpoint files (docs text, for docs/FORMATS.md)
+//
+// A checkpoint directory holds
+//
+//     ckpt-00001000.h5     one file per save, named by the step (8 digits, zero-padded)
+//     latest               text: the file name of the last checkpoint all ranks agreed on,
+//                          then a newline ("ckpt-00001000.h5\n")
+//
+// Each ckpt-STEP.h5 (HDF5 1.8+ file format, so object headers carry checksums) contains:
+//
+//     /params/NAME   float32, the parameter's shape (e.g. [768, 3072], or [bs, nf+1, ob, ib]
+//                    for a Pixelfly S), one dataset per parameter of the model's layout,
+//                    NAME as in the layout ("h.3.mlp.fc1.S"); no alignment gaps
+//     /opt/m/NAME    float32, same shape: AdamW first moment
+//     /opt/v/NAME    float32, same shape: AdamW second moment
+//     /step          int64 [1]: optimizer steps taken (the next step is step + 1)
+//     /rng           uint64 [world, K]: each rank's RNG state, K words per rank, opaque
+//                    to the file format (the trainer defines the words)
+//     /cursors       int64 [world, 2]: each rank's data position (epoch, batch)
+//     /config        fixed-length string [1] (NUL-padded, ASCII/UTF-8): the resolved
+//                    configuration text the run used
+//   attributes on the root group:
+//     format_version    int32, 1
+//     world_size        int32, the number of ranks that wrote it (= first dim of /rng)
+//     pixelfly_version  string, e.g. "0.1.0"
+//
+// Every dataset is chunked (chunks of at most 1 MiB) with the fletcher32 checksum filter,
+// so a flipped bit in the data fails the read instead of loading garbage. /step and /config
+// are 1-element arrays rather than scalars because HDF5 can only checksum chunked data.
+// Reading with h5py: f["params/h.0.attn.q.S"][...], f["step"][0], f["config"][0].decode().
+//
+// Saving: build the file in memory (HDF5's core driver; host memory of the file size, ~12
+// bytes per parameter), write it to ckpt-STEP.h5.tmp, fsync it, rename to ckpt-STEP.h5, fsync
+// the directory. Only after every rank agreed the save succeeded does the trainer call
+// pf_checkpoint_commit, which rewrites `latest` the same way (latest.tmp, fsync, rename,
+// fsync the directory) and deletes older checkpoints beyond the last K. On any failure the
+// temporary file is removed and the previous checkpoint and `latest` are untouched.
+#ifndef PF_CHECKPOINT_H
+#define PF_CHECKPOINT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "arena.h"
+
+#define PF_CHECKPOINT_FORMAT_VERSION 1
+
+// Everything besides the arenas. For save the caller owns the arrays; load allocates them
+// (free with pf_checkpoint_state_free).
+typedef struct {
+    int64_t step;
+    int world;          // ranks
+    int rng_words;      // K >= 1: words of RNG state per rank
+    uint64_t *rng;      // [world, rng_words]
+    int64_t *cursors;   // [world, 2]: epoch, batch of each rank
+    char *config_text;  // the resolved configuration, NUL-terminated
+} pf_checkpoint_state;
+
+void pf_checkpoint_state_free(pf_checkpoint_state *st);
+
+// "DIR/ckpt-00001000.h5" into out[cap]; -1 with pf_error() if it does not fit.
+int pf_checkpoint_path(char *out, size_t cap, const char *dir, int64_t step);
+
+// Writes DIR/ckpt-STEP.h5 (creating DIR and its parents if missing) from host buffers of
+// layout->numel floats each: params, m, v (gaps are not stored). Does not touch `latest`.
+// Returns 0, or -1 with pf_error() naming the file and what failed; then no ckpt-STEP.h5 or
+// .tmp is left behind and older files are untouched. One rank writes (all hold the same
+// parameters after the all-reduce); the trainer gathers rng and cursors to it first.
+int pf_checkpoint_save(const char *dir, const pf_layout *layout, const float *params,
+                       const float *m, const float *v, const pf_checkpoint_state *st);
+
+// Points DIR/latest at ckpt-STEP.h5 atomically, then deletes stale ckpt-*.h5.tmp files and
+// older checkpoints so that the committed one and the keep-1 newest before it remain
+// (keep <= 0: delete none). Checkpoints with a step above `step` (saved but never committed,
+// or from a run that was rewound) are left alone. Returns 0 or -1 with pf_error().
+int pf_checkpoint_commit(const char *dir, int64_t step, int keep);
+
+// Checks that the file at `path` is a complete checkpoint of `layout`: every dataset present
+// with the layout's shapes and no parameter the layout lacks, all data readable with good
+// checksums. Returns 0, or -1 with pf_error() naming the file and the dataset.
+int pf_checkpoint_verify(const char *path, const pf_layout *layout);
+
+// Verifies (as above), then reads the parameters into params, and the moments into m and v
+// (each layout->numel floats on the host; m and v may be NULL to skip them; gap elements are
+// not written), and the rest into *st. On -1 (pf_error() names the file and the dataset) the
+// caller's buffers and *st are untouched. Reads the file twice for that guarantee, which
+// costs a second pass over the page cache and no extra memory.
+int pf_checkpoint_load(const char *path, const pf_layout *layout, float *params, float *m,
+                       float *v, pf_checkpoint_state *st);
+
+// `--resume auto`: picks the checkpoint to resume from in DIR. Tries the file `latest` names
+// first; if that is missing or fails pf_checkpoint_verify, the newest ckpt-*.h5 that verifies
+// (only those older than the one `latest` names, when it names one: newer files were never
+// committed). Writes the chosen path to path_out[path_cap] and returns 1; returns 0 when there
+// is none to resume from (no directory, or no good checkpoint: a fresh start); -1 with
+// pf_error() when DIR exists but cannot be listed. msg[msg_cap] receives one line per
+// checkpoint skipped and why ("skipped DIR/ckpt-00002000.h5: ..."), empty when none was.
+int pf_checkpoint_find_resume(const char *dir, const pf_layout *layout, char *path_out,
+                              size_t path_cap, char *msg, size_t msg_cap);
+
+// The resolved configuration text stored in the checkpoint at `path` (malloc'd into *text),
+// to rebuild the model before loading it. -1 with pf_error() naming the file.
+int pf_checkpoint_read_config(const char *path, char **text);
+
+#endif

@@ -1,0 +1,384 @@
+#include "config.h"
+
+#include <errno.h>
+#include <ini.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+
+typedef enum { T_INT, T_INT64, T_FLOAT, T_BOOL, T_PATH, T_ENUM, T_LAYER } key_type;
+
+typedef struct {
+    const char *section, *key;
+    key_type type;
+    size_t offset;
+    const char *def;      // default, as it would be written in the file
+    const char *choices;  // T_ENUM: "a|b|c", index = enum value
+    const char *help;
+} key_def;
+
+#define K(sec, name, ty, field, def, choices, help) \
+    {sec, name, ty, offsetof(pf_config, field), def, choices, help}
+
+static const key_def SCHEMA[] = {
+    K("model", "type", T_ENUM, model, "gpt2", "gpt2|vit|mixer", "model family"),
+    K("model", "n_layer", T_INT, n_layer, "4", 0, "number of blocks"),
+    K("model", "n_embd", T_INT, n_embd, "128", 0, "width"),
+    K("model", "n_head", T_INT, n_head, "4", 0, "attention heads"),
+    K("model", "seq_len", T_INT, seq_len, "128", 0, "gpt2: context length"),
+    K("model", "vocab_size", T_INT, vocab_size, "50257", 0, "gpt2: vocabulary (padded to 64)"),
+    K("model", "mlp_ratio", T_FLOAT, mlp_ratio, "4", 0, "MLP hidden = n_embd * mlp_ratio"),
+    K("model", "image_size", T_INT, image_size, "28", 0, "vision: input side"),
+    K("model", "patch_size", T_INT, patch_size, "4", 0, "vision: patch side"),
+    K("model", "channels", T_INT, channels, "1", 0, "vision: image channels"),
+    K("model", "num_classes", T_INT, num_classes, "10", 0, "vision: classes"),
+    K("model", "token_mlp_dim", T_INT, token_mlp_dim, "64", 0, "mixer: token-mixing hidden"),
+    K("model", "channel_mlp_dim", T_INT, channel_mlp_dim, "256", 0, "mixer: channel hidden"),
+    K("model", "init_std", T_FLOAT, init_std, "0.02", 0, "std of dense linear weights"),
+    K("pixelfly", "attn_qkv", T_LAYER, attn_qkv, "dense", 0, "attention q/k/v projection"),
+    K("pixelfly", "attn_proj", T_LAYER, attn_proj, "dense", 0, "attention output projection"),
+    K("pixelfly", "mlp_fc1", T_LAYER, mlp_fc1, "dense", 0, "MLP (channel MLP) first layer"),
+    K("pixelfly", "mlp_fc2", T_LAYER, mlp_fc2, "dense", 0, "MLP (channel MLP) second layer"),
+    K("pixelfly", "token_fc1", T_LAYER, token_fc1, "dense", 0, "mixer token MLP first layer"),
+    K("pixelfly", "token_fc2", T_LAYER, token_fc2, "dense", 0, "mixer token MLP second layer"),
+    K("data", "train", T_PATH, train_path, "", 0, "training shard (.h5)"),
+    K("data", "val", T_PATH, val_path, "", 0, "validation shard (.h5)"),
+    K("train", "batch_size", T_INT, batch_size, "8", 0, "micro-batch per rank"),
+    K("train", "grad_accum", T_INT, grad_accum, "1", 0, "micro-batches per step"),
+    K("train", "steps", T_INT64, steps, "100", 0, "optimizer steps"),
+    K("train", "lr", T_FLOAT, lr, "6e-4", 0, "peak learning rate"),
+    K("train", "min_lr_frac", T_FLOAT, min_lr_frac, "0.1", 0, "final lr as a fraction of lr"),
+    K("train", "warmup_steps", T_INT, warmup_steps, "10", 0, "linear warmup steps"),
+    K("train", "schedule", T_ENUM, schedule, "cosine", "cosine|linear|constant", "decay"),
+    K("train", "weight_decay", T_FLOAT, weight_decay, "0.1", 0, "AdamW decoupled decay"),
+    K("train", "beta1", T_FLOAT, beta1, "0.9", 0, "AdamW beta1"),
+    K("train", "beta2", T_FLOAT, beta2, "0.95", 0, "AdamW beta2"),
+    K("train", "eps", T_FLOAT, eps, "1e-8", 0, "AdamW epsilon"),
+    K("train", "grad_clip", T_FLOAT, grad_clip, "1.0", 0, "global norm clip (0: off)"),
+    K("train", "label_smoothing", T_FLOAT, label_smoothing, "0", 0, "vision: label smoothing"),
+    K("train", "seed", T_INT64, seed, "1337", 0, "seed for init and data order"),
+    K("train", "eval_every", T_INT, eval_every, "50", 0, "steps between evaluations"),
+    K("train", "eval_batches", T_INT, eval_batches, "20", 0, "batches per evaluation (0: all)"),
+    K("train", "augment_scale_min", T_FLOAT, augment_scale_min, "1", 0,
+      "vision: random-resized-crop min area (1: off)"),
+    K("train", "hflip", T_BOOL, hflip, "false", 0, "vision: random horizontal flip"),
+    K("run", "out_dir", T_PATH, out_dir, "runs/default", 0, "metrics, config, checkpoints"),
+    K("run", "log_every", T_INT, log_every, "1", 0, "steps between metric lines"),
+    K("run", "backend", T_ENUM, backend, "auto", "auto|cpu|cuda", "where to compute"),
+    K("run", "checkpoint_every", T_INT, checkpoint_every, "0", 0, "steps between saves (0: end)"),
+    K("run", "keep_checkpoints", T_INT, keep_checkpoints, "3", 0, "checkpoints kept"),
+    K("run", "bucket_bytes", T_INT64, bucket_bytes, "26214400", 0, "all-reduce bucket size"),
+};
+#define NKEYS (int)(sizeof SCHEMA / sizeof SCHEMA[0])
+
+static const key_def *find_key(const char *section, const char *key) {
+    for (int i = 0; i < NKEYS; i++)
+        if (!strcmp(SCHEMA[i].section, section) && !strcmp(SCHEMA[i].key, key)) return &SCHEMA[i];
+    return NULL;
+}
+
+// " (did you mean 'train.lr'?)" for the nearest known key within edit distance 2.
+static void suggest(const char *section, const char *key, char *buf, size_t len) {
+    int best = 3;
+    const key_def *hit = NULL;
+    for (int i = 0; i < NKEYS; i++) {
+        int d = pf_edit_distance(SCHEMA[i].key, key) + (strcmp(SCHEMA[i].section, section) != 0);
+        if (d < best) best = d, hit = &SCHEMA[i];
+    }
+    if (hit) snprintf(buf, len, " (did you mean '%s.%s'?)", hit->section, hit->key);
+    else buf[0] = 0;
+}
+
+static bool known_section(const char *section) {
+    for (int i = 0; i < NKEYS; i++)
+        if (!strcmp(SCHEMA[i].section, section)) return true;
+    return false;
+}
+
+static int parse_enum(const char *choices, const char *v) {
+    int idx = 0;
+    size_t n = strlen(v);
+    for (const char *p = choices;; idx++) {
+        const char *bar = strchr(p, '|');
+        size_t len = bar ? (size_t)(bar - p) : strlen(p);
+        if (len == n && !strncmp(p, v, n)) return idx;
+        if (!bar) return -1;
+        p = bar + 1;
+    }
+}
+
+static const char *enum_name(const char *choices, int idx, char *buf, size_t len) {
+    const char *p = choices;
+    for (int i = 0; i < idx; i++) p = strchr(p, '|') + 1;
+    const char *bar = strchr(p, '|');
+    size_t n = bar ? (size_t)(bar - p) : strlen(p);
+    snprintf(buf, len, "%.*s", (int)n, p);
+    return buf;
+}
+
+int pf_layer_spec_parse(pf_layer_spec *s, const char *text) {
+    *s = (pf_layer_spec){0};
+    while (*text == ' ') text++;
+    if (!strcmp(text, "dense")) return 0;
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", text);
+    s->pixelfly = true;
+    bool have_bs = false, have_nf = false;
+    for (char *save = NULL, *tok = strtok_r(buf, " \t,", &save); tok;
+         tok = strtok_r(NULL, " \t,", &save)) {
+        if (!strcmp(tok, "pixelfly")) continue;
+        char *eq = strchr(tok, '=');
+        char *end = NULL;
+        long v = eq ? strtol(eq + 1, &end, 10) : 0;
+        if (!eq || end == eq + 1 || *end) {
+            pf_error("'%s' in layer spec '%s': expected dense or 'bs=B nf=F [rank=R]'", tok, text);
+            return -1;
+        }
+        *eq = 0;
+        if (!strcmp(tok, "bs")) s->bs = (int)v, have_bs = true;
+        else if (!strcmp(tok, "nf")) s->nf = (int)v, have_nf = true;
+        else if (!strcmp(tok, "rank")) s->rank = (int)v;
+        else {
+            pf_error("unknown field '%s' in layer spec '%s': use bs, nf and rank", tok, text);
+            return -1;
+        }
+    }
+    if (!have_bs || !have_nf) {
+        pf_error("layer spec '%s' needs both bs= and nf= (or 'dense')", text);
+        return -1;
+    }
+    return 0;
+}
+
+void pf_layer_spec_format(const pf_layer_spec *s, char *buf, size_t len) {
+    if (!s->pixelfly) snprintf(buf, len, "dense");
+    else snprintf(buf, len, "bs=%d nf=%d rank=%d", s->bs, s->nf, s->rank);
+}
+
+static int set_value(pf_config *c, const key_def *k, const char *v) {
+    void *dst = (char *)c + k->offset;
+    char *end = NULL;
+    errno = 0;
+    switch (k->type) {
+    case T_INT:
+    case T_INT64: {
+        long long x = strtoll(v, &end, 10);
+        if (end == v || *end || errno || x < 0 || (k->type == T_INT && x > 2147483647)) {
+            pf_error("%s.%s = '%s' is not a non-negative integer", k->section, k->key, v);
+            return -1;
+        }
+        if (k->type == T_INT) *(int *)dst = (int)x;
+        else *(int64_t *)dst = x;
+        return 0;
+    }
+    case T_FLOAT: {
+        float x = strtof(v, &end);
+        if (end == v || *end || errno || !isfinite(x)) {
+            pf_error("%s.%s = '%s' is not a number", k->section, k->key, v);
+            return -1;
+        }
+        *(float *)dst = x;
+        return 0;
+    }
+    case T_BOOL:
+        if (!strcmp(v, "true") || !strcmp(v, "1")) *(bool *)dst = true;
+        else if (!strcmp(v, "false") || !strcmp(v, "0")) *(bool *)dst = false;
+        else {
+            pf_error("%s.%s = '%s': use true or false", k->section, k->key, v);
+            return -1;
+        }
+        return 0;
+    case T_PATH:
+        if (strlen(v) >= PF_PATH_MAX) {
+            pf_error("%s.%s: path longer than %d bytes", k->section, k->key, PF_PATH_MAX - 1);
+            return -1;
+        }
+        strcpy((char *)dst, v);
+        return 0;
+    case T_ENUM: {
+        int idx = parse_enum(k->choices, v);
+        if (idx < 0) {
+            pf_error("%s.%s = '%s': use one of %s", k->section, k->key, v, k->choices);
+            return -1;
+        }
+        *(int *)dst = idx;
+        return 0;
+    }
+    case T_LAYER:
+        if (pf_layer_spec_parse((pf_layer_spec *)dst, v) < 0) {
+            char msg[1024];
+            snprintf(msg, sizeof msg, "%s.%s: %s", k->section, k->key, pf_errmsg());
+            pf_error("%s", msg);
+            return -1;
+        }
+        return 0;
+    }
+    return -1;
+}
+
+void pf_config_defaults(pf_config *c) {
+    memset(c, 0, sizeof *c);
+    for (int i = 0; i < NKEYS; i++) PF_ASSERT(set_value(c, &SCHEMA[i], SCHEMA[i].def) == 0);
+}
+
+typedef struct {
+    pf_config *cfg;
+    const char *path;
+    int failed;
+    char msg[1536];
+} parse_state;
+
+static int on_entry(void *user, const char *section, const char *key, const char *value) {
+    parse_state *st = user;
+    if (st->failed) return 0;
+    const key_def *k = find_key(section, key);
+    char hint[128];
+    if (!k) {
+        if (!known_section(section)) {
+            st->failed = 1;
+            snprintf(st->msg, sizeof st->msg,
+                     "unknown section [%s]; sections are model, pixelfly, data, train, run",
+                     section);
+            return 0;
+        }
+        suggest(section, key, hint, sizeof hint);
+        st->failed = 1;
+        snprintf(st->msg, sizeof st->msg, "unknown key '%s' in [%s]%s", key, section, hint);
+        return 0;
+    }
+    if (set_value(st->cfg, k, value) < 0) {
+        st->failed = 1;
+        snprintf(st->msg, sizeof st->msg, "%s", pf_errmsg());
+        return 0;
+    }
+    return 1;
+}
+
+int pf_config_load(pf_config *c, const char *path) {
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        pf_error("cannot open config '%s': %s", path, strerror(errno));
+        return -1;
+    }
+    parse_state st = {.cfg = c, .path = path};
+    int line = ini_parse_file(f, on_entry, &st);
+    fclose(f);
+    if (line != 0) {
+        if (st.failed) pf_error("%s:%d: %s", path, line, st.msg);
+        else pf_error("%s:%d: syntax error (expected [section] or key = value)", path, line);
+        return -1;
+    }
+    return 0;
+}
+
+int pf_config_load_string(pf_config *c, const char *text, const char *origin) {
+    parse_state st = {.cfg = c, .path = origin};
+    int line = ini_parse_string(text, on_entry, &st);
+    if (line != 0) {
+        pf_error("%s:%d: %s", origin, line, st.failed ? st.msg : "syntax error");
+        return -1;
+    }
+    return 0;
+}
+
+int pf_config_set(pf_config *c, const char *assignment) {
+    const char *dot = strchr(assignment, '.'), *eq = strchr(assignment, '=');
+    if (!dot || !eq || dot > eq) {
+        pf_error("--set '%s': expected section.key=value, e.g. train.lr=3e-4", assignment);
+        return -1;
+    }
+    char section[64], key[64];
+    snprintf(section, sizeof section, "%.*s", (int)(dot - assignment), assignment);
+    snprintf(key, sizeof key, "%.*s", (int)(eq - dot - 1), dot + 1);
+    const key_def *k = find_key(section, key);
+    if (!k) {
+        char hint[128];
+        suggest(section, key, hint, sizeof hint);
+        pf_error("--set: unknown key '%s.%s'%s", section, key, hint);
+        return -1;
+    }
+    if (set_value(c, k, eq + 1) < 0) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "--set: %s", pf_errmsg());
+        pf_error("%s", msg);
+        return -1;
+    }
+    return 0;
+}
+
+#define REQUIRE(cond, ...)         \
+    do {                           \
+        if (!(cond)) {             \
+            pf_error(__VA_ARGS__); \
+            return -1;             \
+        }                          \
+    } while (0)
+
+int pf_config_validate(const pf_config *c) {
+    REQUIRE(c->n_layer >= 1, "model.n_layer = %d: need at least 1", c->n_layer);
+    REQUIRE(c->n_embd >= 1 && c->n_head >= 1, "model.n_embd and model.n_head must be >= 1");
+    REQUIRE(c->mlp_ratio > 0, "model.mlp_ratio = %g must be positive", c->mlp_ratio);
+    REQUIRE(c->batch_size >= 1, "train.batch_size must be >= 1");
+    REQUIRE(c->grad_accum >= 1, "train.grad_accum must be >= 1");
+    REQUIRE(c->steps >= 1, "train.steps must be >= 1");
+    REQUIRE(c->lr > 0, "train.lr = %g must be positive", c->lr);
+    REQUIRE(c->beta1 >= 0 && c->beta1 < 1 && c->beta2 >= 0 && c->beta2 < 1,
+            "train.beta1 and train.beta2 must be in [0, 1)");
+    REQUIRE(c->label_smoothing >= 0 && c->label_smoothing < 1,
+            "train.label_smoothing = %g: use a value in [0, 1)", c->label_smoothing);
+    REQUIRE(c->augment_scale_min > 0 && c->augment_scale_min <= 1,
+            "train.augment_scale_min = %g: use a value in (0, 1]", c->augment_scale_min);
+    REQUIRE(c->log_every >= 1, "run.log_every must be >= 1");
+    REQUIRE(c->train_path[0], "data.train is not set: give the training shard (.h5) made "
+                              "by pfdata, e.g. --set data.train=data/train.h5");
+    if (c->model == PF_MODEL_GPT2 || c->model == PF_MODEL_VIT)
+        REQUIRE(c->n_embd % c->n_head == 0, "model.n_embd = %d is not divisible by n_head = %d",
+                c->n_embd, c->n_head);
+    if (c->model == PF_MODEL_GPT2) {
+        REQUIRE(c->seq_len >= 1, "model.seq_len must be >= 1");
+        REQUIRE(c->vocab_size >= 2, "model.vocab_size must be >= 2");
+    } else {
+        REQUIRE(c->patch_size >= 1 && c->image_size % c->patch_size == 0,
+                "model.image_size = %d is not divisible by patch_size = %d", c->image_size,
+                c->patch_size);
+        REQUIRE(c->num_classes >= 2, "model.num_classes must be >= 2");
+        REQUIRE(c->channels >= 1, "model.channels must be >= 1");
+    }
+    return 0;
+}
+
+void pf_config_write(const pf_config *c, FILE *f) {
+    const char *section = "";
+    char buf[PF_PATH_MAX + 64];
+    for (int i = 0; i < NKEYS; i++) {
+        const key_def *k = &SCHEMA[i];
+        const void *src = (const char *)c + k->offset;
+        if (strcmp(section, k->section)) {
+            fprintf(f, "%s[%s]\n", i ? "\n" : "", k->section);
+            section = k->section;
+        }
+        switch (k->type) {
+        case T_INT: snprintf(buf, sizeof buf, "%d", *(const int *)src); break;
+        case T_INT64: snprintf(buf, sizeof buf, "%lld", (long long)*(const int64_t *)src); break;
+        case T_FLOAT: snprintf(buf, sizeof buf, "%.9g", *(const float *)src); break;
+        case T_BOOL: snprintf(buf, sizeof buf, "%s", *(const bool *)src ? "true" : "false"); break;
+        case T_PATH: snprintf(buf, sizeof buf, "%s", (const char *)src); break;
+        case T_ENUM: enum_name(k->choices, *(const int *)src, buf, sizeof buf); break;
+        case T_LAYER: pf_layer_spec_format(src, buf, sizeof buf); break;
+        }
+        fprintf(f, "%s = %s\n", k->key, buf);
+    }
+}
+
+char *pf_config_to_string(const pf_config *c) {
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    PF_ASSERT(f);
+    pf_config_write(c, f);
+    fclose(f);
+    return text;
+}

@@ -1,0 +1,75 @@
+// config.h: the training configuration, read from an .ini file (libinih) plus
+// `--set section.key=value` overrides. Every key is declared once in the schema table in
+// config.c (name, type, default, help); unknown sections and keys, bad values and missing
+// files are errors naming file:line and key, with a suggestion for near misses.
+#ifndef PF_CONFIG_H
+#define PF_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define PF_PATH_MAX 1024
+
+// One linear layer type: dense, or Pixelfly with butterfly size bs, nf factors, rank r.
+typedef struct {
+    bool pixelfly;
+    int bs, nf, rank;
+} pf_layer_spec;
+
+typedef enum { PF_MODEL_GPT2, PF_MODEL_VIT, PF_MODEL_MIXER } pf_model_kind;
+typedef enum { PF_SCHED_COSINE, PF_SCHED_LINEAR, PF_SCHED_CONSTANT } pf_schedule;
+typedef enum { PF_BACKEND_AUTO, PF_BACKEND_CPU, PF_BACKEND_CUDA } pf_backend_choice;
+
+typedef struct {
+    // [model]
+    pf_model_kind model;
+    int n_layer, n_embd, n_head;
+    int seq_len, vocab_size;           // gpt2
+    float mlp_ratio;                   // MLP hidden = n_embd * mlp_ratio
+    int image_size, patch_size, channels, num_classes;  // vit, mixer
+    int token_mlp_dim, channel_mlp_dim;                  // mixer
+    float init_std;                    // std of the dense linear layers (0.02 as GPT-2)
+    // [pixelfly]: per layer type
+    pf_layer_spec attn_qkv, attn_proj, mlp_fc1, mlp_fc2, token_fc1, token_fc2;
+    // [data]
+    char train_path[PF_PATH_MAX], val_path[PF_PATH_MAX];
+    // [train]
+    int batch_size, grad_accum;
+    int64_t steps;
+    float lr, min_lr_frac, weight_decay, beta1, beta2, eps, grad_clip, label_smoothing;
+    int warmup_steps;
+    pf_schedule schedule;
+    uint64_t seed;
+    int eval_every, eval_batches;
+    float augment_scale_min;  // random-resized-crop minimum area (vision); 1 = no crop
+    bool hflip;
+    // [run]
+    char out_dir[PF_PATH_MAX];
+    int log_every;
+    pf_backend_choice backend;
+    int checkpoint_every, keep_checkpoints;
+    int64_t bucket_bytes;  // all-reduce bucket size
+} pf_config;
+
+void pf_config_defaults(pf_config *c);
+// Parses `path` over the defaults. -1 with pf_error("FILE:LINE: ...") on any problem.
+int pf_config_load(pf_config *c, const char *path);
+// The same from text (a checkpoint's /config); `origin` names it in messages.
+int pf_config_load_string(pf_config *c, const char *text, const char *origin);
+// Applies one "section.key=value" override; -1 with pf_error naming it.
+int pf_config_set(pf_config *c, const char *assignment);
+// Cross-key checks (n_embd % n_head, image_size % patch_size ...); -1 with pf_error.
+int pf_config_validate(const pf_config *c);
+// Writes the complete resolved configuration as .ini text (loads back to the same config).
+void pf_config_write(const pf_config *c, FILE *f);
+char *pf_config_to_string(const pf_config *c);  // malloc'd
+// "dense" or "bs=16 nf=2 rank=32" (any order; rank defaults to 0); -1 with pf_error.
+int pf_layer_spec_parse(pf_layer_spec *s, const char *text);
+void pf_layer_spec_format(const pf_layer_spec *s, char *buf, size_t len);
+
+static inline int pf_config_mlp_hidden(const pf_config *c) {
+    return (int)(c->n_embd * c->mlp_ratio + 0.5f);
+}
+
+#endif

@@ -1,0 +1,66 @@
+// cpu_elementwise.c: GELU and additions, one element per iteration.
+#include <math.h>
+
+#include "cpu_ops.h"
+
+#define GELU_K 0.7978845608028654f  // sqrt(2/pi)
+
+// y = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+void cpu_gelu_fwd(pf_tensor y, pf_tensor x) {
+    CPU_F32(y);
+    CPU_F32(x);
+    int64_t n = pf_numel(x);
+    PF_ASSERT(pf_numel(y) == n);
+    const float *X = cpu_f(x);
+    float *Y = cpu_f(y);
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        float v = X[i];
+        Y[i] = 0.5f * v * (1.0f + tanhf(GELU_K * (v + 0.044715f * v * v * v)));
+    }
+}
+
+// dx += gelu'(x) dy
+void cpu_gelu_bwd(pf_tensor dx, pf_tensor dy, pf_tensor x) {
+    CPU_F32(dx);
+    CPU_F32(dy);
+    CPU_F32(x);
+    int64_t n = pf_numel(x);
+    PF_ASSERT(pf_numel(dx) == n && pf_numel(dy) == n);
+    const float *X = cpu_f(x), *DY = cpu_f(dy);
+    float *DX = cpu_f(dx);
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        float v = X[i];
+        float t = tanhf(GELU_K * (v + 0.044715f * v * v * v));
+        float sech2 = 1.0f - t * t;
+        float grad = 0.5f * (1.0f + t) +
+                     0.5f * v * sech2 * GELU_K * (1.0f + 3.0f * 0.044715f * v * v);
+        DX[i] += grad * DY[i];
+    }
+}
+
+// y = a + b (y may alias a or b)
+void cpu_add(pf_tensor y, pf_tensor a, pf_tensor b) {
+    CPU_F32(y);
+    CPU_F32(a);
+    CPU_F32(b);
+    int64_t n = pf_numel(y);
+    PF_ASSERT(pf_numel(a) == n && pf_numel(b) == n);
+    const float *A = cpu_f(a), *B = cpu_f(b);
+    float *Y = cpu_f(y);
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) Y[i] = A[i] + B[i];
+}
+
+// dst += src
+void cpu_accumulate(pf_tensor dst, pf_tensor src) {
+    CPU_F32(dst);
+    CPU_F32(src);
+    int64_t n = pf_numel(dst);
+    PF_ASSERT(pf_numel(src) == n);
+    const float *S = cpu_f(src);
+    float *D = cpu_f(dst);
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) D[i] += S[i];
+}

@@ -1,0 +1,83 @@
+// cpu_loss.c: softmax cross-entropy over the V real classes of padded logits [N, Vp],
+// with label smoothing and an ignore index. Row statistics in double, max subtracted.
+#include <math.h>
+
+#include "cpu_ops.h"
+
+typedef struct {
+    int64_t N, Vp;
+} xent_dims;
+
+static xent_dims check_dims(pf_tensor logits, pf_tensor targets, int V, float smoothing) {
+    CPU_F32(logits);
+    CPU_I32(targets);
+    xent_dims d = {cpu_rows(logits), cpu_cols(logits)};
+    PF_ASSERT(pf_numel(targets) == d.N);
+    PF_ASSERT(V > 0 && V <= d.Vp && smoothing >= 0 && smoothing <= 1);
+    return d;
+}
+
+// Target of row n, asserted to be a real class unless ignored.
+static int row_target(const int32_t *targets, int64_t n, int V, int ignore_index) {
+    int t = targets[n];
+    if (t != ignore_index && (t < 0 || t >= V))
+        PF_FATAL("cross-entropy target %d at row %ld is outside [0, %d)", t, (long)n, V);
+    return t;
+}
+
+// log sum_{c<V} exp(l[c]), with the row maximum subtracted before exp.
+static double logsumexp(const float *l, int V) {
+    double m = l[0], s = 0;
+    for (int c = 1; c < V; c++)
+        if (l[c] > m) m = l[c];
+    for (int c = 0; c < V; c++) s += exp(l[c] - m);
+    return m + log(s);
+}
+
+// losses[N] = (1-eps) * -log p[target] + eps * mean_{c<V} -log p[c]; ignored rows get 0.
+void cpu_xent_fwd(pf_tensor losses, pf_tensor logits, pf_tensor targets, int V,
+                  int ignore_index, float smoothing) {
+    CPU_F32(losses);
+    xent_dims d = check_dims(logits, targets, V, smoothing);
+    PF_ASSERT(pf_numel(losses) == d.N);
+    const float *L = cpu_f(logits);
+    const int32_t *TG = targets.data;
+    float *LOSS = cpu_f(losses);
+#pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < d.N; n++) {
+        int t = row_target(TG, n, V, ignore_index);
+        if (t == ignore_index) {
+            LOSS[n] = 0;
+            continue;
+        }
+        const float *l = L + n * d.Vp;
+        double lse = logsumexp(l, V), mean = 0;
+        for (int c = 0; c < V; c++) mean += l[c];
+        mean /= V;
+        LOSS[n] = (float)((1.0 - smoothing) * (lse - l[t]) + smoothing * (lse - mean));
+    }
+}
+
+// dlogits[N,Vp] += scale * (p - q), q = (1-eps) onehot(target) + eps/V; nothing in padding
+// columns or ignored rows.
+void cpu_xent_bwd(pf_tensor dlogits, pf_tensor logits, pf_tensor targets, int V,
+                  int ignore_index, float smoothing, float scale) {
+    CPU_F32(dlogits);
+    xent_dims d = check_dims(logits, targets, V, smoothing);
+    PF_ASSERT(cpu_rows(dlogits) == d.N && cpu_cols(dlogits) == d.Vp);
+    const float *L = cpu_f(logits);
+    const int32_t *TG = targets.data;
+    float *DL = cpu_f(dlogits);
+#pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < d.N; n++) {
+        int t = row_target(TG, n, V, ignore_index);
+        if (t == ignore_index) continue;
+        const float *l = L + n * d.Vp;
+        float *dl = DL + n * d.Vp;
+        double lse = logsumexp(l, V);
+        for (int c = 0; c < V; c++) {
+            double q = smoothing / V + (c == t ? 1.0 - smoothing : 0.0);
+            dl[c] += (float)(scale * (exp(l[c] - lse) - q));
+        }
+    }
+}

@@ -1,0 +1,123 @@
+// data.c: the batch source behind pf_data: a token loader for GPT-2, an image loader for the
+// vision models, each with the host buffers a micro-batch lives in.
+#include "data.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "image_loader.h"
+#include "token_loader.h"
+
+struct pf_data {
+    pf_token_loader *tokens;
+    pf_image_loader *images;
+    int32_t *inputs, *targets, *labels;  // host [B*T], [B*T], [B]
+    float *pixels;                       // host [B, S, S, C]
+};
+
+static pf_data *open_tokens(const pf_config *c, const char *path, int B, int rank, int world,
+                            bool train) {
+    pf_token_loader *l =
+        pf_token_loader_open(path, B, c->seq_len, rank, world, c->seed, train);
+    if (!l) return NULL;
+    int vocab = pf_token_loader_vocab_size(l);
+    if (vocab > c->vocab_size) {
+        pf_error("%s: the shard's vocabulary has %d tokens but model.vocab_size = %d; set "
+                 "model.vocab_size = %d",
+                 path, vocab, c->vocab_size, vocab);
+        pf_token_loader_close(l);
+        return NULL;
+    }
+    pf_data *d = pf_calloc(1, sizeof *d);
+    d->tokens = l;
+    d->inputs = pf_malloc(sizeof(int32_t) * B * c->seq_len);
+    d->targets = pf_malloc(sizeof(int32_t) * B * c->seq_len);
+    return d;
+}
+
+static pf_data *open_images(const pf_config *c, const char *path, int B, int rank, int world,
+                            bool train) {
+    pf_image_loader_opts o = pf_image_loader_defaults(B, c->seed);
+    o.shuffle = train;
+    o.train = train;
+    o.out_size = c->image_size;
+    o.random_resized_crop = train && c->augment_scale_min < 1.0f;
+    o.scale_min = c->augment_scale_min;
+    o.hflip = train && c->hflip;
+    pf_image_loader *l = pf_image_loader_open(path, &o, rank, world);
+    if (!l) return NULL;
+    const char *bad = NULL;
+    int have = 0, want = 0;
+    if (pf_image_loader_channels(l) != c->channels)
+        bad = "channels", have = pf_image_loader_channels(l), want = c->channels;
+    else if (pf_image_loader_num_classes(l) != c->num_classes)
+        bad = "num_classes", have = pf_image_loader_num_classes(l), want = c->num_classes;
+    if (bad) {
+        pf_error("%s: the shard has %s = %d but model.%s = %d; set model.%s = %d", path, bad,
+                 have, bad, want, bad, have);
+        pf_image_loader_close(l);
+        return NULL;
+    }
+    pf_data *d = pf_calloc(1, sizeof *d);
+    d->images = l;
+    d->pixels = pf_malloc(sizeof(float) * B * c->image_size * c->image_size * c->channels);
+    d->labels = pf_malloc(sizeof(int32_t) * B);
+    return d;
+}
+
+pf_data *pf_data_open(const pf_config *c, const char *path, int B, int rank, int world,
+                      bool train) {
+    if (c->model == PF_MODEL_GPT2) return open_tokens(c, path, B, rank, world, train);
+    return open_images(c, path, B, rank, world, train);
+}
+
+void pf_data_close(pf_data *d) {
+    if (!d) return;
+    if (d->tokens) pf_token_loader_close(d->tokens);
+    if (d->images) pf_image_loader_close(d->images);
+    free(d->inputs);
+    free(d->targets);
+    free(d->labels);
+    free(d->pixels);
+    free(d);
+}
+
+int pf_data_next(pf_data *d, pf_batch *batch) {
+    memset(batch, 0, sizeof *batch);
+    if (d->tokens) {
+        if (pf_token_loader_next(d->tokens, d->inputs, d->targets) < 0) return -1;
+        batch->tokens = d->inputs;
+        batch->targets = d->targets;
+        return 0;
+    }
+    if (pf_image_loader_next(d->images, d->pixels, d->labels) < 0) return -1;
+    batch->images = d->pixels;
+    batch->labels = d->labels;
+    return 0;
+}
+
+void pf_data_reset(pf_data *d) {
+    if (d->tokens) pf_token_loader_reset(d->tokens);
+    else pf_image_loader_reset(d->images);
+}
+
+pf_data_cursor pf_data_get_cursor(const pf_data *d) {
+    if (d->tokens) {
+        pf_loader_cursor c = pf_token_loader_get_cursor(d->tokens);
+        return (pf_data_cursor){c.epoch, c.batch};
+    }
+    pf_loader_cursor c = pf_image_loader_get_cursor(d->images);
+    return (pf_data_cursor){c.epoch, c.batch};
+}
+
+int pf_data_set_cursor(pf_data *d, pf_data_cursor cur) {
+    pf_loader_cursor c = {cur.epoch, cur.batch};
+    return d->tokens ? pf_token_loader_set_cursor(d->tokens, c)
+                     : pf_image_loader_set_cursor(d->images, c);
+}
+
+int64_t pf_data_batches_per_epoch(const pf_data *d) {
+    return d->tokens ? pf_token_loader_batches_per_epoch(d->tokens)
+                     : pf_image_loader_batches_per_epoch(d->images);
+}

@@ -1,0 +1,33 @@
+// data.h: one batch source over either kind of shard, so the training loop does not care
+// whether it feeds GPT-2 token windows or images.
+#ifndef PF_DATA_H
+#define PF_DATA_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "models/model.h"
+
+typedef struct pf_data pf_data;
+
+typedef struct {
+    int64_t epoch, batch;
+} pf_data_cursor;
+
+// Opens `path` for the model of `c` with micro-batch B; `train` turns on shuffling and
+// augmentation. NULL with pf_error naming the file and what does not match the config
+// (vocabulary size, image size, channels, classes).
+pf_data *pf_data_open(const pf_config *c, const char *path, int B, int rank, int world,
+                      bool train);
+void pf_data_close(pf_data *d);
+// Fills the host buffers behind *batch with the next micro-batch; -1 with pf_error on a read
+// failure.
+int pf_data_next(pf_data *d, pf_batch *batch);
+void pf_data_reset(pf_data *d);
+pf_data_cursor pf_data_get_cursor(const pf_data *d);
+// -1 with pf_error when the cursor is out of range for this shard and batch size.
+int pf_data_set_cursor(pf_data *d, pf_data_cursor cur);
+int64_t pf_data_batches_per_epoch(const pf_data *d);
+
+#endif

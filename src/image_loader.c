@@ -1,0 +1,343 @@
+// image_loader.c: shard -> normalized, augmented batches. Policy in image_loader.h.
+#include "image_loader.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "image_shard.h"
+#include "rng.h"
+
+#define DEFAULT_MEMORY_LIMIT ((int64_t)1 << 30)
+#define RRC_TRIES 10
+
+struct pf_image_loader {
+    pf_image_shard shard;
+    pf_image_loader_opts o;
+    int rank, world, out;
+    size_t img_bytes;  // H*W*C
+    uint8_t *pixels;   // [N, H, W, C] the whole shard, or NULL when read per batch
+    uint8_t *staging;  // [B, H, W, C] per-batch reads when pixels == NULL
+    int32_t *labels;   // [N]
+    uint32_t *perm;    // [N] order of the epoch perm_epoch
+    int64_t perm_epoch;
+    pf_image_cursor cur;  // next batch to produce
+    int64_t batches_per_epoch;
+};
+
+// ---- resampling ------------------------------------------------------------------------
+
+typedef struct {
+    int lo, n;  // source taps [lo, lo+n)
+} tap_range;
+
+static int taps_max(float len, int out_n) {
+    float scale = len / (float)out_n;
+    return (int)ceilf(scale > 1 ? scale : 1) * 2 + 2;
+}
+
+// Triangle-filter taps along one axis: output i covers source [start + i*s, start + (i+1)*s),
+// s = len/out_n, with a half-width of max(s, 1) source pixels. w: [out_n, maxn].
+static void make_taps(float start, float len, int in_n, int out_n, int maxn, tap_range *r,
+                      float *w) {
+    float scale = len / (float)out_n, support = scale > 1 ? scale : 1;
+    for (int i = 0; i < out_n; i++) {
+        float center = start + ((float)i + 0.5f) * scale;
+        int lo = (int)floorf(center - support + 0.5f), hi = (int)floorf(center + support + 0.5f);
+        if (lo < 0) lo = 0;
+        if (hi > in_n) hi = in_n;
+        float *wi = w + (size_t)i * maxn, total = 0;
+        int n = 0;
+        for (int x = lo; x < hi && n < maxn; x++) {
+            float t = fabsf(((float)x + 0.5f - center) / support);
+            wi[n] = t < 1 ? 1 - t : 0;
+            total += wi[n++];
+        }
+        if (total <= 0) {  // box entirely off the image: take the nearest pixel
+            lo = (int)floorf(center);
+            lo = lo < 0 ? 0 : lo >= in_n ? in_n - 1 : lo;
+            n = 1, wi[0] = total = 1;
+        }
+        for (int t = 0; t < n; t++) wi[t] /= total;
+        r[i].lo = lo, r[i].n = n;
+    }
+}
+
+void pf_image_resample(const uint8_t *src, int sh, int sw, int C, float y0, float x0, float bh,
+                       float bw, float *dst, int oh, int ow, bool flip) {
+    PF_ASSERT(C >= 1 && C <= PF_IMAGE_MAX_C && oh > 0 && ow > 0 && bh > 0 && bw > 0);
+    int mx = taps_max(bw, ow), my = taps_max(bh, oh);
+    tap_range *rx = pf_malloc(sizeof *rx * (size_t)ow), *ry = pf_malloc(sizeof *ry * (size_t)oh);
+    float *wx = pf_malloc(sizeof *wx * (size_t)ow * mx),
+          *wy = pf_malloc(sizeof *wy * (size_t)oh * my);
+    make_taps(x0, bw, sw, ow, mx, rx, wx);
+    make_taps(y0, bh, sh, oh, my, ry, wy);
+    int ylo = sh, yhi = 0;
+    for (int i = 0; i < oh; i++) {
+        if (ry[i].lo < ylo) ylo = ry[i].lo;
+        if (ry[i].lo + ry[i].n > yhi) yhi = ry[i].lo + ry[i].n;
+    }
+    // Horizontal pass over the rows the vertical taps touch. tmp: [yhi-ylo, ow, C]
+    float *tmp = pf_malloc(sizeof *tmp * (size_t)(yhi - ylo) * ow * C);
+    for (int y = ylo; y < yhi; y++) {
+        const uint8_t *row = src + (size_t)y * sw * C;
+        float *t = tmp + (size_t)(y - ylo) * ow * C;
+        for (int j = 0; j < ow; j++) {
+            int jj = flip ? ow - 1 - j : j;
+            const float *w = wx + (size_t)jj * mx;
+            float acc[PF_IMAGE_MAX_C] = {0};
+            for (int k = 0; k < rx[jj].n; k++)
+                for (int c = 0; c < C; c++) acc[c] += w[k] * row[(size_t)(rx[jj].lo + k) * C + c];
+            for (int c = 0; c < C; c++) t[(size_t)j * C + c] = acc[c];
+        }
+    }
+    for (int i = 0; i < oh; i++) {
+        const float *w = wy + (size_t)i * my;
+        float *d = dst + (size_t)i * ow * C;
+        for (int jc = 0; jc < ow * C; jc++) {
+            float acc = 0;
+            for (int k = 0; k < ry[i].n; k++)
+                acc += w[k] * tmp[(size_t)(ry[i].lo + k - ylo) * ow * C + jc];
+            d[jc] = acc;
+        }
+    }
+    free(tmp);
+    free(rx);
+    free(ry);
+    free(wx);
+    free(wy);
+}
+
+// ---- options and open ------------------------------------------------------------------
+
+pf_image_loader_opts pf_image_loader_defaults(int batch, uint64_t seed) {
+    return (pf_image_loader_opts){.batch = batch,
+                                  .seed = seed,
+                                  .shuffle = true,
+                                  .train = true,
+                                  .random_resized_crop = true,
+                                  .scale_min = 0.08f,
+                                  .scale_max = 1.0f,
+                                  .ratio_min = 3.0f / 4.0f,
+                                  .ratio_max = 4.0f / 3.0f,
+                                  .hflip = true};
+}
+
+static int check_opts(const pf_image_loader_opts *o, const pf_image_shard *s, int rank, int world) {
+    if (o->batch <= 0 || world <= 0 || rank < 0 || rank >= world) {
+        pf_error("image loader: batch=%d rank=%d world=%d; need batch > 0 and 0 <= rank < world",
+                 o->batch, rank, world);
+        return -1;
+    }
+    if (o->out_size < 0 || (o->out_size == 0 && s->H != s->W)) {
+        pf_error("image loader: '%s' stores %dx%d images; set out_size > 0 (square output side)",
+                 s->path, s->H, s->W);
+        return -1;
+    }
+    if (o->train && o->random_resized_crop &&
+        !(o->scale_min > 0 && o->scale_min <= o->scale_max && o->scale_max <= 1 &&
+          o->ratio_min > 0 && o->ratio_min <= o->ratio_max)) {
+        pf_error(
+            "image loader: random resized crop scale [%g, %g] ratio [%g, %g]; need "
+            "0 < scale_min <= scale_max <= 1 and 0 < ratio_min <= ratio_max",
+            (double)o->scale_min, (double)o->scale_max, (double)o->ratio_min, (double)o->ratio_max);
+        return -1;
+    }
+    if (o->center_crop < 0 || o->center_crop > 1) {
+        pf_error("image loader: center_crop=%g must be in (0, 1], or 0 for automatic",
+                 (double)o->center_crop);
+        return -1;
+    }
+    if ((int64_t)o->batch * world > s->n) {
+        pf_error(
+            "image loader: '%s' has %lld images, fewer than one global batch "
+            "(world %d x batch %d); lower the batch size",
+            s->path, (long long)s->n, world, o->batch);
+        return -1;
+    }
+    if (s->n > UINT32_MAX) {
+        pf_error("image loader: '%s' has %lld images; at most %u per shard are supported", s->path,
+                 (long long)s->n, UINT32_MAX);
+        return -1;
+    }
+    return 0;
+}
+
+pf_image_loader *pf_image_loader_open(const char *path, const pf_image_loader_opts *o, int rank,
+                                      int world) {
+    pf_image_loader *l = pf_calloc(1, sizeof *l);
+    if (pf_image_shard_open(&l->shard, path) < 0) {
+        free(l);
+        return NULL;
+    }
+    pf_image_shard *s = &l->shard;
+    if (check_opts(o, s, rank, world) < 0) {
+        pf_image_loader_close(l);
+        return NULL;
+    }
+    l->o = *o;
+    l->rank = rank, l->world = world;
+    l->out = o->out_size ? o->out_size : s->H;
+    l->img_bytes = (size_t)s->H * s->W * s->C;
+    l->batches_per_epoch = s->n / ((int64_t)o->batch * world);
+    l->labels = pf_malloc(sizeof *l->labels * (size_t)s->n);
+    l->perm = pf_malloc(sizeof *l->perm * (size_t)s->n);
+    l->perm_epoch = -1;
+    int rc = pf_image_shard_read(s, 0, s->n, NULL, l->labels);
+    int64_t limit = o->memory_limit > 0 ? o->memory_limit : DEFAULT_MEMORY_LIMIT;
+    if (rc == 0 && (int64_t)l->img_bytes * s->n <= limit) {
+        l->pixels = pf_malloc(l->img_bytes * (size_t)s->n);
+        rc = pf_image_shard_read(s, 0, s->n, l->pixels, NULL);
+    } else {
+        l->staging = pf_malloc(l->img_bytes * (size_t)o->batch);
+    }
+    for (int64_t i = 0; rc == 0 && i < s->n; i++)
+        if (l->labels[i] < 0 || l->labels[i] >= s->num_classes) {
+            pf_error("'%s': label %d of image %lld is outside [0, num_classes=%d)", path,
+                     l->labels[i], (long long)i, s->num_classes);
+            rc = -1;
+        }
+    if (rc < 0) {
+        pf_image_loader_close(l);
+        return NULL;
+    }
+    return l;
+}
+
+void pf_image_loader_close(pf_image_loader *l) {
+    if (!l) return;
+    pf_image_shard_close(&l->shard);
+    free(l->pixels);
+    free(l->staging);
+    free(l->labels);
+    free(l->perm);
+    free(l);
+}
+
+// ---- batches ---------------------------------------------------------------------------
+
+static void make_perm(pf_image_loader *l, int64_t epoch) {
+    uint32_t n = (uint32_t)l->shard.n;
+    for (uint32_t i = 0; i < n; i++) l->perm[i] = i;
+    if (l->o.shuffle) {
+        pf_rng r;
+        pf_rng_seed(&r, l->o.seed ^ (0x9E3779B97F4A7C15ull * (uint64_t)(epoch + 1)));
+        pf_rng_shuffle_u32(&r, l->perm, n);
+    }
+    l->perm_epoch = epoch;
+}
+
+// Crop box (source pixels) of one image: y0, x0, h, w.
+static void crop_box(const pf_image_loader *l, pf_rng *r, float box[4]) {
+    const pf_image_loader_opts *o = &l->o;
+    int H = l->shard.H, W = l->shard.W;
+    if (o->train && o->random_resized_crop) {
+        double area = (double)H * W, lr0 = log(o->ratio_min), lr1 = log(o->ratio_max);
+        for (int t = 0; t < RRC_TRIES; t++) {
+            double target =
+                area * (o->scale_min + (o->scale_max - o->scale_min) * pf_rng_uniform(r));
+            double ar = exp(lr0 + (lr1 - lr0) * pf_rng_uniform(r));
+            int w = (int)lround(sqrt(target * ar)), h = (int)lround(sqrt(target / ar));
+            if (w > 0 && w <= W && h > 0 && h <= H) {
+                box[0] = (float)pf_rng_below(r, (uint32_t)(H - h + 1));
+                box[1] = (float)pf_rng_below(r, (uint32_t)(W - w + 1));
+                box[2] = (float)h, box[3] = (float)w;
+                return;
+            }
+        }
+        // torchvision's fallback: the whole image, clamped to the ratio range, centered.
+        double in_ratio = (double)W / H;
+        int w = W, h = H;
+        if (in_ratio < o->ratio_min)
+            h = (int)lround(w / o->ratio_min);
+        else if (in_ratio > o->ratio_max)
+            w = (int)lround(h * o->ratio_max);
+        box[0] = (float)((H - h) / 2), box[1] = (float)((W - w) / 2);
+        box[2] = (float)h, box[3] = (float)w;
+        return;
+    }
+    int short_side = H < W ? H : W;
+    float side = o->center_crop > 0 ? o->center_crop * (float)short_side
+                                    : (float)(l->out < short_side ? l->out : short_side);
+    // Integer offsets when the side is integral, so a crop at scale 1 copies pixels exactly.
+    box[0] = floorf(((float)H - side) / 2), box[1] = floorf(((float)W - side) / 2);
+    box[2] = box[3] = side;
+}
+
+// One image of the batch: pos is its position in the epoch's global order.
+static void make_image(const pf_image_loader *l, const uint8_t *src, int64_t epoch, int64_t pos,
+                       float *dst) {
+    const pf_image_shard *s = &l->shard;
+    pf_rng r;
+    pf_rng_seed(&r, l->o.seed * 0xD1B54A32D192ED03ull ^ (uint64_t)epoch * 0x9E3779B97F4A7C15ull ^
+                        (uint64_t)pos * 0xBF58476D1CE4E5B9ull);
+    float box[4];
+    crop_box(l, &r, box);
+    bool flip = l->o.train && l->o.hflip && (pf_rng_u64(&r) >> 63);
+    pf_image_resample(src, s->H, s->W, s->C, box[0], box[1], box[2], box[3], dst, l->out, l->out,
+                      flip);
+    float scale[PF_IMAGE_MAX_C], shift[PF_IMAGE_MAX_C];
+    for (int c = 0; c < s->C; c++) {
+        float sd = s->std[c] < 1e-6f ? 1.0f : s->std[c];
+        scale[c] = 1.0f / (255.0f * sd);
+        shift[c] = s->mean[c] / sd;
+    }
+    size_t n = (size_t)l->out * l->out;
+    for (size_t i = 0; i < n; i++)
+        for (int c = 0; c < s->C; c++) dst[i * s->C + c] = dst[i * s->C + c] * scale[c] - shift[c];
+}
+
+int pf_image_loader_next(pf_image_loader *l, float *images, int32_t *labels) {
+    if (l->cur.batch >= l->batches_per_epoch) l->cur.epoch++, l->cur.batch = 0;
+    if (l->perm_epoch != l->cur.epoch) make_perm(l, l->cur.epoch);
+    int B = l->o.batch;
+    int64_t base = (l->cur.batch * l->world + l->rank) * (int64_t)B;
+    const uint32_t *idx = l->perm + base;
+    if (!l->pixels)
+        for (int j = 0; j < B; j++)
+            if (pf_image_shard_read(&l->shard, idx[j], 1, l->staging + (size_t)j * l->img_bytes,
+                                    NULL) < 0)
+                return -1;
+    size_t out_elems = (size_t)l->out * l->out * l->shard.C;
+#pragma omp parallel for schedule(dynamic)
+    for (int j = 0; j < B; j++) {
+        const uint8_t *src = l->pixels ? l->pixels + (size_t)idx[j] * l->img_bytes
+                                       : l->staging + (size_t)j * l->img_bytes;
+        make_image(l, src, l->cur.epoch, base + j, images + (size_t)j * out_elems);
+        labels[j] = l->labels[idx[j]];
+    }
+    l->cur.batch++;
+    return 0;
+}
+
+// ---- cursor and accessors --------------------------------------------------------------
+
+pf_image_cursor pf_image_loader_get_cursor(const pf_image_loader *l) { return l->cur; }
+
+int pf_image_loader_set_cursor(pf_image_loader *l, pf_image_cursor c) {
+    if (c.epoch < 0 || c.batch < 0 || c.batch > l->batches_per_epoch) {
+        pf_error(
+            "image loader cursor (epoch %lld, batch %lld) is out of range: %lld batches "
+            "per epoch; was the checkpoint made with another batch size or world size?",
+            (long long)c.epoch, (long long)c.batch, (long long)l->batches_per_epoch);
+        return -1;
+    }
+    l->cur = c;
+    return 0;
+}
+
+void pf_image_loader_reset(pf_image_loader *l) { l->cur = (pf_image_cursor){0, 0}; }
+
+int64_t pf_image_loader_num_images(const pf_image_loader *l) { return l->shard.n; }
+int pf_image_loader_num_classes(const pf_image_loader *l) { return l->shard.num_classes; }
+int pf_image_loader_channels(const pf_image_loader *l) { return l->shard.C; }
+int pf_image_loader_height(const pf_image_loader *l) { return l->shard.H; }
+int pf_image_loader_width(const pf_image_loader *l) { return l->shard.W; }
+int pf_image_loader_out_size(const pf_image_loader *l) { return l->out; }
+int64_t pf_image_loader_batches_per_epoch(const pf_image_loader *l) { return l->batches_per_epoch; }
+
+const char *pf_image_loader_class_name(const pf_image_loader *l, int i) {
+    PF_ASSERT(i >= 0 && i < l->shard.num_classes);
+    return l->shard.class_names[i];
+}

@@ -1,0 +1,88 @@
+// image_loader.h: batches of normalized, augmented images from an HDF5 image shard
+// (layout in datasets/image_shard.h).
+//
+// Order: a seeded permutation of all N images per epoch (identity when shuffle is off).
+// Batch k of rank r holds perm[(k*world + r)*B + j], j < B, so the union over ranks of batch
+// k is the single-rank batch k of size world*B; the tail of an epoch that does not fill a
+// global batch is dropped (batches_per_epoch = N / (world*B)).
+//
+// Augmentation is drawn from an RNG seeded by (seed, epoch, global position in the epoch),
+// so an image gets the same crop and flip whatever the world size, and a restored cursor
+// replays exactly the batches it would have produced.
+//   train: random resized crop (area fraction in [scale_min, scale_max] of the image, aspect
+//          ratio log-uniform in [ratio_min, ratio_max], 10 tries, then the center fallback of
+//          torchvision) resized to out x out, then a horizontal flip with probability 1/2;
+//          with random_resized_crop off, the eval geometry (plus the flip).
+//   eval:  the central square of side center_crop x min(H, W) resized to out x out; with
+//          center_crop = 0 that side is min(out, H, W), i.e. a pixel-exact center crop when
+//          out <= min(H, W) (256 -> 224 as in the usual ImageNet eval) and the whole central
+//          square enlarged otherwise.
+// Output pixels: (x/255 - mean[c]) / std[c] with the shard's attributes (std < 1e-6, a
+// constant channel, is taken as 1).
+//
+// Reading: when the shard's pixels fit in memory_limit (default 1 GiB: Fashion-MNIST 47 MB,
+// CIFAR 150 MB) each rank reads the whole /images once at open; bigger shards (ImageNet) are
+// read image by image with HDF5 hyperslabs (chunks are one image there), on the calling
+// thread. Labels are always held in memory (4 bytes per image).
+// Mixup/cutmix are not implemented.
+#ifndef PF_IMAGE_LOADER_H
+#define PF_IMAGE_LOADER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "token_loader.h"
+
+typedef struct {
+    int batch;  // B, images per rank per batch
+    uint64_t seed;
+    bool shuffle;
+    bool train;    // augment (crop + flip) instead of the eval geometry
+    int out_size;  // output side; 0 = stored size (needs H == W)
+    bool random_resized_crop;
+    float scale_min, scale_max;  // area fraction, e.g. 0.08..1 (0.35..1 for tiny images)
+    float ratio_min, ratio_max;  // aspect ratio w/h, e.g. 3/4..4/3
+    bool hflip;
+    float center_crop;     // eval: fraction of the short side kept; 0 = auto (see above)
+    int64_t memory_limit;  // bytes of pixels held in memory; 0 = 1 GiB; above it, read per batch
+} pf_image_loader_opts;
+
+// Position of the next batch {epoch, batch}: what a checkpoint stores. The same type as the
+// token loader's, so the trainer keeps one cursor whatever the model.
+typedef pf_loader_cursor pf_image_cursor;
+
+typedef struct pf_image_loader pf_image_loader;
+
+// Typical training options: shuffle, random resized crop 0.08..1, 3/4..4/3, flip.
+pf_image_loader_opts pf_image_loader_defaults(int batch, uint64_t seed);
+
+// NULL and pf_error() on a bad file or options (world*B larger than the shard, ...).
+pf_image_loader *pf_image_loader_open(const char *path, const pf_image_loader_opts *o, int rank,
+                                      int world);
+void pf_image_loader_close(pf_image_loader *l);
+
+// images: [B, out, out, C] normalized; labels: [B]. Rolls over to the next epoch after the
+// last batch. -1 and pf_error() on a read failure.
+int pf_image_loader_next(pf_image_loader *l, float *images, int32_t *labels);
+
+pf_image_cursor pf_image_loader_get_cursor(const pf_image_loader *l);
+int pf_image_loader_set_cursor(pf_image_loader *l, pf_image_cursor c);  // -1 if out of range
+void pf_image_loader_reset(pf_image_loader *l);                         // back to epoch 0, batch 0
+
+int64_t pf_image_loader_num_images(const pf_image_loader *l);
+int pf_image_loader_num_classes(const pf_image_loader *l);
+int pf_image_loader_channels(const pf_image_loader *l);  // C
+int pf_image_loader_height(const pf_image_loader *l);    // stored H
+int pf_image_loader_width(const pf_image_loader *l);     // stored W
+int pf_image_loader_out_size(const pf_image_loader *l);  // side of the output images
+int64_t pf_image_loader_batches_per_epoch(const pf_image_loader *l);
+const char *pf_image_loader_class_name(const pf_image_loader *l, int i);
+
+// Resamples the box [y0, y0+bh) x [x0, x0+bw) (source pixel units) of src [sh, sw, C] into
+// dst [oh, ow, C] (float, 0..255 scale) with a triangle filter widened by the shrink factor:
+// bilinear when enlarging, antialiased (area-like) when shrinking; an integer box at scale 1
+// is copied exactly. flip mirrors the output left-right. Shared with the JPEG converter.
+void pf_image_resample(const uint8_t *src, int sh, int sw, int C, float y0, float x0, float bh,
+                       float bw, float *dst, int oh, int ow, bool flip);
+
+#endif

@@ -1,0 +1,351 @@
+// model.c: model creation and dispatch, activation buffers, and the shared modules
+// (layernorm, MLP, transformer block, classification loss).
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "model_impl.h"
+
+static const pf_model_vtable *vtable_for(pf_model_kind k) {
+    switch (k) {
+    case PF_MODEL_GPT2: return &pf_gpt2_vtable;
+    case PF_MODEL_VIT: return &pf_vit_vtable;
+    case PF_MODEL_MIXER: return &pf_mixer_vtable;
+    }
+    return NULL;
+}
+
+float *pf_act(pf_model *m, int64_t n) {
+    if (m->n_acts == m->cap_acts) {
+        m->cap_acts = m->cap_acts ? 2 * m->cap_acts : 64;
+        m->acts = pf_realloc(m->acts, sizeof(void *) * m->cap_acts);
+    }
+    size_t bytes = sizeof(float) * (size_t)(n > 0 ? n : 1);
+    float *p = m->be->alloc(bytes);
+    m->be->zero(p, bytes);
+    m->acts[m->n_acts++] = p;
+    return p;
+}
+
+pf_tensor pf_act2(const pf_model *m, float *d, int64_t a, int64_t b) {
+    return pf_tensor_2d(d, PF_F32, m->be->device, a, b);
+}
+
+pf_tensor pf_act3(const pf_model *m, float *d, int64_t a, int64_t b, int64_t c) {
+    return pf_tensor_3d(d, PF_F32, m->be->device, a, b, c);
+}
+
+pf_tensor pf_param(const pf_model *m, int idx) { return pf_arena_view(&m->arena, m->arena.params, idx); }
+pf_tensor pf_grad(const pf_model *m, int idx) { return pf_arena_view(&m->arena, m->arena.grads, idx); }
+
+int pf_model_linear(pf_model *m, pf_linear *l, const char *name, int in, int out, bool bias,
+                    pf_layer_spec spec, int64_t rows_per_sample) {
+    if (pf_linear_declare(l, &m->layout, name, in, out, bias, spec) < 0) return -1;
+    PF_ASSERT(m->n_linears < PF_MAX_LINEARS);
+    m->linear_rows[m->n_linears] = rows_per_sample;
+    m->linears[m->n_linears++] = l;
+    return 0;
+}
+
+int pf_model_param(pf_model *m, const char *name, int ndim, const int64_t *shape, bool no_decay) {
+    return pf_layout_add(&m->layout, name, ndim, shape, no_decay);
+}
+
+void pf_fill_normal(pf_model *m, float *host, int idx, float std, pf_rng *rng) {
+    const pf_param_info *p = &m->layout.params[idx];
+    for (int64_t i = 0; i < pf_param_numel(p); i++) host[p->offset + i] = std * pf_rng_normal(rng);
+}
+
+void pf_fill_const(pf_model *m, float *host, int idx, float v) {
+    const pf_param_info *p = &m->layout.params[idx];
+    for (int64_t i = 0; i < pf_param_numel(p); i++) host[p->offset + i] = v;
+}
+
+int pf_max_rank(const pf_config *c) {
+    const pf_layer_spec *s[] = {&c->attn_qkv, &c->attn_proj, &c->mlp_fc1,
+                                &c->mlp_fc2,  &c->token_fc1, &c->token_fc2};
+    int r = 0;
+    for (int i = 0; i < 6; i++)
+        if (s[i]->pixelfly && s[i]->rank > r) r = s[i]->rank;
+    return r;
+}
+
+// ---- layernorm -------------------------------------------------------------------------
+
+void pf_ln_declare(pf_model *m, pf_ln *ln, const char *name, int C, int64_t N) {
+    char pname[PF_PARAM_NAME_MAX];
+    snprintf(pname, sizeof pname, "%s.g", name);
+    ln->g = pf_model_param(m, pname, 1, (int64_t[]){C}, true);
+    snprintf(pname, sizeof pname, "%s.b", name);
+    ln->b = pf_model_param(m, pname, 1, (int64_t[]){C}, true);
+    ln->mean = pf_act(m, N);
+    ln->rstd = pf_act(m, N);
+}
+
+void pf_ln_init(pf_model *m, const pf_ln *ln, float *host) {
+    pf_fill_const(m, host, ln->g, 1.0f);
+    pf_fill_const(m, host, ln->b, 0.0f);
+}
+
+static pf_tensor stat_view(pf_model *m, float *d, pf_tensor x) {
+    return pf_tensor_1d(d, PF_F32, m->be->device, pf_numel(x) / x.shape[x.ndim - 1]);
+}
+
+void pf_ln_forward(pf_model *m, const pf_ln *ln, pf_tensor y, pf_tensor x) {
+    m->be->layernorm_fwd(y, stat_view(m, ln->mean, x), stat_view(m, ln->rstd, x), x,
+                         pf_param(m, ln->g), pf_param(m, ln->b), 1e-5f);
+}
+
+void pf_ln_backward(pf_model *m, const pf_ln *ln, pf_tensor dx, pf_tensor dy, pf_tensor x) {
+    m->be->layernorm_bwd(dx, pf_grad(m, ln->g), pf_grad(m, ln->b), dy, x, pf_param(m, ln->g),
+                         stat_view(m, ln->mean, x), stat_view(m, ln->rstd, x));
+}
+
+// ---- MLP -------------------------------------------------------------------------------
+
+int pf_mlp_declare(pf_model *m, pf_mlp *mlp, const char *name, int64_t N, int in, int hidden,
+                   int out, pf_layer_spec s1, pf_layer_spec s2) {
+    char lname[48];
+    mlp->N = N;
+    snprintf(lname, sizeof lname, "%s.fc1", name);
+    if (pf_model_linear(m, &mlp->fc1, lname, in, hidden, true, s1, N / m->B) < 0) return -1;
+    snprintf(lname, sizeof lname, "%s.fc2", name);
+    if (pf_model_linear(m, &mlp->fc2, lname, hidden, out, true, s2, N / m->B) < 0) return -1;
+    mlp->f = pf_act(m, N * hidden);
+    mlp->g = pf_act(m, N * hidden);
+    mlp->f_xv = pf_act(m, N * pf_linear_rank(&mlp->fc1));
+    mlp->g_xv = pf_act(m, N * pf_linear_rank(&mlp->fc2));
+    return 0;
+}
+
+void pf_mlp_init(pf_model *m, const pf_mlp *mlp, float *host, float std, float out_std,
+                 pf_rng *rng) {
+    pf_linear_init(&mlp->fc1, &m->layout, host, std, rng);
+    pf_linear_init(&mlp->fc2, &m->layout, host, out_std, rng);
+}
+
+static pf_tensor xv_view(pf_model *m, float *d, int64_t N, const pf_linear *l) {
+    int r = pf_linear_rank(l);
+    return r ? pf_act2(m, d, N, r) : pf_none();
+}
+
+void pf_mlp_forward(pf_model *m, pf_mlp *mlp, pf_tensor y, pf_tensor x) {
+    int64_t N = mlp->N, H = mlp->fc1.out;
+    pf_tensor f = pf_act2(m, mlp->f, N, H), g = pf_act2(m, mlp->g, N, H);
+    pf_linear_forward(&mlp->fc1, &m->arena, f, xv_view(m, mlp->f_xv, N, &mlp->fc1), x);
+    m->be->gelu_fwd(g, f);
+    pf_linear_forward(&mlp->fc2, &m->arena, y, xv_view(m, mlp->g_xv, N, &mlp->fc2), g);
+}
+
+void pf_mlp_backward(pf_model *m, pf_mlp *mlp, pf_tensor dx, pf_tensor dy, pf_tensor x,
+                     float *df, float *dg, float *dxv) {
+    int64_t N = mlp->N, H = mlp->fc1.out;
+    pf_tensor tdg = pf_act2(m, dg, N, H), tdf = pf_act2(m, df, N, H);
+    m->be->zero(dg, sizeof(float) * N * H);
+    pf_linear_backward(&mlp->fc2, &m->arena, tdg, dy, pf_act2(m, mlp->g, N, H),
+                       xv_view(m, mlp->g_xv, N, &mlp->fc2), xv_view(m, dxv, N, &mlp->fc2));
+    m->be->zero(df, sizeof(float) * N * H);
+    m->be->gelu_bwd(tdf, tdg, pf_act2(m, mlp->f, N, H));
+    pf_linear_backward(&mlp->fc1, &m->arena, dx, tdf, x, xv_view(m, mlp->f_xv, N, &mlp->fc1),
+                       xv_view(m, dxv, N, &mlp->fc1));
+}
+
+// ---- transformer block -------------------------------------------------------------------
+
+int pf_block_declare(pf_model *m, pf_block *blk, int layer, int B, int T, int C, int NH,
+                     int hidden, bool causal) {
+    const pf_config *c = &m->cfg;
+    int64_t N = (int64_t)B * T;
+    char name[48];
+    *blk = (pf_block){.B = B, .T = T, .C = C, .NH = NH, .causal = causal};
+    snprintf(name, sizeof name, "h.%d.ln1", layer);
+    pf_ln_declare(m, &blk->ln1, name, C, N);
+    snprintf(name, sizeof name, "h.%d.attn.qkv", layer);
+    if (pf_model_linear(m, &blk->qkv, name, C, 3 * C, true, c->attn_qkv, T) < 0) return -1;
+    snprintf(name, sizeof name, "h.%d.attn.proj", layer);
+    if (pf_model_linear(m, &blk->proj, name, C, C, true, c->attn_proj, T) < 0) return -1;
+    snprintf(name, sizeof name, "h.%d.ln2", layer);
+    pf_ln_declare(m, &blk->ln2, name, C, N);
+    snprintf(name, sizeof name, "h.%d.mlp", layer);
+    if (pf_mlp_declare(m, &blk->mlp, name, N, C, hidden, C, c->mlp_fc1, c->mlp_fc2) < 0)
+        return -1;
+    blk->h1 = pf_act(m, N * C);
+    blk->qkv_out = pf_act(m, N * 3 * C);
+    blk->qkv_xv = pf_act(m, N * pf_linear_rank(&blk->qkv));
+    blk->att = pf_act(m, (int64_t)B * NH * T * T);
+    blk->a = pf_act(m, N * C);
+    blk->a_xv = pf_act(m, N * pf_linear_rank(&blk->proj));
+    blk->x2 = pf_act(m, N * C);
+    blk->h2 = pf_act(m, N * C);
+    blk->y = pf_act(m, N * C);
+    // q k^T and att v: 2 * T * T * C multiply-adds per sequence (half of it when causal is
+    // not exploited; we count the full square, as the kernels compute it).
+    m->other_macs_per_sample += 2LL * T * T * C;
+    return 0;
+}
+
+void pf_block_init(pf_model *m, const pf_block *blk, float *host, pf_rng *rng) {
+    const pf_config *c = &m->cfg;
+    // GPT-2: residual projections scaled by 1/sqrt(2 n_layer) so the stream's variance does
+    // not grow with depth.
+    float out_std = c->init_std / sqrtf(2.0f * c->n_layer);
+    pf_ln_init(m, &blk->ln1, host);
+    pf_ln_init(m, &blk->ln2, host);
+    pf_linear_init(&blk->qkv, &m->layout, host, c->init_std, rng);
+    pf_linear_init(&blk->proj, &m->layout, host, out_std, rng);
+    pf_mlp_init(m, &blk->mlp, host, c->init_std, out_std, rng);
+}
+
+void pf_block_forward(pf_model *m, pf_block *blk, float *x) {
+    const pf_backend *be = m->be;
+    int64_t N = (int64_t)blk->B * blk->T, C = blk->C;
+    blk->x = x;
+    pf_tensor tx = pf_act2(m, x, N, C), th1 = pf_act2(m, blk->h1, N, C);
+    pf_ln_forward(m, &blk->ln1, th1, tx);
+    pf_linear_forward(&blk->qkv, &m->arena, pf_act2(m, blk->qkv_out, N, 3 * C),
+                      xv_view(m, blk->qkv_xv, N, &blk->qkv), th1);
+    be->attention_fwd(pf_act3(m, blk->a, blk->B, blk->T, C),
+                      pf_tensor_4d(blk->att, PF_F32, be->device, blk->B, blk->NH, blk->T, blk->T),
+                      pf_act3(m, blk->qkv_out, blk->B, blk->T, 3 * C), blk->NH, blk->causal);
+    pf_tensor tx2 = pf_act2(m, blk->x2, N, C), th2 = pf_act2(m, blk->h2, N, C);
+    pf_linear_forward(&blk->proj, &m->arena, tx2, xv_view(m, blk->a_xv, N, &blk->proj),
+                      pf_act2(m, blk->a, N, C));
+    be->add(tx2, tx2, tx);
+    pf_ln_forward(m, &blk->ln2, th2, tx2);
+    pf_tensor ty = pf_act2(m, blk->y, N, C);
+    pf_mlp_forward(m, &blk->mlp, ty, th2);
+    be->add(ty, ty, tx2);
+}
+
+void pf_block_backward(pf_model *m, pf_block *blk, float *dres, const pf_block_scratch *s) {
+    const pf_backend *be = m->be;
+    int64_t N = (int64_t)blk->B * blk->T, C = blk->C;
+    size_t act_bytes = sizeof(float) * N * C;
+    pf_tensor tdres = pf_act2(m, dres, N, C), tdh = pf_act2(m, s->dh, N, C);
+    // MLP branch: y = x2 + mlp(ln2(x2))
+    be->zero(s->dh, act_bytes);
+    pf_mlp_backward(m, &blk->mlp, tdh, tdres, pf_act2(m, blk->h2, N, C), s->df, s->dg, s->dxv);
+    pf_ln_backward(m, &blk->ln2, tdres, tdh, pf_act2(m, blk->x2, N, C));
+    // attention branch: x2 = x + proj(attn(qkv(ln1(x))))
+    be->zero(s->da, act_bytes);
+    pf_linear_backward(&blk->proj, &m->arena, pf_act2(m, s->da, N, C), tdres,
+                       pf_act2(m, blk->a, N, C), xv_view(m, blk->a_xv, N, &blk->proj),
+                       xv_view(m, s->dxv, N, &blk->proj));
+    be->zero(s->dqkv, 3 * act_bytes);
+    be->attention_bwd(pf_act3(m, s->dqkv, blk->B, blk->T, 3 * C),
+                      pf_tensor_4d(s->datt, PF_F32, be->device, blk->B, blk->NH, blk->T, blk->T),
+                      pf_act3(m, s->da, blk->B, blk->T, C),
+                      pf_act3(m, blk->qkv_out, blk->B, blk->T, 3 * C),
+                      pf_tensor_4d(blk->att, PF_F32, be->device, blk->B, blk->NH, blk->T, blk->T),
+                      blk->NH, blk->causal);
+    be->zero(s->dh, act_bytes);
+    pf_linear_backward(&blk->qkv, &m->arena, tdh, pf_act2(m, s->dqkv, N, 3 * C),
+                       pf_act2(m, blk->h1, N, C), xv_view(m, blk->qkv_xv, N, &blk->qkv),
+                       xv_view(m, s->dxv, N, &blk->qkv));
+    pf_ln_backward(m, &blk->ln1, tdres, tdh, pf_act2(m, blk->x, N, C));
+}
+
+int64_t pf_block_first_offset(const pf_model *m, const pf_block *blk) {
+    return m->layout.params[blk->ln1.g].offset;
+}
+
+void pf_block_scratch_alloc(pf_model *m, pf_block_scratch *s, int B, int T, int C, int NH,
+                            int hidden, int max_rank) {
+    int64_t N = (int64_t)B * T;
+    s->dh = pf_act(m, N * C);
+    s->da = pf_act(m, N * C);
+    s->dqkv = pf_act(m, N * 3 * C);
+    s->datt = pf_act(m, (int64_t)B * NH * T * T);
+    s->df = pf_act(m, N * hidden);
+    s->dg = pf_act(m, N * hidden);
+    s->dxv = pf_act(m, N * max_rank);
+}
+
+// ---- public API ----------------------------------------------------------------------------
+
+pf_model *pf_model_create(const pf_config *c, const pf_backend *be, int B) {
+    pf_model *m = pf_calloc(1, sizeof *m);
+    m->cfg = *c;
+    m->be = be;
+    m->B = B;
+    m->vt = vtable_for(c->model);
+    pf_layout_init(&m->layout);
+    if (m->vt->declare(m) < 0) {
+        pf_model_free(m);
+        return NULL;
+    }
+    pf_arena_alloc(&m->arena, &m->layout, be);
+    return m;
+}
+
+void pf_model_free(pf_model *m) {
+    if (!m) return;
+    if (m->impl && m->vt->free) m->vt->free(m);
+    for (int i = 0; i < m->n_acts; i++) m->be->free(m->acts[i]);
+    free(m->acts);
+    pf_arena_free(&m->arena);
+    pf_layout_free(&m->layout);
+    free(m->impl);
+    free(m);
+}
+
+void pf_model_init_params(pf_model *m, uint64_t seed) {
+    size_t bytes = sizeof(float) * (size_t)m->layout.numel;
+    float *host = pf_calloc(1, bytes);
+    pf_rng rng;
+    pf_rng_seed(&rng, seed);
+    m->vt->init(m, host, &rng);
+    m->be->upload(m->arena.params, host, bytes);
+    free(host);
+}
+
+float pf_model_forward(pf_model *m, const pf_batch *batch, pf_eval_stats *stats) {
+    return m->vt->forward(m, batch, stats);
+}
+
+void pf_model_backward(pf_model *m, float scale, pf_grads_ready_fn ready, void *ctx) {
+    m->vt->backward(m, scale, ready, ctx);
+}
+
+pf_arena *pf_model_arena(pf_model *m) { return &m->arena; }
+const pf_layout *pf_model_layout(const pf_model *m) { return &m->layout; }
+int64_t pf_model_rows_per_sample(const pf_model *m) { return m->rows_per_sample; }
+
+double pf_model_train_flops(const pf_model *m, bool dense_twin) {
+    double macs = (double)m->other_macs_per_sample;
+    for (int i = 0; i < m->n_linears; i++) {
+        const pf_linear *l = m->linears[i];
+        double per_row = dense_twin ? (double)l->in * l->out : (double)pf_linear_macs(l);
+        macs += per_row * (double)m->linear_rows[i];
+    }
+    return 6.0 * macs;  // forward 2 FLOPs per MAC, backward twice the forward
+}
+
+void pf_model_summary(const pf_model *m, FILE *f) {
+    const pf_config *c = &m->cfg;
+    fprintf(f, "model %s: %d layers, width %d, %d heads, micro-batch %d\n", m->vt->name,
+            c->n_layer, c->n_embd, c->n_head, m->B);
+    fprintf(f, "  %-22s %-9s %-13s %-18s %7s %12s %14s\n", "layer", "type", "out x in",
+            "pattern", "density", "params", "FLOPs/sample");
+    int64_t linear_params = 0, dense_linear_params = 0;
+    for (int i = 0; i < m->n_linears; i++) {
+        const pf_linear *l = m->linears[i];
+        pf_linear_summary_row(l, m->linear_rows[i], f);
+        linear_params += pf_linear_params(l);
+        dense_linear_params += (int64_t)l->out * l->in + (l->b >= 0 ? l->out : 0);
+    }
+    int64_t total = pf_layout_param_count(&m->layout);
+    int64_t dense_total = total - linear_params + dense_linear_params;
+    double flops = pf_model_train_flops(m, false), dense_flops = pf_model_train_flops(m, true);
+    double rows = (double)m->rows_per_sample;
+    fprintf(f, "parameters: %lld (dense twin %lld, %.1f%%); linear layers %lld of dense %lld "
+               "(%.1f%%)\n",
+            (long long)total, (long long)dense_total, 100.0 * total / dense_total,
+            (long long)linear_params, (long long)dense_linear_params,
+            100.0 * linear_params / dense_linear_params);
+    fprintf(f, "training FLOPs per %s: %.4g (dense twin %.4g, %.2fx fewer)\n",
+            rows > 1 ? "token" : "image", flops / rows, dense_flops / rows, dense_flops / flops);
+    fprintf(f, "arena: %lld floats (%.1f MB) x 4 buffers (params, grads, AdamW m, v)\n",
+            (long long)m->layout.numel, 4.0 * m->layout.numel / 1e6);
+}

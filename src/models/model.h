@@ -1,0 +1,57 @@
+// model.h: the models (GPT-2, ViT, MLP-Mixer), written once against the op interface.
+#ifndef PF_MODEL_H
+#define PF_MODEL_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "arena.h"
+#include "backend.h"
+#include "config.h"
+
+typedef struct pf_model pf_model;
+
+// One micro-batch on the host. GPT-2: tokens and targets [B, T] (target -1: ignored).
+// Vision: images [B, H, W, C] normalised, labels [B].
+typedef struct {
+    const int32_t *tokens, *targets;
+    const float *images;
+    const int32_t *labels;
+} pf_batch;
+
+// Sums over evaluated rows (tokens for GPT-2, images for vision).
+typedef struct {
+    double loss_sum;
+    int64_t count, correct1, correct5;
+} pf_eval_stats;
+
+// Builds the model for micro-batch B on backend be. NULL with pf_error() when the config
+// does not describe a valid model (e.g. a Pixelfly pattern that does not fit a layer).
+pf_model *pf_model_create(const pf_config *c, const pf_backend *be, int B);
+void pf_model_free(pf_model *m);
+
+// Draws all parameters from `seed` on the host and uploads them.
+void pf_model_init_params(pf_model *m, uint64_t seed);
+
+// Forward pass on one micro-batch; returns the mean loss over its rows and adds to *stats
+// (may be NULL). Activations are kept for pf_model_backward.
+float pf_model_forward(pf_model *m, const pf_batch *batch, pf_eval_stats *stats);
+// Called during backward whenever the gradients of every parameter at arena offset >= `from`
+// are final (ends with from = 0), so their all-reduce can start while backward goes on.
+typedef void (*pf_grads_ready_fn)(void *ctx, int64_t from);
+// Adds d(scale * mean loss)/d(params) into the gradient arena; `ready` may be NULL.
+void pf_model_backward(pf_model *m, float scale, pf_grads_ready_fn ready, void *ctx);
+
+pf_arena *pf_model_arena(pf_model *m);
+const pf_layout *pf_model_layout(const pf_model *m);
+int64_t pf_model_rows_per_sample(const pf_model *m);  // tokens per sequence, or 1 per image
+// Training FLOPs per sample (6 x multiply-adds of the linear layers plus attention), of this
+// model and of its all-dense twin.
+double pf_model_train_flops(const pf_model *m, bool dense_twin);
+// Per-layer table, totals, FLOPs.
+void pf_model_summary(const pf_model *m, FILE *f);
+
+// GPT-2 only: the V real logits of row `row` (b * T + t) of the last forward, to the host.
+void pf_gpt2_logits_row(pf_model *m, int64_t row, float *host);
+
+#endif

@@ -1,0 +1,107 @@
+// model_impl.h: what the model files share: the model struct, activation buffers, and the
+// modules every model is built from (layernorm, MLP, attention block).
+#ifndef PF_MODEL_IMPL_H
+#define PF_MODEL_IMPL_H
+
+#include "layers.h"
+#include "model.h"
+
+#define PF_MAX_LINEARS 512
+
+typedef struct pf_model_vtable pf_model_vtable;
+
+struct pf_model {
+    pf_config cfg;
+    const pf_backend *be;
+    const pf_model_vtable *vt;
+    int B;
+    pf_layout layout;
+    pf_arena arena;
+    const pf_linear *linears[PF_MAX_LINEARS];  // every linear layer, for summary and FLOPs
+    int64_t linear_rows[PF_MAX_LINEARS];       // rows each one sees per sample
+    int n_linears;
+    int64_t rows_per_sample;                   // tokens per sequence (GPT-2) or 1 (images)
+    int64_t other_macs_per_sample;              // q k^T and att v, forward
+    void **acts;                               // activation buffers, freed with the model
+    int n_acts, cap_acts;
+    void *impl;                                // the model kind's own state
+};
+
+struct pf_model_vtable {
+    const char *name;
+    int (*declare)(pf_model *m);         // parameters and activations; -1 with pf_error
+    void (*init)(pf_model *m, float *host_params, pf_rng *rng);
+    float (*forward)(pf_model *m, const pf_batch *batch, pf_eval_stats *stats);
+    void (*backward)(pf_model *m, float scale, pf_grads_ready_fn ready, void *ctx);
+    void (*free)(pf_model *m);           // optional: releases what impl holds beyond itself
+};
+
+extern const pf_model_vtable pf_gpt2_vtable, pf_vit_vtable, pf_mixer_vtable;
+
+// A zeroed activation buffer of n floats on the backend, freed with the model.
+float *pf_act(pf_model *m, int64_t n);
+pf_tensor pf_act2(const pf_model *m, float *d, int64_t a, int64_t b);  // device-tagged view
+pf_tensor pf_act3(const pf_model *m, float *d, int64_t a, int64_t b, int64_t c);
+pf_tensor pf_param(const pf_model *m, int idx);
+pf_tensor pf_grad(const pf_model *m, int idx);
+int pf_model_linear(pf_model *m, pf_linear *l, const char *name, int in, int out, bool bias,
+                    pf_layer_spec spec, int64_t rows_per_sample);
+int pf_model_param(pf_model *m, const char *name, int ndim, const int64_t *shape, bool no_decay);
+void pf_fill_normal(pf_model *m, float *host, int idx, float std, pf_rng *rng);
+void pf_fill_const(pf_model *m, float *host, int idx, float v);
+
+// LayerNorm over the last dim, with saved statistics for N rows.
+typedef struct {
+    int g, b;
+    float *mean, *rstd;
+} pf_ln;
+void pf_ln_declare(pf_model *m, pf_ln *ln, const char *name, int C, int64_t N);
+void pf_ln_init(pf_model *m, const pf_ln *ln, float *host);
+void pf_ln_forward(pf_model *m, const pf_ln *ln, pf_tensor y, pf_tensor x);
+void pf_ln_backward(pf_model *m, const pf_ln *ln, pf_tensor dx, pf_tensor dy, pf_tensor x);
+
+// y = fc2(gelu(fc1(x))) over N rows: x [N, in] -> hidden [N, H] -> y [N, out].
+typedef struct {
+    pf_linear fc1, fc2;
+    int64_t N;
+    float *f, *f_xv, *g, *g_xv;  // fc1 output, its xv, gelu output, fc2's xv
+} pf_mlp;
+int pf_mlp_declare(pf_model *m, pf_mlp *mlp, const char *name, int64_t N, int in, int hidden,
+                   int out, pf_layer_spec s1, pf_layer_spec s2);
+void pf_mlp_init(pf_model *m, const pf_mlp *mlp, float *host, float std, float out_std,
+                 pf_rng *rng);
+void pf_mlp_forward(pf_model *m, pf_mlp *mlp, pf_tensor y, pf_tensor x);
+// scratch: dg, df [N, H] and dxv [N, max rank]
+void pf_mlp_backward(pf_model *m, pf_mlp *mlp, pf_tensor dx, pf_tensor dy, pf_tensor x,
+                     float *df, float *dg, float *dxv);
+
+// Pre-LN transformer block over [B, T, C]: x2 = x + proj(attn(qkv(ln1 x))),
+// y = x2 + mlp(ln2 x2). Shared by GPT-2 (causal) and ViT.
+typedef struct {
+    pf_ln ln1, ln2;
+    pf_linear qkv, proj;
+    pf_mlp mlp;
+    int B, T, C, NH;
+    bool causal;
+    float *x;  // input (the previous block's output; not owned)
+    float *h1, *qkv_out, *qkv_xv, *att, *a, *a_xv, *x2, *h2, *y;
+} pf_block;
+
+// Backward scratch shared by all blocks of a model (sized for the largest).
+typedef struct {
+    float *dh, *dqkv, *datt, *da, *df, *dg, *dxv;
+} pf_block_scratch;
+
+int pf_block_declare(pf_model *m, pf_block *blk, int layer, int B, int T, int C, int NH,
+                     int hidden, bool causal);
+void pf_block_init(pf_model *m, const pf_block *blk, float *host, pf_rng *rng);
+void pf_block_forward(pf_model *m, pf_block *blk, float *x);
+// dres: [B*T, C] gradient of the block output on entry, of its input on return.
+void pf_block_backward(pf_model *m, pf_block *blk, float *dres, const pf_block_scratch *s);
+// Arena offset of the block's first parameter (its parameters are declared contiguously).
+int64_t pf_block_first_offset(const pf_model *m, const pf_block *blk);
+void pf_block_scratch_alloc(pf_model *m, pf_block_scratch *s, int B, int T, int C, int NH,
+                            int hidden, int max_rank);
+int pf_max_rank(const pf_config *c);
+
+#endif

@@ -1,0 +1,337 @@
+// vision.c: ViT and MLP-Mixer classifiers over patches.
+//
+// Both start from images [B, H, W, C] (normalised, on the host), cut into P = (H/p)(W/p)
+// patches of p*p*C values each [B, P, p*p*C] (row-major patches, then (py, px, c) inside a
+// patch), and embed them with a linear map (the "stem") to [B, P, D].
+//   ViT:   [cls; patches] + pos -> [B, P+1, D] -> pre-LN transformer blocks (no causal mask)
+//          -> lnf -> class token [B, D] -> head [B, K]
+//   Mixer: blocks of token mixing (transpose to [B, D, P], MLP over P: P -> Dt -> P, back)
+//          and channel mixing (MLP over D: D -> Dc -> D), each pre-LN with a residual
+//          -> lnf -> mean over patches [B, D] -> head [B, K]
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "model_impl.h"
+
+typedef struct {
+    pf_ln ln1, ln2;
+    pf_mlp token, channel;
+    float *x, *h1, *h1t, *tt, *tok, *x2, *h2, *y;  // x: input, not owned
+} mixer_block;
+
+typedef struct {
+    bool vit;
+    int P, patch_dim, D, K, T;   // T: tokens through the blocks (P+1 for ViT, P for Mixer)
+    pf_linear stem, head;
+    int cls, pos;                // ViT
+    pf_block *blocks;            // ViT
+    mixer_block *mblocks;        // Mixer
+    pf_ln lnf;
+    pf_block_scratch scratch;
+    float *dtok_t, *dtok;        // Mixer backward: [B*D, P] and [B, P, D]
+    float *patches_host, *patches, *xp, *x0, *hf, *pooled, *logits, *losses;
+    float *dres, *dhf, *dpooled, *dlogits, *dxp;
+    int32_t *labels;             // device [B]
+    float *host_logits, *host_losses;
+    int32_t *host_labels;
+    float smoothing;             // of the last forward (0 in evaluation)
+} vision;
+
+// images [B, H, W, C] -> patches [B, P, p*p*C]
+static void patchify(const float *img, int B, int H, int W, int C, int p, float *out) {
+    int gw = W / p, P = (H / p) * gw, dim = p * p * C;
+    for (int b = 0; b < B; b++)
+        for (int k = 0; k < P; k++) {
+            int py = k / gw, px = k % gw;
+            float *dst = out + ((size_t)b * P + k) * dim;
+            for (int y = 0; y < p; y++)
+                memcpy(dst + (size_t)y * p * C,
+                       img + (((size_t)b * H + py * p + y) * W + px * p) * C,
+                       sizeof(float) * p * C);
+        }
+}
+
+static int mixer_block_declare(pf_model *m, vision *v, mixer_block *mb, int l) {
+    const pf_config *c = &m->cfg;
+    int B = m->B;
+    int64_t N = (int64_t)B * v->P;
+    char name[48];
+    snprintf(name, sizeof name, "h.%d.ln1", l);
+    pf_ln_declare(m, &mb->ln1, name, v->D, N);
+    snprintf(name, sizeof name, "h.%d.token", l);
+    if (pf_mlp_declare(m, &mb->token, name, (int64_t)B * v->D, v->P, c->token_mlp_dim, v->P,
+                       c->token_fc1, c->token_fc2) < 0)
+        return -1;
+    snprintf(name, sizeof name, "h.%d.ln2", l);
+    pf_ln_declare(m, &mb->ln2, name, v->D, N);
+    snprintf(name, sizeof name, "h.%d.mlp", l);
+    if (pf_mlp_declare(m, &mb->channel, name, N, v->D, c->channel_mlp_dim, v->D, c->mlp_fc1,
+                       c->mlp_fc2) < 0)
+        return -1;
+    mb->h1 = pf_act(m, N * v->D);
+    mb->h1t = pf_act(m, N * v->D);
+    mb->tt = pf_act(m, N * v->D);
+    mb->tok = pf_act(m, N * v->D);
+    mb->x2 = pf_act(m, N * v->D);
+    mb->h2 = pf_act(m, N * v->D);
+    mb->y = pf_act(m, N * v->D);
+    return 0;
+}
+
+static int vision_declare(pf_model *m, bool vit) {
+    const pf_config *c = &m->cfg;
+    vision *v = m->impl = pf_calloc(1, sizeof *v);
+    int B = m->B, p = c->patch_size, g = c->image_size / p;
+    v->vit = vit;
+    v->P = g * g;
+    v->patch_dim = p * p * c->channels;
+    v->D = c->n_embd;
+    v->K = c->num_classes;
+    v->T = vit ? v->P + 1 : v->P;
+    m->rows_per_sample = 1;
+    int64_t NP = (int64_t)B * v->P, NT = (int64_t)B * v->T;
+    pf_layer_spec dense = {0};
+    if (pf_model_linear(m, &v->stem, "stem", v->patch_dim, v->D, true, dense, v->P) < 0) return -1;
+    if (vit) {
+        v->cls = pf_model_param(m, "cls", 1, (int64_t[]){v->D}, true);
+        v->pos = pf_model_param(m, "pos", 2, (int64_t[]){v->T, v->D}, true);
+        v->blocks = pf_calloc(c->n_layer, sizeof *v->blocks);
+        int H = pf_config_mlp_hidden(c);
+        for (int l = 0; l < c->n_layer; l++)
+            if (pf_block_declare(m, &v->blocks[l], l, B, v->T, v->D, c->n_head, H, false) < 0)
+                return -1;
+        pf_block_scratch_alloc(m, &v->scratch, B, v->T, v->D, c->n_head, H, pf_max_rank(c));
+    } else {
+        v->mblocks = pf_calloc(c->n_layer, sizeof *v->mblocks);
+        for (int l = 0; l < c->n_layer; l++)
+            if (mixer_block_declare(m, v, &v->mblocks[l], l) < 0) return -1;
+        int H = c->token_mlp_dim > c->channel_mlp_dim ? c->token_mlp_dim : c->channel_mlp_dim;
+        int64_t rows = (int64_t)B * (v->P > v->D ? v->P : v->D);
+        // scratch sized for the larger of the two MLPs: rows x hidden
+        v->scratch.dh = pf_act(m, NP * v->D);
+        v->scratch.df = pf_act(m, rows * H);
+        v->scratch.dg = pf_act(m, rows * H);
+        v->scratch.dxv = pf_act(m, rows * pf_max_rank(c));
+        v->dtok_t = pf_act(m, NP * v->D);
+        v->dtok = pf_act(m, NP * v->D);
+    }
+    pf_ln_declare(m, &v->lnf, "lnf", v->D, NT);
+    if (pf_model_linear(m, &v->head, "head", v->D, v->K, true, dense, 1) < 0) return -1;
+    v->patches_host = pf_malloc(sizeof(float) * NP * v->patch_dim);
+    v->patches = pf_act(m, NP * v->patch_dim);
+    v->xp = pf_act(m, NP * v->D);
+    v->x0 = vit ? pf_act(m, NT * v->D) : v->xp;
+    v->hf = pf_act(m, NT * v->D);
+    v->pooled = pf_act(m, (int64_t)B * v->D);
+    v->logits = pf_act(m, (int64_t)B * v->K);
+    v->losses = pf_act(m, B);
+    v->labels = (int32_t *)pf_act(m, B);
+    v->dres = pf_act(m, NT * v->D);
+    v->dhf = pf_act(m, NT * v->D);
+    v->dpooled = pf_act(m, (int64_t)B * v->D);
+    v->dlogits = pf_act(m, (int64_t)B * v->K);
+    v->dxp = pf_act(m, NP * v->D);
+    v->host_logits = pf_malloc(sizeof(float) * B * v->K);
+    v->host_losses = pf_malloc(sizeof(float) * B);
+    v->host_labels = pf_malloc(sizeof(int32_t) * B);
+    return 0;
+}
+
+static int vit_declare(pf_model *m) { return vision_declare(m, true); }
+static int mixer_declare(pf_model *m) { return vision_declare(m, false); }
+
+static void vision_free(pf_model *m) {
+    vision *v = m->impl;
+    free(v->blocks);
+    free(v->mblocks);
+    free(v->patches_host);
+    free(v->host_logits);
+    free(v->host_losses);
+    free(v->host_labels);
+}
+
+static void vision_init(pf_model *m, float *host, pf_rng *rng) {
+    const pf_config *c = &m->cfg;
+    vision *v = m->impl;
+    // stem: unit-variance patch values -> init_std-scaled embeddings regardless of patch size
+    pf_linear_init(&v->stem, &m->layout, host, 1.0f / sqrtf((float)v->patch_dim), rng);
+    if (v->vit) {
+        pf_fill_normal(m, host, v->cls, c->init_std, rng);
+        pf_fill_normal(m, host, v->pos, c->init_std, rng);
+        for (int l = 0; l < c->n_layer; l++) pf_block_init(m, &v->blocks[l], host, rng);
+    } else {
+        float out_std = c->init_std / sqrtf(2.0f * c->n_layer);
+        for (int l = 0; l < c->n_layer; l++) {
+            mixer_block *mb = &v->mblocks[l];
+            pf_ln_init(m, &mb->ln1, host);
+            pf_ln_init(m, &mb->ln2, host);
+            pf_mlp_init(m, &mb->token, host, c->init_std, out_std, rng);
+            pf_mlp_init(m, &mb->channel, host, c->init_std, out_std, rng);
+        }
+    }
+    pf_ln_init(m, &v->lnf, host);
+    pf_linear_init(&v->head, &m->layout, host, c->init_std, rng);
+}
+
+static void mixer_block_forward(pf_model *m, vision *v, mixer_block *mb, float *x) {
+    const pf_backend *be = m->be;
+    int B = m->B, P = v->P, D = v->D;
+    int64_t N = (int64_t)B * P;
+    mb->x = x;
+    pf_tensor tx = pf_act2(m, x, N, D), th1 = pf_act2(m, mb->h1, N, D);
+    pf_ln_forward(m, &mb->ln1, th1, tx);
+    be->transpose_fwd(pf_act3(m, mb->h1t, B, D, P), pf_act3(m, mb->h1, B, P, D));
+    pf_mlp_forward(m, &mb->token, pf_act2(m, mb->tt, (int64_t)B * D, P),
+                   pf_act2(m, mb->h1t, (int64_t)B * D, P));
+    be->transpose_fwd(pf_act3(m, mb->tok, B, P, D), pf_act3(m, mb->tt, B, D, P));
+    pf_tensor tx2 = pf_act2(m, mb->x2, N, D), th2 = pf_act2(m, mb->h2, N, D);
+    be->add(tx2, tx, pf_act2(m, mb->tok, N, D));
+    pf_ln_forward(m, &mb->ln2, th2, tx2);
+    pf_tensor ty = pf_act2(m, mb->y, N, D);
+    pf_mlp_forward(m, &mb->channel, ty, th2);
+    be->add(ty, ty, tx2);
+}
+
+static void mixer_block_backward(pf_model *m, vision *v, mixer_block *mb, float *dres) {
+    const pf_backend *be = m->be;
+    const pf_block_scratch *s = &v->scratch;
+    int B = m->B, P = v->P, D = v->D;
+    int64_t N = (int64_t)B * P;
+    size_t bytes = sizeof(float) * N * D;
+    pf_tensor tdres = pf_act2(m, dres, N, D), tdh = pf_act2(m, s->dh, N, D);
+    be->zero(s->dh, bytes);
+    pf_mlp_backward(m, &mb->channel, tdh, tdres, pf_act2(m, mb->h2, N, D), s->df, s->dg, s->dxv);
+    pf_ln_backward(m, &mb->ln2, tdres, tdh, pf_act2(m, mb->x2, N, D));
+    // token mixing: tok = transpose(tokmlp(transpose(ln1(x))))
+    be->zero(v->dtok_t, bytes);
+    be->transpose_bwd(pf_act3(m, v->dtok_t, B, D, P), pf_act3(m, dres, B, P, D));
+    be->zero(v->dtok, bytes);
+    pf_mlp_backward(m, &mb->token, pf_act2(m, v->dtok, (int64_t)B * D, P),
+                    pf_act2(m, v->dtok_t, (int64_t)B * D, P),
+                    pf_act2(m, mb->h1t, (int64_t)B * D, P), s->df, s->dg, s->dxv);
+    be->zero(s->dh, bytes);
+    be->transpose_bwd(pf_act3(m, s->dh, B, P, D), pf_act3(m, v->dtok, B, D, P));
+    pf_ln_backward(m, &mb->ln1, tdres, tdh, pf_act2(m, mb->x, N, D));
+}
+
+static float *blocks_output(pf_model *m) {
+    vision *v = m->impl;
+    int L = m->cfg.n_layer;
+    return v->vit ? v->blocks[L - 1].y : v->mblocks[L - 1].y;
+}
+
+static float vision_forward(pf_model *m, const pf_batch *batch, pf_eval_stats *stats) {
+    const pf_config *c = &m->cfg;
+    const pf_backend *be = m->be;
+    vision *v = m->impl;
+    int B = m->B, D = v->D, K = v->K;
+    int64_t NP = (int64_t)B * v->P, NT = (int64_t)B * v->T;
+    patchify(batch->images, B, c->image_size, c->image_size, c->channels, c->patch_size,
+             v->patches_host);
+    be->upload(v->patches, v->patches_host, sizeof(float) * NP * v->patch_dim);
+    be->upload(v->labels, batch->labels, sizeof(int32_t) * B);
+    memcpy(v->host_labels, batch->labels, sizeof(int32_t) * B);
+    pf_linear_forward(&v->stem, &m->arena, pf_act2(m, v->xp, NP, D), pf_none(),
+                      pf_act2(m, v->patches, NP, v->patch_dim));
+    float *x = v->x0;
+    if (v->vit) {
+        be->cls_token_fwd(pf_act3(m, v->x0, B, v->T, D), pf_act3(m, v->xp, B, v->P, D),
+                          pf_param(m, v->cls), pf_param(m, v->pos));
+        for (int l = 0; l < c->n_layer; l++) {
+            pf_block_forward(m, &v->blocks[l], x);
+            x = v->blocks[l].y;
+        }
+    } else {
+        for (int l = 0; l < c->n_layer; l++) {
+            mixer_block_forward(m, v, &v->mblocks[l], x);
+            x = v->mblocks[l].y;
+        }
+    }
+    pf_ln_forward(m, &v->lnf, pf_act2(m, v->hf, NT, D), pf_act2(m, x, NT, D));
+    pf_tensor hf3 = pf_act3(m, v->hf, B, v->T, D), pooled = pf_act2(m, v->pooled, B, D);
+    if (v->vit) be->cls_select_fwd(pooled, hf3);
+    else be->meanpool_fwd(pooled, hf3);
+    pf_tensor logits = pf_act2(m, v->logits, B, K);
+    pf_linear_forward(&v->head, &m->arena, logits, pf_none(), pooled);
+    v->smoothing = stats ? 0.0f : c->label_smoothing;
+    be->xent_fwd(pf_tensor_1d(v->losses, PF_F32, be->device, B), logits,
+                 pf_tensor_1d(v->labels, PF_I32, be->device, B), K, -1, v->smoothing);
+    be->download(v->host_losses, v->losses, sizeof(float) * B);
+    double sum = 0;
+    for (int b = 0; b < B; b++) sum += v->host_losses[b];
+    if (stats) {
+        be->download(v->host_logits, v->logits, sizeof(float) * B * K);
+        for (int b = 0; b < B; b++) {
+            const float *row = v->host_logits + (size_t)b * K;
+            int label = v->host_labels[b], above = 0;
+            for (int k = 0; k < K; k++) above += row[k] > row[label];
+            stats->correct1 += above == 0;
+            stats->correct5 += above < 5;
+        }
+        stats->loss_sum += sum;
+        stats->count += B;
+    }
+    return (float)(sum / B);
+}
+
+static void vision_backward(pf_model *m, float scale, pf_grads_ready_fn ready, void *ctx) {
+    const pf_config *c = &m->cfg;
+    const pf_backend *be = m->be;
+    vision *v = m->impl;
+    int B = m->B, D = v->D, K = v->K;
+    int64_t NP = (int64_t)B * v->P, NT = (int64_t)B * v->T;
+    pf_tensor logits = pf_act2(m, v->logits, B, K), dlogits = pf_act2(m, v->dlogits, B, K);
+    be->zero(v->dlogits, sizeof(float) * B * K);
+    be->xent_bwd(dlogits, logits, pf_tensor_1d(v->labels, PF_I32, be->device, B), K, -1,
+                 v->smoothing, scale / (float)B);
+    be->zero(v->dpooled, sizeof(float) * B * D);
+    pf_tensor dpooled = pf_act2(m, v->dpooled, B, D);
+    pf_linear_backward(&v->head, &m->arena, dpooled, dlogits, pf_act2(m, v->pooled, B, D),
+                       pf_none(), pf_none());
+    be->zero(v->dhf, sizeof(float) * NT * D);
+    pf_tensor dhf3 = pf_act3(m, v->dhf, B, v->T, D);
+    if (v->vit) be->cls_select_bwd(dhf3, dpooled);
+    else be->meanpool_bwd(dhf3, dpooled);
+    be->zero(v->dres, sizeof(float) * NT * D);
+    pf_ln_backward(m, &v->lnf, pf_act2(m, v->dres, NT, D), pf_act2(m, v->dhf, NT, D),
+                   pf_act2(m, blocks_output(m), NT, D));
+    for (int l = c->n_layer - 1; l >= 0; l--) {
+        if (v->vit) {
+            pf_block_backward(m, &v->blocks[l], v->dres, &v->scratch);
+            if (ready) ready(ctx, pf_block_first_offset(m, &v->blocks[l]));
+        } else {
+            mixer_block_backward(m, v, &v->mblocks[l], v->dres);
+            if (ready) ready(ctx, m->layout.params[v->mblocks[l].ln1.g].offset);
+        }
+    }
+    float *dxp = v->dres;
+    if (v->vit) {
+        be->zero(v->dxp, sizeof(float) * NP * D);
+        be->cls_token_bwd(pf_act3(m, v->dxp, B, v->P, D), pf_grad(m, v->cls), pf_grad(m, v->pos),
+                          pf_act3(m, v->dres, B, v->T, D));
+        dxp = v->dxp;
+    }
+    pf_linear_backward(&v->stem, &m->arena, pf_none(), pf_act2(m, dxp, NP, D),
+                       pf_act2(m, v->patches, NP, v->patch_dim), pf_none(), pf_none());
+    if (ready) ready(ctx, 0);
+}
+
+const pf_model_vtable pf_vit_vtable = {
+    .name = "vit",
+    .declare = vit_declare,
+    .init = vision_init,
+    .forward = vision_forward,
+    .backward = vision_backward,
+    .free = vision_free,
+};
+
+const pf_model_vtable pf_mixer_vtable = {
+    .name = "mixer",
+    .declare = mixer_declare,
+    .init = vision_init,
+    .forward = vision_forward,
+    .backward = vision_backward,
+    .free = vision_free,
+};

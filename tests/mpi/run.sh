@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# MPI tests (`make test-mpi`): builds the MPI test programs against build/libpixelfly.a with
+# the Makefile's own flags, then runs each case; one PASS/FAIL line per case, then
+# "N passed, N failed"; exits non-zero when any case failed.
+#
+# To add a case: one `run_case NAME EXPECT LIMIT_S COMMAND...` line in the list at the bottom.
+# EXPECT is "ok" (exit 0), or "fail:REGEX" (non-zero exit, output matching the extended
+# REGEX). Either way, a case still running after LIMIT_S seconds is killed and fails.
+set -u
+cd "$(dirname "$0")/../.."
+export BUILD=${BUILD:-build}
+
+# A variable as the Makefile computes it (CFLAGS, LDLIBS, CUDA...), so the tests build the way
+# the library does.
+makevar() {
+  make -s --no-print-directory -f Makefile -f - pf-print-var PF_VAR="$1" <<< \
+    'pf-print-var: ; @echo $($(PF_VAR))'
+}
+
+echo "== building $BUILD/libpixelfly.a and the MPI test programs"
+make -s "$BUILD/libpixelfly.a" || { echo "FAIL build: make $BUILD/libpixelfly.a"; echo "0 passed, 1 failed"; exit 1; }
+CC=$(makevar CC); CFLAGS=$(makevar CFLAGS); LDLIBS=$(makevar LDLIBS); CUDA=$(makevar CUDA)
+mkdir -p "$BUILD/tests/mpi"
+# shellcheck disable=SC2086  # the flags are word lists
+$CC $CFLAGS tests/mpi/comm_test.c "$BUILD/libpixelfly.a" $LDLIBS -o "$BUILD/tests/mpi/comm_test" ||
+  { echo "FAIL build: comm_test"; echo "0 passed, 1 failed"; exit 1; }
+
+# Open MPI refuses root without these; the test machines run as root.
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+# 4 ranks on a 2-core machine: oversubscribe, and let idle ranks yield the CPU.
+MPIRUN=(mpirun --oversubscribe --allow-run-as-root --mca mpi_yield_when_idle 1)
+
+passed=0; failed=0; failed_names=()
+run_case() {
+  local name=$1 expect=$2 limit=$3; shift 3
+  local out rc ok=0 why start=$SECONDS
+  out=$(timeout -k 10 "$limit" "$@" 2>&1); rc=$?
+  # 124: timeout's own exit; 137 also when it had to SIGKILL (but a job whose rank was
+  # killed exits 137 too, so only count it as a time-out when the time is up).
+  if [ $rc -eq 124 ] || { [ $rc -eq 137 ] && [ $((SECONDS - start)) -ge "$limit" ]; }; then
+    why="timed out after ${limit}s"
+  elif [ "$expect" = ok ]; then
+    if [ $rc -eq 0 ]; then ok=1; else why="exit code $rc, expected 0"; fi
+  else
+    if [ $rc -eq 0 ]; then why="exit code 0, expected a failure"
+    elif grep -Eq -- "${expect#fail:}" <<< "$out"; then ok=1
+    else why="exit code $rc, but the output does not match /${expect#fail:}/"; fi
+  fi
+  if [ $ok -eq 1 ]; then
+    passed=$((passed+1)); echo "PASS $name"
+  else
+    failed=$((failed+1)); failed_names+=("$name"); echo "FAIL $name: $why"
+    tail -n 20 <<< "$out" | sed 's/^/    | /'
+  fi
+}
+
+T=$BUILD/tests/mpi/comm_test
+ngpu=0
+if [ "$CUDA" = 1 ] && command -v nvidia-smi >/dev/null; then
+  ngpu=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')
+fi
+
+run_case "comm mpi singleton (no mpirun)" ok 60 "$T" mpi
+run_case "comm mpi np=2"                  ok 120 "${MPIRUN[@]}" -np 2 "$T" mpi
+run_case "comm mpi np=4"                  ok 180 "${MPIRUN[@]}" -np 4 "$T" mpi
+run_case "comm abort ends the job"        "fail:rank 3: comm_test: deliberate abort" 60 \
+  "${MPIRUN[@]}" -np 4 "$T" mpi abort
+run_case "comm dead peer ends the job"    "fail:signal 9" 90 "${MPIRUN[@]}" -np 2 "$T" mpi die
+if [ "$ngpu" -ge 1 ]; then
+  run_case "comm nccl np=1"               ok 120 "${MPIRUN[@]}" -np 1 "$T" nccl
+fi
+if [ "$ngpu" -ge 2 ]; then
+  run_case "comm nccl np=2"               ok 180 "${MPIRUN[@]}" -np 2 "$T" nccl
+else
+  # Fewer GPUs than ranks (or none, or a CPU-only build): a clear error on every rank, no hang.
+  run_case "comm nccl np=2 without a GPU per rank is refused" "fail:comm=mpi" 120 \
+    "${MPIRUN[@]}" -np 2 "$T" nccl
+fi
+
+[ $failed -eq 0 ] || echo "failed cases: ${failed_names[*]}"
+echo "$passed passed, $failed failed"
+[ $failed -eq 0 ]

@@ -1,0 +1,980 @@
+// test_ops.c: the CPU backend's ops, in the spirit of ggml's test-backend-ops.
+//
+// One table of cases (op, shapes, parameters, tolerance) and one looped test that, per case:
+//   - checks the forward against an independent naive implementation in double;
+//   - builds the scalar loss L = sum(out * R) with a fixed random R, runs backward into
+//     gradients pre-filled with random values (backward must ADD), and compares every
+//     analytic gradient with central finite differences of L (fp32 forward, L in double);
+//   - checks guard words around every buffer (no out-of-bounds writes).
+// A second looped test runs each case twice and wants bit-identical outputs and gradients.
+// Then: Pixelfly against the dense masked layer (forward and all gradients), AdamW against
+// hand-computed steps, gradient-norm clipping, sumsq across thread counts, memory ops.
+#include <check.h>
+#include <math.h>
+#include <omp.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "check_main.h"
+#include "common.h"
+#include "pattern.h"
+#include "rng.h"
+
+static const pf_backend *const be = &pf_backend_cpu;
+
+// ---- tensors over test buffers (NULL data gives the absent tensor) ----
+
+static pf_tensor t1(float *p, int64_t a) {
+    return p ? pf_tensor_1d(p, PF_F32, PF_DEV_CPU, a) : pf_none();
+}
+static pf_tensor t2(float *p, int64_t a, int64_t b) {
+    return p ? pf_tensor_2d(p, PF_F32, PF_DEV_CPU, a, b) : pf_none();
+}
+static pf_tensor t3(float *p, int64_t a, int64_t b, int64_t c) {
+    return p ? pf_tensor_3d(p, PF_F32, PF_DEV_CPU, a, b, c) : pf_none();
+}
+static pf_tensor t4(float *p, int64_t a, int64_t b, int64_t c, int64_t d) {
+    return p ? pf_tensor_4d(p, PF_F32, PF_DEV_CPU, a, b, c, d) : pf_none();
+}
+static pf_tensor i1(int32_t *p, int64_t a) { return pf_tensor_1d(p, PF_I32, PF_DEV_CPU, a); }
+static pf_tensor i2(int32_t *p, int64_t a, int64_t b) {
+    return pf_tensor_2d(p, PF_I32, PF_DEV_CPU, a, b);
+}
+
+// ---- one case: its buffers, differentiable variables and output ----
+
+#define MAX_BUFS 24
+#define MAX_VARS 6
+#define GUARD 8
+#define GUARD_BITS 0x7fc0de00u  // NaN payloads no op produces, + the buffer's index
+
+typedef struct {
+    const char *name;
+    float *x, *g;  // value and gradient; g NULL: no gradient requested (absent)
+    int64_t n;     // 0: the variable is absent (no bias ...)
+} grad_var;
+
+typedef struct {
+    grad_var var[MAX_VARS];
+    float *out, *dout;  // the output the loss reads, and R = dL/dout
+    int64_t nout;
+    float *aux[4];      // saved state and scratch (mean/rstd, att/datt, xv/dxv)
+    int32_t *ids;       // integer input (token ids, targets)
+    pf_pattern pat;
+    float *bufs[MAX_BUFS];
+    int64_t bufn[MAX_BUFS];
+    int nbuf;
+    pf_rng rng;
+} op_ctx;
+
+typedef struct op_case op_case;
+struct op_case {
+    const char *name;
+    void (*build)(const op_case *oc, op_ctx *c);
+    void (*fwd)(const op_case *oc, op_ctx *c);
+    void (*bwd)(const op_case *oc, op_ctx *c);
+    void (*ref)(const op_case *oc, op_ctx *c, double *out);  // naive forward in double
+    int d[8];    // shapes and integer parameters, meaning per op
+    float f;     // float parameter (label smoothing)
+    bool flag;   // bias / causal / position embedding present
+    bool no_dx;  // request no input gradient (absent dx)
+    double tol;  // finite-difference tolerance on max|a-n| / max|n|
+};
+
+// A buffer of n floats filled with N(0, 1) (outputs and scratch too: ops must overwrite
+// them), with GUARD words on both sides.
+static float *buf(op_ctx *c, int64_t n) {
+    ck_assert_int_lt(c->nbuf, MAX_BUFS);
+    uint32_t *raw = pf_malloc(sizeof(float) * (size_t)(n + 2 * GUARD));
+    for (int i = 0; i < GUARD; i++) raw[i] = raw[n + GUARD + i] = GUARD_BITS + c->nbuf;
+    float *p = (float *)(raw + GUARD);
+    for (int64_t i = 0; i < n; i++) p[i] = pf_rng_normal(&c->rng);
+    c->bufs[c->nbuf] = p;
+    c->bufn[c->nbuf++] = n;
+    return p;
+}
+
+static void check_guards_and_free(op_ctx *c, const char *name) {
+    for (int b = 0; b < c->nbuf; b++) {
+        uint32_t *raw = (uint32_t *)c->bufs[b] - GUARD;
+        for (int i = 0; i < GUARD; i++)
+            ck_assert_msg(raw[i] == GUARD_BITS + b && raw[c->bufn[b] + GUARD + i] == raw[i],
+                          "%s: write outside buffer %d", name, b);
+        free(raw);
+    }
+    free(c->ids);
+}
+
+// Variable slot i: value x (N(0,1) * scale) and, unless no_grad, a pre-filled gradient.
+static void var(op_ctx *c, int i, const char *name, int64_t n, float scale, bool no_grad) {
+    grad_var *v = &c->var[i];
+    v->name = name;
+    v->n = n;
+    v->x = buf(c, n);
+    for (int64_t j = 0; j < n; j++) v->x[j] *= scale;
+    v->g = no_grad ? NULL : buf(c, n);
+}
+
+static void set_out(op_ctx *c, int64_t n) {
+    c->nout = n;
+    c->out = buf(c, n);
+    c->dout = buf(c, n);
+}
+
+static float *X(op_ctx *c, int i) { return c->var[i].n ? c->var[i].x : NULL; }
+static float *G(op_ctx *c, int i) { return c->var[i].n ? c->var[i].g : NULL; }
+
+// ---- linear: d = {N, in, out}; vars x, w, b ----
+
+static void linear_build(const op_case *oc, op_ctx *c) {
+    int N = oc->d[0], in = oc->d[1], out = oc->d[2];
+    var(c, 0, "x", (int64_t)N * in, 1, oc->no_dx);
+    var(c, 1, "w", (int64_t)out * in, 1, false);
+    if (oc->flag) var(c, 2, "b", out, 1, false);
+    set_out(c, (int64_t)N * out);
+}
+static void linear_fwd(const op_case *oc, op_ctx *c) {
+    int N = oc->d[0], in = oc->d[1], out = oc->d[2];
+    be->linear_fwd(t2(c->out, N, out), t2(X(c, 0), N, in), t2(X(c, 1), out, in),
+                   t1(X(c, 2), out));
+}
+static void linear_bwd(const op_case *oc, op_ctx *c) {
+    int N = oc->d[0], in = oc->d[1], out = oc->d[2];
+    be->linear_bwd(t2(G(c, 0), N, in), t2(G(c, 1), out, in), t1(G(c, 2), out),
+                   t2(c->dout, N, out), t2(X(c, 0), N, in), t2(X(c, 1), out, in));
+}
+// y = x W^T + b for dense W [out, in] (shared with the Pixelfly reference).
+static void dense_ref(const float *x, const double *W, const float *b, int N, int in, int out,
+                      double *y) {
+    for (int n = 0; n < N; n++)
+        for (int o = 0; o < out; o++) {
+            double s = b ? b[o] : 0;
+            for (int i = 0; i < in; i++) s += (double)x[n * in + i] * W[(int64_t)o * in + i];
+            y[n * out + o] = s;
+        }
+}
+static void linear_ref(const op_case *oc, op_ctx *c, double *y) {
+    int N = oc->d[0], in = oc->d[1], out = oc->d[2];
+    double *W = pf_malloc(sizeof(double) * out * in);
+    for (int i = 0; i < out * in; i++) W[i] = X(c, 1)[i];
+    dense_ref(X(c, 0), W, X(c, 2), N, in, out, y);
+    free(W);
+}
+
+// ---- pixelfly: d = {N, out, in, bs, nf, rank}; vars x, S, U, V, b; aux xv, dxv ----
+
+static pf_pixelfly_w pf_weights(op_ctx *c, int base, bool grads) {
+    const pf_pattern *p = &c->pat;
+    float *(*get)(op_ctx *, int) = grads ? G : X;
+    return (pf_pixelfly_w){
+        .S = t4(get(c, base), p->bs, p->nf + 1, p->ob, p->ib),
+        .U = t2(get(c, base + 1), p->out, p->rank),
+        .V = t2(get(c, base + 2), p->rank, p->in),
+        .b = t1(get(c, base + 3), p->out),
+    };
+}
+static void pixelfly_build(const op_case *oc, op_ctx *c) {
+    int N = oc->d[0];
+    ck_assert_int_eq(pf_pattern_init(&c->pat, oc->d[1], oc->d[2], oc->d[3], oc->d[4], oc->d[5],
+                                     oc->flag), 0);
+    const pf_pattern *p = &c->pat;
+    var(c, 0, "x", (int64_t)N * p->in, 1, oc->no_dx);
+    var(c, 1, "S", pf_pattern_sparse_numel(p), 1, false);
+    if (p->rank) {
+        var(c, 2, "U", (int64_t)p->out * p->rank, 1, false);
+        var(c, 3, "V", (int64_t)p->rank * p->in, 1, false);
+        c->aux[0] = buf(c, (int64_t)N * p->rank);
+        c->aux[1] = buf(c, (int64_t)N * p->rank);
+    }
+    if (p->bias) var(c, 4, "b", p->out, 1, false);
+    set_out(c, (int64_t)N * p->out);
+}
+static void pixelfly_fwd(const op_case *oc, op_ctx *c) {
+    const pf_pattern *p = &c->pat;
+    int N = oc->d[0];
+    be->pixelfly_fwd(p, t2(c->out, N, p->out), t2(c->aux[0], N, p->rank), t2(X(c, 0), N, p->in),
+                     pf_weights(c, 1, false));
+}
+static void pixelfly_bwd(const op_case *oc, op_ctx *c) {
+    const pf_pattern *p = &c->pat;
+    int N = oc->d[0];
+    be->pixelfly_bwd(p, t2(G(c, 0), N, p->in), pf_weights(c, 1, true),
+                     t2(c->aux[1], N, p->rank), t2(c->dout, N, p->out), t2(X(c, 0), N, p->in),
+                     t2(c->aux[0], N, p->rank), pf_weights(c, 1, false));
+}
+// The dense [out, in] matrix of the layer: masked S plus U V, in double.
+static double *pixelfly_dense(const pf_pattern *p, const float *S, const float *U,
+                              const float *V) {
+    float *Wf = pf_malloc(sizeof(float) * p->out * p->in);
+    double *W = pf_malloc(sizeof(double) * p->out * p->in);
+    pf_pattern_to_dense(p, S, Wf);
+    for (int o = 0; o < p->out; o++)
+        for (int i = 0; i < p->in; i++) {
+            double s = Wf[o * p->in + i];
+            for (int k = 0; k < p->rank; k++) s += (double)U[o * p->rank + k] * V[k * p->in + i];
+            W[o * p->in + i] = s;
+        }
+    free(Wf);
+    return W;
+}
+static void pixelfly_ref(const op_case *oc, op_ctx *c, double *y) {
+    const pf_pattern *p = &c->pat;
+    double *W = pixelfly_dense(p, X(c, 1), X(c, 2), X(c, 3));
+    dense_ref(X(c, 0), W, X(c, 4), oc->d[0], p->in, p->out, y);
+    free(W);
+}
+
+// ---- layernorm: d = {N, C}; vars x, g, b; aux mean, rstd ----
+
+#define LN_EPS 1e-5f
+
+static void layernorm_build(const op_case *oc, op_ctx *c) {
+    int N = oc->d[0], C = oc->d[1];
+    var(c, 0, "x", (int64_t)N * C, 1, false);
+    var(c, 1, "g", C, 1, false);
+    if (oc->flag) var(c, 2, "b", C, 1, false);
+    c->aux[0] = buf(c, N);
+    c->aux[1] = buf(c, N);
+    set_out(c, (int64_t)N * C);
+}
+static void layernorm_fwd(const op_case *oc, op_ctx *c) {
+    int N = oc->d[0], C = oc->d[1];
+    be->layernorm_fwd(t2(c->out, N, C), t1(c->aux[0], N), t1(c->aux[1], N), t2(X(c, 0), N, C),
+                      t1(X(c, 1), C), t1(X(c, 2), C), LN_EPS);
+}
+static void layernorm_bwd(const op_case *oc, op_ctx *c) {
+    int N = oc->d[0], C = oc->d[1];
+    be->layernorm_bwd(t2(G(c, 0), N, C), t1(G(c, 1), C), t1(G(c, 2), C), t2(c->dout, N, C),
+                      t2(X(c, 0), N, C), t1(X(c, 1), C), t1(c->aux[0], N), t1(c->aux[1], N));
+}
+static void layernorm_ref(const op_case *oc, op_ctx *c, double *y) {
+    int N = oc->d[0], C = oc->d[1];
+    const float *x = X(c, 0), *g = X(c, 1), *b = X(c, 2);
+    for (int n = 0; n < N; n++) {
+        double m = 0, v = 0;
+        for (int i = 0; i < C; i++) m += x[n * C + i] / (double)C;
+        for (int i = 0; i < C; i++) v += (x[n * C + i] - m) * (x[n * C + i] - m) / C;
+        for (int i = 0; i < C; i++)
+            y[n * C + i] = (x[n * C + i] - m) / sqrt(v + LN_EPS) * g[i] + (b ? b[i] : 0);
+    }
+}
+
+// ---- gelu: d = {n}; var x (spread over [-6, 6]) ----
+
+static void gelu_build(const op_case *oc, op_ctx *c) {
+    var(c, 0, "x", oc->d[0], 2.5f, false);
+    set_out(c, oc->d[0]);
+}
+static void gelu_fwd(const op_case *oc, op_ctx *c) {
+    be->gelu_fwd(t1(c->out, oc->d[0]), t1(X(c, 0), oc->d[0]));
+}
+static void gelu_bwd(const op_case *oc, op_ctx *c) {
+    be->gelu_bwd(t1(G(c, 0), oc->d[0]), t1(c->dout, oc->d[0]), t1(X(c, 0), oc->d[0]));
+}
+static void gelu_ref(const op_case *oc, op_ctx *c, double *y) {
+    for (int i = 0; i < oc->d[0]; i++) {
+        double v = X(c, 0)[i];
+        y[i] = 0.5 * v * (1 + tanh(sqrt(2 / M_PI) * (v + 0.044715 * v * v * v)));
+    }
+}
+
+// ---- add / accumulate: d = {rows, cols}; vars a, b. Their backward is accumulate. ----
+
+static void add_build(const op_case *oc, op_ctx *c) {
+    int64_t n = (int64_t)oc->d[0] * oc->d[1];
+    var(c, 0, "a", n, 1, false);
+    var(c, 1, "b", n, 1, false);
+    set_out(c, n);
+}
+static void add_fwd(const op_case *oc, op_ctx *c) {
+    int r = oc->d[0], k = oc->d[1];
+    be->add(t2(c->out, r, k), t2(X(c, 0), r, k), t2(X(c, 1), r, k));
+}
+static void accumulate_fwd(const op_case *oc, op_ctx *c) {
+    int r = oc->d[0], k = oc->d[1];
+    memcpy(c->out, X(c, 0), sizeof(float) * r * k);
+    be->accumulate(t2(c->out, r, k), t2(X(c, 1), r, k));
+}
+static void add_bwd(const op_case *oc, op_ctx *c) {
+    int r = oc->d[0], k = oc->d[1];
+    be->accumulate(t2(G(c, 0), r, k), t2(c->dout, r, k));
+    be->accumulate(t2(G(c, 1), r, k), t2(c->dout, r, k));
+}
+static void add_ref(const op_case *oc, op_ctx *c, double *y) {
+    for (int i = 0; i < oc->d[0] * oc->d[1]; i++) y[i] = (double)X(c, 0)[i] + X(c, 1)[i];
+}
+
+// ---- attention: d = {B, T, NH, hd}, flag causal; var qkv; aux att, datt ----
+
+static void attention_build(const op_case *oc, op_ctx *c) {
+    int B = oc->d[0], T = oc->d[1], NH = oc->d[2], C = NH * oc->d[3];
+    var(c, 0, "qkv", (int64_t)B * T * 3 * C, 1, false);
+    c->aux[0] = buf(c, (int64_t)B * NH * T * T);
+    c->aux[1] = buf(c, (int64_t)B * NH * T * T);
+    set_out(c, (int64_t)B * T * C);
+}
+static void attention_fwd(const op_case *oc, op_ctx *c) {
+    int B = oc->d[0], T = oc->d[1], NH = oc->d[2], C = NH * oc->d[3];
+    be->attention_fwd(t3(c->out, B, T, C), t4(c->aux[0], B, NH, T, T), t3(X(c, 0), B, T, 3 * C),
+                      NH, oc->flag);
+}
+static void attention_bwd(const op_case *oc, op_ctx *c) {
+    int B = oc->d[0], T = oc->d[1], NH = oc->d[2], C = NH * oc->d[3];
+    be->attention_bwd(t3(G(c, 0), B, T, 3 * C), t4(c->aux[1], B, NH, T, T), t3(c->dout, B, T, C),
+                      t3(X(c, 0), B, T, 3 * C), t4(c->aux[0], B, NH, T, T), NH, oc->flag);
+}
+static void attention_ref(const op_case *oc, op_ctx *c, double *y) {
+    int B = oc->d[0], T = oc->d[1], NH = oc->d[2], hd = oc->d[3], C = NH * hd;
+    const float *qkv = X(c, 0);
+    double *w = pf_malloc(sizeof(double) * T);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++)
+            for (int t = 0; t < T; t++) {
+                const float *q = qkv + (b * T + t) * 3 * C + h * hd;
+                double sum = 0;
+                for (int s = 0; s < T; s++) {
+                    const float *k = qkv + (b * T + s) * 3 * C + C + h * hd;
+                    double dot = 0;
+                    for (int i = 0; i < hd; i++) dot += (double)q[i] * k[i];
+                    w[s] = oc->flag && s > t ? 0 : exp(dot / sqrt(hd));
+                    sum += w[s];
+                }
+                for (int i = 0; i < hd; i++) {
+                    double o = 0;
+                    for (int s = 0; s < T; s++)
+                        o += w[s] / sum * qkv[(b * T + s) * 3 * C + 2 * C + h * hd + i];
+                    y[(b * T + t) * C + h * hd + i] = o;
+                }
+            }
+    free(w);
+}
+
+// ---- xent: d = {N, V, Vp, ignored row}, f smoothing; var logits; ids targets ----
+// xent_bwd scales every row alike, so R is one constant (passed as `scale`).
+
+#define IGNORE (-100)
+
+static void xent_build(const op_case *oc, op_ctx *c) {
+    int N = oc->d[0], V = oc->d[1], Vp = oc->d[2];
+    var(c, 0, "logits", (int64_t)N * Vp, 2, false);
+    c->ids = pf_malloc(sizeof(int32_t) * N);
+    for (int n = 0; n < N; n++) c->ids[n] = (int32_t)pf_rng_below(&c->rng, (uint32_t)V);
+    c->ids[0] = V - 1;  // the last real class, next to the padding
+    c->ids[oc->d[3]] = IGNORE;
+    set_out(c, N);
+    for (int n = 0; n < N; n++) c->dout[n] = 0.7f;
+}
+static void xent_fwd(const op_case *oc, op_ctx *c) {
+    int N = oc->d[0], Vp = oc->d[2];
+    be->xent_fwd(t1(c->out, N), t2(X(c, 0), N, Vp), i1(c->ids, N), oc->d[1], IGNORE, oc->f);
+}
+static void xent_bwd(const op_case *oc, op_ctx *c) {
+    int N = oc->d[0], Vp = oc->d[2];
+    be->xent_bwd(t2(G(c, 0), N, Vp), t2(X(c, 0), N, Vp), i1(c->ids, N), oc->d[1], IGNORE,
+                 oc->f, c->dout[0]);
+}
+static void xent_ref(const op_case *oc, op_ctx *c, double *y) {
+    int N = oc->d[0], V = oc->d[1], Vp = oc->d[2];
+    for (int n = 0; n < N; n++) {
+        const float *l = X(c, 0) + n * Vp;
+        double z = 0, nll_mean = 0;
+        for (int k = 0; k < V; k++) z += exp(l[k]);
+        for (int k = 0; k < V; k++) nll_mean += (log(z) - l[k]) / V;
+        int t = c->ids[n];
+        y[n] = t == IGNORE ? 0 : (1 - oc->f) * (log(z) - l[t]) + oc->f * nll_mean;
+    }
+}
+
+// ---- embedding: d = {B, T, C, vocab, maxT}, flag wpe; vars wte, wpe; ids with repeats ----
+
+static void embedding_build(const op_case *oc, op_ctx *c) {
+    int B = oc->d[0], T = oc->d[1], C = oc->d[2], vocab = oc->d[3], maxT = oc->d[4];
+    var(c, 0, "wte", (int64_t)vocab * C, 1, false);
+    if (oc->flag) var(c, 1, "wpe", (int64_t)maxT * C, 1, false);
+    c->ids = pf_malloc(sizeof(int32_t) * B * T);
+    for (int i = 0; i < B * T; i++) c->ids[i] = (int32_t)pf_rng_below(&c->rng, (uint32_t)vocab);
+    c->ids[1] = c->ids[B * T - 1] = c->ids[0];  // repeated ids, within and across sequences
+    set_out(c, (int64_t)B * T * C);
+}
+static void embedding_fwd(const op_case *oc, op_ctx *c) {
+    int B = oc->d[0], T = oc->d[1], C = oc->d[2], vocab = oc->d[3], maxT = oc->d[4];
+    be->embedding_fwd(t3(c->out, B, T, C), i2(c->ids, B, T), t2(X(c, 0), vocab, C),
+                      t2(X(c, 1), maxT, C));
+}
+static void embedding_bwd(const op_case *oc, op_ctx *c) {
+    int B = oc->d[0], T = oc->d[1], C = oc->d[2], vocab = oc->d[3], maxT = oc->d[4];
+    be->embedding_bwd(t2(G(c, 0), vocab, C), t2(G(c, 1), maxT, C), t3(c->dout, B, T, C),
+                      i2(c->ids, B, T));
+}
+static void embedding_ref(const op_case *oc, op_ctx *c, double *y) {
+    int B = oc->d[0], T = oc->d[1], C = oc->d[2];
+    for (int i = 0; i < B * T; i++)
+        for (int k = 0; k < C; k++)
+            y[i * C + k] = (double)X(c, 0)[c->ids[i] * C + k] +
+                           (X(c, 1) ? X(c, 1)[(i % T) * C + k] : 0);
+}
+
+// ---- transpose, meanpool, cls_token: d = {B, P, C}; var x (+ cls, pos) ----
+
+static void vision_build(const op_case *oc, op_ctx *c, int64_t nout) {
+    var(c, 0, "x", (int64_t)oc->d[0] * oc->d[1] * oc->d[2], 1, false);
+    set_out(c, nout);
+}
+static void transpose_build(const op_case *oc, op_ctx *c) {
+    vision_build(oc, c, (int64_t)oc->d[0] * oc->d[1] * oc->d[2]);
+}
+static void transpose_fwd(const op_case *oc, op_ctx *c) {
+    int B = oc->d[0], P = oc->d[1], C = oc->d[2];
+    be->transpose_fwd(t3(c->out, B, C, P), t3(X(c, 0), B, P, C));
+}
+static void transpose_bwd(const op_case *oc, op_ctx *c) {
+    int B = oc->d[0], P = oc->d[1], C = oc->d[2];
+    be->transpose_bwd(t3(G(c, 0), B, P, C), t3(c->dout, B, C, P));
+}
+static void transpose_ref(const op_case *oc, op_ctx *c, double *y) {
+    int B = oc->d[0], P = oc->d[1], C = oc->d[2];
+    for (int b = 0; b < B; b++)
+        for (int p = 0; p < P; p++)
+            for (int k = 0; k < C; k++) y[(b * C + k) * P + p] = X(c, 0)[(b * P + p) * C + k];
+}
+static void meanpool_build(const op_case *oc, op_ctx *c) {
+    vision_build(oc, c, (int64_t)oc->d[0] * oc->d[2]);
+}
+static void meanpool_fwd(const op_case *oc, op_ctx *c) {
+    int B = oc->d[0], P = oc->d[1], C = oc->d[2];
+    be->meanpool_fwd(t2(c->out, B, C), t3(X(c, 0), B, P, C));
+}
+static void meanpool_bwd(const op_case *oc, op_ctx *c) {
+    int B = oc->d[0], P = oc->d[1], C = oc->d[2];
+    be->meanpool_bwd(t3(G(c, 0), B, P, C), t2(c->dout, B, C));
+}
+static void meanpool_ref(const op_case *oc, op_ctx *c, double *y) {
+    int B = oc->d[0], P = oc->d[1], C = oc->d[2];
+    for (int b = 0; b < B; b++)
+        for (int k = 0; k < C; k++) {
+            y[b * C + k] = 0;
+            for (int p = 0; p < P; p++) y[b * C + k] += X(c, 0)[(b * P + p) * C + k] / (double)P;
+        }
+}
+static void cls_token_build(const op_case *oc, op_ctx *c) {
+    int B = oc->d[0], P = oc->d[1], C = oc->d[2];
+    vision_build(oc, c, (int64_t)B * (P + 1) * C);
+    var(c, 1, "cls", C, 1, false);
+    if (oc->flag) var(c, 2, "pos", (int64_t)(P + 1) * C, 1, false);
+}
+static void cls_token_fwd(const op_case *oc, op_ctx *c) {
+    int B = oc->d[0], P = oc->d[1], C = oc->d[2];
+    be->cls_token_fwd(t3(c->out, B, P + 1, C), t3(X(c, 0), B, P, C), t1(X(c, 1), C),
+                      t2(X(c, 2), P + 1, C));
+}
+static void cls_token_bwd(const op_case *oc, op_ctx *c) {
+    int B = oc->d[0], P = oc->d[1], C = oc->d[2];
+    be->cls_token_bwd(t3(G(c, 0), B, P, C), t1(G(c, 1), C), t2(G(c, 2), P + 1, C),
+                      t3(c->dout, B, P + 1, C));
+}
+static void cls_token_ref(const op_case *oc, op_ctx *c, double *y) {
+    int B = oc->d[0], P = oc->d[1], C = oc->d[2];
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t <= P; t++)
+            for (int k = 0; k < C; k++)
+                y[(b * (P + 1) + t) * C + k] =
+                    (double)(t ? X(c, 0)[(b * P + t - 1) * C + k] : X(c, 1)[k]) +
+                    (X(c, 2) ? X(c, 2)[t * C + k] : 0);
+}
+
+// cls_select: y[B,C] = x[B,0,C] of x [B,P,C]
+static void cls_select_build(const op_case *oc, op_ctx *c) {
+    vision_build(oc, c, (int64_t)oc->d[0] * oc->d[2]);
+}
+static void cls_select_fwd(const op_case *oc, op_ctx *c) {
+    int B = oc->d[0], P = oc->d[1], C = oc->d[2];
+    be->cls_select_fwd(t2(c->out, B, C), t3(X(c, 0), B, P, C));
+}
+static void cls_select_bwd(const op_case *oc, op_ctx *c) {
+    int B = oc->d[0], P = oc->d[1], C = oc->d[2];
+    be->cls_select_bwd(t3(G(c, 0), B, P, C), t2(c->dout, B, C));
+}
+static void cls_select_ref(const op_case *oc, op_ctx *c, double *y) {
+    int B = oc->d[0], P = oc->d[1], C = oc->d[2];
+    for (int b = 0; b < B; b++)
+        for (int k = 0; k < C; k++) y[b * C + k] = X(c, 0)[b * P * C + k];
+}
+
+// ---- the table ----
+
+#define OP(name) #name, name##_build, name##_fwd, name##_bwd, name##_ref
+#define TOL 1e-3
+
+static const op_case cases[] = {
+    {OP(linear), {5, 7, 3}, 0, true, false, TOL},
+    {OP(linear), {5, 7, 3}, 0, false, false, TOL},
+    {OP(linear), {1, 16, 9}, 0, true, true, TOL},
+    {OP(linear), {3, 5, 70}, 0, true, false, TOL},
+    // pixelfly: {N, out, in, bs, nf, rank}, flag = bias
+    {OP(pixelfly), {5, 16, 16, 4, 1, 0}, 0, false, false, TOL},
+    {OP(pixelfly), {3, 8, 12, 4, 2, 3}, 0, true, false, TOL},
+    {OP(pixelfly), {4, 16, 32, 8, 2, 0}, 0, true, false, TOL},
+    {OP(pixelfly), {3, 24, 8, 8, 3, 3}, 0, false, false, TOL},
+    {OP(pixelfly), {2, 32, 16, 8, 3, 3}, 0, true, false, TOL},
+    {OP(pixelfly), {3, 16, 16, 8, 2, 3}, 0, true, true, TOL},
+    {OP(layernorm), {4, 7}, 0, true, false, TOL},
+    {OP(layernorm), {3, 16}, 0, false, false, TOL},
+    {OP(layernorm), {2, 130}, 0, true, false, TOL},
+    {OP(gelu), {37}, 0, false, false, TOL},
+    {OP(add), {3, 5}, 0, false, false, TOL},
+    {"accumulate", add_build, accumulate_fwd, add_bwd, add_ref, {4, 3}, 0, false, false, TOL},
+    // attention: {B, T, NH, hd}, flag = causal
+    {OP(attention), {2, 5, 2, 3}, 0, true, false, TOL},
+    {OP(attention), {2, 5, 2, 3}, 0, false, false, TOL},
+    {OP(attention), {1, 1, 1, 4}, 0, true, false, TOL},
+    // xent: {N, V, Vp, ignored row}, f = label smoothing
+    {OP(xent), {5, 7, 10, 3}, 0.0f, false, false, TOL},
+    {OP(xent), {5, 7, 10, 2}, 0.1f, false, false, TOL},
+    {OP(xent), {4, 6, 6, 1}, 0.1f, false, false, TOL},
+    // embedding: {B, T, C, vocab, maxT}, flag = wpe
+    {OP(embedding), {2, 4, 5, 6, 7}, 0, true, false, TOL},
+    {OP(embedding), {3, 3, 4, 3, 3}, 0, false, false, TOL},
+    {OP(embedding), {1, 5, 130, 4, 5}, 0, true, false, TOL},
+    {OP(transpose), {2, 3, 5}, 0, false, false, TOL},
+    {OP(meanpool), {2, 3, 5}, 0, false, false, TOL},
+    {OP(cls_token), {2, 3, 4}, 0, true, false, TOL},
+    {OP(cls_token), {3, 2, 5}, 0, false, false, TOL},
+    {OP(cls_select), {3, 4, 5}, 0, false, false, TOL},
+};
+#define NCASES ((int)(sizeof cases / sizeof cases[0]))
+
+static double loss(const op_case *oc, op_ctx *c) {
+    oc->fwd(oc, c);
+    double L = 0;
+    for (int64_t i = 0; i < c->nout; i++) L += (double)c->out[i] * c->dout[i];
+    return L;
+}
+
+// max|a - b| / max(max|b|, floor)
+static double rel_err(const float *a, const double *b, int64_t n, double floor) {
+    double num = 0, den = floor;
+    for (int64_t i = 0; i < n; i++) {
+        double d = fabs(a[i] - b[i]);
+        if (isnan(d)) return INFINITY;
+        num = fmax(num, d);
+        den = fmax(den, fabs(b[i]));
+    }
+    return num / den;
+}
+
+static void case_name(const op_case *oc, char *s, size_t len) {
+    snprintf(s, len, "%s{%d,%d,%d,%d,%d,%d}%s%s", oc->name, oc->d[0], oc->d[1], oc->d[2],
+             oc->d[3], oc->d[4], oc->d[5], oc->flag ? "+flag" : "", oc->no_dx ? "-dx" : "");
+}
+
+START_TEST(test_op_gradients) {
+    const op_case *oc = &cases[_i];
+    char name[96];
+    case_name(oc, name, sizeof name);
+    op_ctx c = {0};
+    pf_rng_seed(&c.rng, 1000 + (uint64_t)_i);
+    oc->build(oc, &c);
+
+    // Forward against the naive double implementation.
+    double *ref = pf_malloc(sizeof(double) * c.nout);
+    oc->fwd(oc, &c);
+    oc->ref(oc, &c, ref);
+    double e = rel_err(c.out, ref, c.nout, 1e-3);
+    ck_assert_msg(e < 1e-5, "%s: forward differs from the reference, rel err %.3g", name, e);
+    free(ref);
+
+    // Analytic gradients: backward adds into the pre-filled gradients.
+    float *g0[MAX_VARS] = {0};
+    for (int v = 0; v < MAX_VARS; v++)
+        if (c.var[v].n && c.var[v].g) {
+            g0[v] = pf_malloc(sizeof(float) * c.var[v].n);
+            memcpy(g0[v], c.var[v].g, sizeof(float) * c.var[v].n);
+        }
+    oc->bwd(oc, &c);
+
+    const float h = 1e-2f;
+    for (int v = 0; v < MAX_VARS; v++) {
+        grad_var *gv = &c.var[v];
+        if (!gv->n || !gv->g) continue;
+        float *ana = pf_malloc(sizeof(float) * gv->n);
+        double *num = pf_malloc(sizeof(double) * gv->n);
+        for (int64_t j = 0; j < gv->n; j++) {
+            ana[j] = gv->g[j] - g0[v][j];
+            float x0 = gv->x[j], xp = x0 + h, xm = x0 - h;
+            gv->x[j] = xp;
+            double lp = loss(oc, &c);
+            gv->x[j] = xm;
+            double lm = loss(oc, &c);
+            gv->x[j] = x0;
+            num[j] = (lp - lm) / ((double)xp - xm);
+            // No output moved at all: the op must not have touched this gradient either.
+            if (lp == lm)
+                ck_assert_msg(ana[j] == 0, "%s: d%s[%ld] = %g where the loss does not depend on it",
+                              name, gv->name, (long)j, ana[j]);
+        }
+        e = rel_err(ana, num, gv->n, 1e-3);
+        ck_assert_msg(e < oc->tol, "%s: d%s max rel err %.3g (tol %.1g)", name, gv->name, e,
+                      oc->tol);
+        free(ana);
+        free(num);
+        free(g0[v]);
+    }
+    check_guards_and_free(&c, name);
+}
+END_TEST
+
+// Two runs from the same state: outputs and gradients bit-identical.
+START_TEST(test_op_deterministic) {
+    const op_case *oc = &cases[_i];
+    char name[96];
+    case_name(oc, name, sizeof name);
+    op_ctx c[2];
+    memset(c, 0, sizeof c);
+    for (int r = 0; r < 2; r++) {
+        pf_rng_seed(&c[r].rng, 77 + (uint64_t)_i);
+        oc->build(oc, &c[r]);
+        oc->fwd(oc, &c[r]);
+        oc->bwd(oc, &c[r]);
+    }
+    ck_assert_msg(!memcmp(c[0].out, c[1].out, sizeof(float) * c[0].nout), "%s: output", name);
+    for (int v = 0; v < MAX_VARS; v++)
+        if (c[0].var[v].n && c[0].var[v].g)
+            ck_assert_msg(!memcmp(c[0].var[v].g, c[1].var[v].g, sizeof(float) * c[0].var[v].n),
+                          "%s: d%s differs between runs", name, c[0].var[v].name);
+    check_guards_and_free(&c[0], name);
+    check_guards_and_free(&c[1], name);
+}
+END_TEST
+
+// ---- Pixelfly against the dense masked layer W = to_dense(S) + U V ----
+
+static void randn(pf_rng *r, float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) x[i] = pf_rng_normal(r);
+}
+
+// max|a - b| / max|b| over float arrays
+static double rel_errf(const float *a, const float *b, int64_t n) {
+    double num = 0, den = 1e-30;
+    for (int64_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        if (isnan(d)) return INFINITY;
+        num = fmax(num, d);
+        den = fmax(den, fabs((double)b[i]));
+    }
+    return num / den;
+}
+
+static const int dense_cases[][6] = {
+    // {N, out, in, bs, nf, rank}
+    {7, 16, 16, 4, 1, 0}, {5, 32, 64, 8, 2, 3}, {9, 48, 24, 8, 3, 5}, {6, 64, 64, 16, 4, 8},
+};
+
+START_TEST(test_pixelfly_matches_dense) {
+    const int *d = dense_cases[_i];
+    int N = d[0];
+    pf_pattern p;
+    ck_assert_int_eq(pf_pattern_init(&p, d[1], d[2], d[3], d[4], d[5], true), 0);
+    int out = p.out, in = p.in, r = p.rank;
+    int64_t ns = pf_pattern_sparse_numel(&p);
+    pf_rng rng;
+    pf_rng_seed(&rng, 5 + (uint64_t)_i);
+    float *x = pf_malloc(sizeof(float) * N * in), *dy = pf_malloc(sizeof(float) * N * out);
+    float *S = pf_malloc(sizeof(float) * ns), *U = pf_malloc(sizeof(float) * (out * r + 1));
+    float *V = pf_malloc(sizeof(float) * (r * in + 1)), *b = pf_malloc(sizeof(float) * out);
+    randn(&rng, x, N * in);
+    randn(&rng, dy, N * out);
+    randn(&rng, S, ns);
+    randn(&rng, U, out * r);
+    randn(&rng, V, r * in);
+    randn(&rng, b, out);
+
+    // Dense weights W = masked S + U V (double, then rounded once).
+    double *Wd = pixelfly_dense(&p, S, U, V);
+    float *W = pf_malloc(sizeof(float) * out * in);
+    for (int i = 0; i < out * in; i++) W[i] = (float)Wd[i];
+
+    float *y = pf_malloc(sizeof(float) * N * out), *yd = pf_malloc(sizeof(float) * N * out);
+    float *xv = pf_malloc(sizeof(float) * (N * r + 1));
+    float *dxv = pf_malloc(sizeof(float) * (N * r + 1));
+    pf_pixelfly_w w = {t4(S, p.bs, p.nf + 1, p.ob, p.ib), t2(U, out, r), t2(V, r, in), t1(b, out)};
+    if (!r) w.U = w.V = pf_none();
+    be->pixelfly_fwd(&p, t2(y, N, out), t2(xv, N, r), t2(x, N, in), w);
+    be->linear_fwd(t2(yd, N, out), t2(x, N, in), t2(W, out, in), t1(b, out));
+    ck_assert_msg(rel_errf(y, yd, N * out) < 1e-5, "forward: rel err %.3g",
+                  rel_errf(y, yd, N * out));
+
+    // Backward, both from zero gradients.
+    float *dx = pf_calloc(N * in, sizeof(float)), *dxd = pf_calloc(N * in, sizeof(float));
+    float *dS = pf_calloc(ns, sizeof(float)), *dU = pf_calloc(out * r + 1, sizeof(float));
+    float *dV = pf_calloc(r * in + 1, sizeof(float)), *db = pf_calloc(out, sizeof(float));
+    float *dW = pf_calloc(out * in, sizeof(float)), *dbd = pf_calloc(out, sizeof(float));
+    pf_pixelfly_w dw = {t4(dS, p.bs, p.nf + 1, p.ob, p.ib), t2(dU, out, r), t2(dV, r, in),
+                        t1(db, out)};
+    if (!r) dw.U = dw.V = pf_none();
+    be->pixelfly_bwd(&p, t2(dx, N, in), dw, t2(dxv, N, r), t2(dy, N, out), t2(x, N, in),
+                     t2(xv, N, r), w);
+    be->linear_bwd(t2(dxd, N, in), t2(dW, out, in), t1(dbd, out), t2(dy, N, out), t2(x, N, in),
+                   t2(W, out, in));
+    ck_assert_msg(rel_errf(dx, dxd, N * in) < 1e-5, "dx: rel err %.3g", rel_errf(dx, dxd, N * in));
+    ck_assert_msg(rel_errf(db, dbd, out) < 1e-6, "db: rel err %.3g", rel_errf(db, dbd, out));
+
+    // dS = the dense dW gathered at the stored blocks.
+    float *dSd = pf_malloc(sizeof(float) * ns);
+    for (int row = 0; row < p.bs; row++)
+        for (int k = 0; k <= p.nf; k++) {
+            int q = pf_pattern_col(&p, row, k);
+            for (int i = 0; i < p.ob; i++)
+                for (int j = 0; j < p.ib; j++)
+                    dSd[(((int64_t)row * (p.nf + 1) + k) * p.ob + i) * p.ib + j] =
+                        dW[(row * p.ob + i) * in + q * p.ib + j];
+        }
+    ck_assert_msg(rel_errf(dS, dSd, ns) < 1e-5, "dS: rel err %.3g", rel_errf(dS, dSd, ns));
+
+    // dU = dW V^T, dV = U^T dW (W = ... + U V).
+    float *dUd = pf_malloc(sizeof(float) * (out * r + 1));
+    float *dVd = pf_malloc(sizeof(float) * (r * in + 1));
+    for (int o = 0; o < out; o++)
+        for (int k = 0; k < r; k++) {
+            double s = 0;
+            for (int i = 0; i < in; i++) s += (double)dW[o * in + i] * V[k * in + i];
+            dUd[o * r + k] = (float)s;
+        }
+    for (int k = 0; k < r; k++)
+        for (int i = 0; i < in; i++) {
+            double s = 0;
+            for (int o = 0; o < out; o++) s += (double)U[o * r + k] * dW[o * in + i];
+            dVd[k * in + i] = (float)s;
+        }
+    if (r) {
+        ck_assert_msg(rel_errf(dU, dUd, out * r) < 1e-5, "dU: rel err %.3g",
+                      rel_errf(dU, dUd, out * r));
+        ck_assert_msg(rel_errf(dV, dVd, r * in) < 1e-5, "dV: rel err %.3g",
+                      rel_errf(dV, dVd, r * in));
+    }
+    float *bufs[] = {x,  dy, S,  U,  V,  b,  W,  y,  yd,  xv,  dxv,
+                     dx, dxd, dS, dU, dV, db, dW, dbd, dSd, dUd, dVd};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+    free(Wd);
+}
+END_TEST
+
+// The layer runs twice on the same inputs: bit-identical y, xv, dx, dS, dU, dV, db.
+START_TEST(test_pixelfly_deterministic) {
+    pf_pattern p;
+    ck_assert_int_eq(pf_pattern_init(&p, 256, 128, 16, 3, 8, true), 0);
+    int N = 67, out = p.out, in = p.in, r = p.rank;
+    int64_t ns = pf_pattern_sparse_numel(&p);
+    // One buffer per run, laid out [y | xv | dxv | dx | dS | dU | dV | db]; inputs shared.
+    int64_t nrun = (int64_t)N * out + 2 * N * r + N * in + ns + out * r + r * in + out;
+    float *inputs = pf_malloc(sizeof(float) * (N * in + N * out + ns + out * r + r * in + out));
+    pf_rng rng;
+    pf_rng_seed(&rng, 9);
+    randn(&rng, inputs, N * in + N * out + ns + out * r + r * in + out);
+    float *x = inputs, *dy = x + N * in, *S = dy + N * out, *U = S + ns, *V = U + out * r,
+          *b = V + r * in;
+    pf_pixelfly_w w = {t4(S, p.bs, p.nf + 1, p.ob, p.ib), t2(U, out, r), t2(V, r, in), t1(b, out)};
+    float *run[2];
+    for (int k = 0; k < 2; k++) {
+        run[k] = pf_calloc(nrun, sizeof(float));
+        float *y = run[k], *xv = y + N * out, *dxv = xv + N * r, *dx = dxv + N * r,
+              *dS = dx + N * in, *dU = dS + ns, *dV = dU + out * r, *db = dV + r * in;
+        pf_pixelfly_w dw = {t4(dS, p.bs, p.nf + 1, p.ob, p.ib), t2(dU, out, r), t2(dV, r, in),
+                            t1(db, out)};
+        be->pixelfly_fwd(&p, t2(y, N, out), t2(xv, N, r), t2(x, N, in), w);
+        be->pixelfly_bwd(&p, t2(dx, N, in), dw, t2(dxv, N, r), t2(dy, N, out), t2(x, N, in),
+                         t2(xv, N, r), w);
+    }
+    ck_assert(!memcmp(run[0], run[1], sizeof(float) * nrun));
+    free(run[0]);
+    free(run[1]);
+    free(inputs);
+}
+END_TEST
+
+// ---- AdamW against steps computed by hand ----
+
+// Two steps from m = v = 0 of p = 1.0, g = 0.4 (both steps), lr = 0.1, b1 = 0.9, b2 = 0.999,
+// eps = 1e-8, grad_scale = 0.5 (so g' = 0.2):
+//   step 1: m = 0.02, v = 4e-5; mhat = 0.2, vhat = 0.04, update = 0.2 / (0.2 + 1e-8) ~ 1
+//           wd = 0: p = 1 - 0.1 * 0.99999995 = 0.900000005
+//           wd = 0.1: p = 1 - 0.1 * (0.99999995 + 0.1 * 1) = 0.890000005
+//   step 2: m = 0.038, v = 7.996e-5; mhat = 0.038/0.19 = 0.2, vhat = 7.996e-5/0.001999 = 0.04
+//           so the update is again ~1:
+//           wd = 0: p = 0.900000005 - 0.1 * 0.99999995 = 0.80000001
+//           wd = 0.1: p = 0.890000005 - 0.1 * (0.99999995 + 0.1 * 0.890000005) = 0.781100005
+START_TEST(test_adamw_by_hand) {
+    const double expect[2][2] = {{0.900000005, 0.80000001}, {0.890000005, 0.781100005}};
+    for (int wdi = 0; wdi < 2; wdi++) {
+        float p = 1.0f, g = 0.4f, m = 0, v = 0;
+        pf_adamw_args a = {.lr = 0.1f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f,
+                           .weight_decay = wdi ? 0.1f : 0.0f, .grad_scale = 0.5f};
+        for (int step = 1; step <= 2; step++) {
+            a.step = step;
+            be->adamw(t1(&p, 1), t1(&g, 1), t1(&m, 1), t1(&v, 1), &a);
+            ck_assert_msg(fabs(p - expect[wdi][step - 1]) < 1e-6, "wd=%g step %d: p=%.9f want %.9f",
+                          a.weight_decay, step, p, expect[wdi][step - 1]);
+        }
+        ck_assert(fabs(m - 0.038) < 1e-7 && fabs(v - 7.996e-5) < 1e-8);
+        ck_assert(g == 0.4f);  // the gradient is read, not scaled in place
+    }
+}
+END_TEST
+
+// The same formula written out in double, over many elements of mixed sign and size.
+START_TEST(test_adamw_formula) {
+    enum { n = 1031 };
+    float p[n], g[n], m[n], v[n];
+    double pd[n], md[n] = {0}, vd[n] = {0};
+    pf_rng rng;
+    pf_rng_seed(&rng, 3);
+    for (int i = 0; i < n; i++) {
+        pd[i] = p[i] = pf_rng_normal(&rng);
+        m[i] = v[i] = 0;
+    }
+    for (int wdi = 0; wdi < 2; wdi++) {
+        pf_adamw_args a = {.lr = 1e-2f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-6f,
+                           .weight_decay = wdi ? 0.05f : 0.0f, .grad_scale = 0.25f};
+        for (int step = 1; step <= 2; step++) {
+            a.step = step;
+            for (int i = 0; i < n; i++) g[i] = pf_rng_normal(&rng) * (i % 7 ? 1.0f : 1e-4f);
+            be->adamw(t1(p, n), t1(g, n), t1(m, n), t1(v, n), &a);
+            for (int i = 0; i < n; i++) {
+                double gi = a.grad_scale * (double)g[i];
+                md[i] = a.beta1 * md[i] + (1 - (double)a.beta1) * gi;
+                vd[i] = a.beta2 * vd[i] + (1 - (double)a.beta2) * gi * gi;
+                double mh = md[i] / (1 - pow(a.beta1, step)), vh = vd[i] / (1 - pow(a.beta2, step));
+                pd[i] -= a.lr * (mh / (sqrt(vh) + a.eps) + a.weight_decay * pd[i]);
+                ck_assert_msg(fabs(p[i] - pd[i]) < 2e-6, "element %d step %d wd %g: %.8f vs %.8f",
+                              i, step, a.weight_decay, p[i], pd[i]);
+            }
+        }
+    }
+}
+END_TEST
+
+// ---- gradient norm, clip factor, sumsq ----
+
+START_TEST(test_grad_norm) {
+    float g[] = {3, 0, -4, 0, 0};
+    float s = -1;
+    ck_assert(pf_grad_norm(be, g, 5, 1.0f, &s) == 5.0);
+    ck_assert(fabsf(s - 0.2f) < 1e-7f);
+    pf_grad_norm(be, g, 5, 10.0f, &s);
+    ck_assert(s == 1.0f);
+    pf_grad_norm(be, g, 5, 0.0f, &s);  // max_norm <= 0: no clipping
+    ck_assert(s == 1.0f);
+    pf_grad_norm(be, g, 5, 5.0f, &s);  // exactly at the limit
+    ck_assert(s == 1.0f);
+    g[1] = NAN;
+    ck_assert(isnan(pf_grad_norm(be, g, 5, 1.0f, &s)));
+    ck_assert(s == 1.0f);
+}
+END_TEST
+
+// sumsq over several chunks: exact against a naive double sum up to rounding, and the same
+// bits on 1, 2 and 3 threads.
+START_TEST(test_sumsq_thread_independent) {
+    int64_t n = 3 * 65536 + 1001;
+    float *x = pf_malloc(sizeof(float) * n);
+    pf_rng rng;
+    pf_rng_seed(&rng, 11);
+    double naive = 0;
+    for (int64_t i = 0; i < n; i++) {
+        x[i] = pf_rng_normal(&rng) * (i % 3 ? 1.0f : 1e3f);
+        naive += (double)x[i] * x[i];
+    }
+    int saved = omp_get_max_threads();
+    double got[3];
+    for (int t = 1; t <= 3; t++) {
+        omp_set_num_threads(t);
+        got[t - 1] = be->sumsq(t1(x, n));
+    }
+    omp_set_num_threads(saved);
+    ck_assert(fabs(got[0] - naive) < 1e-12 * naive);
+    ck_assert(got[0] == got[1] && got[1] == got[2]);
+    float s = -1;
+    double norm = pf_grad_norm(be, x, n, 1.0f, &s);
+    ck_assert(norm == sqrt(got[0]) && fabs(s - 1.0 / norm) < 1e-6 / norm);
+    be->scale(t1(x, n), 0.5f);
+    ck_assert(fabs(be->sumsq(t1(x, n)) - 0.25 * got[0]) < 1e-12 * got[0]);
+    free(x);
+}
+END_TEST
+
+// ---- the table itself, memory ops, add aliasing ----
+
+START_TEST(test_supports_and_names) {
+    for (int op = 0; op < PF_OP_COUNT; op++) {
+        ck_assert(be->supports((pf_op)op));
+        ck_assert_str_ne(pf_op_name((pf_op)op), "unknown");
+        for (int o2 = 0; o2 < op; o2++)
+            ck_assert_str_ne(pf_op_name((pf_op)op), pf_op_name((pf_op)o2));
+    }
+    ck_assert(!be->supports(PF_OP_COUNT));
+    ck_assert_str_eq(pf_op_name(PF_OP_COUNT), "unknown");
+    ck_assert_str_eq(be->name, "cpu");
+    // The reference backend implements every entry: walk the table's function pointers
+    // (from `alloc` to the end, all of one pointer type in layout) and want none NULL.
+    const size_t first = offsetof(pf_backend, alloc), fp = sizeof(void (*)(void));
+    for (size_t off = first; off + fp <= sizeof(pf_backend); off += fp) {
+        void (*f)(void);
+        memcpy(&f, (const char *)be + off, fp);
+        ck_assert_msg(f != NULL, "pf_backend_cpu entry %zu of the op table is NULL",
+                      (off - first) / fp);
+    }
+    ck_assert(be->device == PF_DEV_CPU && be->act_dtype == PF_F32);
+}
+END_TEST
+
+START_TEST(test_memory) {
+    float host[100], back[100];
+    for (int i = 0; i < 100; i++) host[i] = (float)i;
+    float *d = be->alloc(sizeof host - 4);  // not a multiple of the alignment
+    ck_assert((uintptr_t)d % 64 == 0);
+    be->upload(d, host, sizeof host - 4);
+    be->synchronize();
+    be->download(back, d, sizeof host - 4);
+    ck_assert(!memcmp(host, back, sizeof host - 4));
+    be->zero(d, 10 * sizeof(float));
+    be->download(back, d, sizeof host - 4);
+    ck_assert(back[0] == 0 && back[9] == 0 && back[10] == 10.0f && back[98] == 98.0f);
+    be->free(d);
+    be->free(be->alloc(0));
+}
+END_TEST
+
+START_TEST(test_add_aliasing) {
+    float a[5] = {1, 2, 3, 4, 5}, b[5] = {10, 20, 30, 40, 50};
+    be->add(t1(a, 5), t1(a, 5), t1(b, 5));
+    be->add(t1(b, 5), t1(a, 5), t1(b, 5));
+    for (int i = 0; i < 5; i++) ck_assert(a[i] == 11.0f * (i + 1) && b[i] == 21.0f * (i + 1));
+}
+END_TEST
+
+Suite *pf_test_suite(void) {
+    Suite *s = suite_create("ops");
+    TCase *tc = tcase_create("gradients");
+    tcase_set_timeout(tc, 60);
+    tcase_add_loop_test(tc, test_op_gradients, 0, NCASES);
+    tcase_add_loop_test(tc, test_op_deterministic, 0, NCASES);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("pixelfly");
+    tcase_add_loop_test(tc, test_pixelfly_matches_dense, 0,
+                        (int)(sizeof dense_cases / sizeof dense_cases[0]));
+    tcase_add_test(tc, test_pixelfly_deterministic);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("optim");
+    tcase_add_test(tc, test_adamw_by_hand);
+    tcase_add_test(tc, test_adamw_formula);
+    tcase_add_test(tc, test_grad_norm);
+    tcase_add_test(tc, test_sumsq_thread_independent);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("backend");
+    tcase_add_test(tc, test_supports_and_names);
+    tcase_add_test(tc, test_memory);
+    tcase_add_test(tc, test_add_aliasing);
+    suite_add_tcase(s, tc);
+    return s;
+}
