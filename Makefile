@@ -1,8 +1,7 @@
 # pixelfly build. `make` builds the library and the tools (CPU always; CUDA objects too
 # when nvcc is found, or with CUDA=1; CUDA=0 forces a CPU-only build).
 #   make test        CPU test suite (Check)          make test-mpi   MPI/checkpoint fault tests
-#   make test-gpu    CUDA ops against the CPU ops    make test-slurm a real Slurm job
-#   make bench       pfbench kernels                 make deps       install Debian packages
+#   make test-slurm  a real Slurm job                make deps       install Debian packages
 #   make quickstart  Fashion-MNIST: Pixelfly Mixer vs dense, side by side
 
 CC      ?= gcc
@@ -39,7 +38,7 @@ ifeq ($(CUDA),1)
   LDLIBS   += -L$(CUDA_HOME)/lib64 -L$(CUDA_HOME)/lib -lcublasLt -lcublas -lnccl -lcudart -lstdc++
 endif
 
-.PHONY: all test test-mpi test-gpu test-slurm bench deps clean quickstart
+.PHONY: all test test-mpi test-slurm deps clean quickstart
 all: $(TOOLS) $(TESTS)
 
 $(BUILD)/libpixelfly.a: $(LIB_OBJ)
@@ -66,9 +65,6 @@ test: $(TOOLS) $(TESTS)
 test-mpi: $(TOOLS)
 	tests/mpi/run.sh
 
-test-gpu: $(TOOLS) $(TESTS)
-	tests/gpu/run.sh
-
 test-slurm: $(TOOLS)
 	tests/slurm/run.sh
 
@@ -76,9 +72,6 @@ test-slurm: $(TOOLS)
 quickstart: deps
 	$(MAKE) $(TOOLS)
 	launch/quickstart.sh
-
-bench: $(TOOLS)
-	$(BUILD)/pfbench kernels
 
 DEB_PKGS := build-essential pkg-config libopenmpi-dev openmpi-bin libhdf5-dev check \
             libsubunit-dev libopenblas-dev libinih-dev libcjson-dev libpcre2-dev \
