@@ -58,9 +58,10 @@ $(BUILD)/%: $(BUILD)/src/cli/%.o $(BUILD)/libpixelfly.a
 $(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(BUILD)/tests/check_main.o $(BUILD)/libpixelfly.a
 	$(CC) $(CFLAGS) $^ $(LDLIBS) -o $@
 
-# Tests run on 2 threads so results do not depend on the machine's core count.
+# Tests run on 2 threads so results do not depend on the machine's core count; passive
+# waiting keeps OpenMP from spinning when the runner is shared.
 test: $(TOOLS) $(TESTS)
-	@OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=1 tests/run_tests.sh $(TESTS)
+	@OMP_NUM_THREADS=2 OMP_WAIT_POLICY=passive OPENBLAS_NUM_THREADS=1 tests/run_tests.sh $(TESTS)
 
 test-mpi: $(TOOLS)
 	tests/mpi/run.sh

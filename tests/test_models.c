@@ -1,0 +1,302 @@
+// test_models.c: whole models on the CPU backend. A finite-difference gradient check through
+// tiny GPT-2 (Pixelfly and dense), ViT and MLP-Mixer (covering embeddings, patch embedding,
+// class token, attention, token mixing, pooling, the classifier and the losses); parameter
+// counts and FLOPs of Pixelfly layers against their dense twins; and the error for a
+// Pixelfly pattern that does not fit a layer.
+#include <check.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "check_main.h"
+#include "common.h"
+#include "config.h"
+#include "models/model.h"
+#include "pattern.h"
+#include "rng.h"
+
+// A config from the defaults plus `sets` (NULL-terminated "section.key=value" list).
+static void make_config(pf_config *c, const char *const *sets) {
+    pf_config_defaults(c);
+    ck_assert_int_eq(pf_config_set(c, "data.train=unused.h5"), 0);
+    for (const char *const *s = sets; *s; s++)
+        ck_assert_msg(pf_config_set(c, *s) == 0, "%s", pf_errmsg());
+    ck_assert_msg(pf_config_validate(c) == 0, "%s", pf_errmsg());
+}
+
+static pf_model *create(const char *const *sets, int B) {
+    pf_config c;
+    make_config(&c, sets);
+    pf_model *m = pf_model_create(&c, &pf_backend_cpu, B);
+    ck_assert_msg(m != NULL, "%s", pf_errmsg());
+    return m;
+}
+
+// ---- gradient check --------------------------------------------------------------------
+
+enum { GC_B = 2, GC_SAMPLES = 30 };
+
+#define GPT2_TINY                                                                         \
+    "model.type=gpt2", "model.n_layer=1", "model.n_embd=8", "model.n_head=2",             \
+        "model.seq_len=4", "model.vocab_size=50", "model.init_std=0.3"
+#define VISION_TINY                                                                       \
+    "model.n_layer=1", "model.n_embd=8", "model.n_head=2", "model.mlp_ratio=2",           \
+        "model.image_size=4", "model.patch_size=2", "model.num_classes=5",               \
+        "model.token_mlp_dim=4", "model.channel_mlp_dim=16", "model.init_std=0.3",        \
+        "train.label_smoothing=0.1"
+#define PIXELFLY_BLOCK                                                                    \
+    "pixelfly.attn_qkv=bs=2 nf=1 rank=2", "pixelfly.attn_proj=bs=2 nf=1 rank=2",          \
+        "pixelfly.mlp_fc1=bs=2 nf=1 rank=2", "pixelfly.mlp_fc2=bs=2 nf=1 rank=2"
+
+typedef struct {
+    const char *name;
+    const char *const *sets;
+} gc_case;
+
+static const gc_case GC_CASES[] = {
+    {"gpt2-pixelfly", (const char *const[]){GPT2_TINY, PIXELFLY_BLOCK, NULL}},
+    {"gpt2-dense", (const char *const[]){GPT2_TINY, NULL}},
+    {"vit-pixelfly", (const char *const[]){"model.type=vit", VISION_TINY, "model.channels=3",
+                                           PIXELFLY_BLOCK, NULL}},
+    {"mixer-pixelfly",
+     (const char *const[]){"model.type=mixer", VISION_TINY, "model.channels=1",
+                           "pixelfly.mlp_fc1=bs=2 nf=1 rank=2", "pixelfly.mlp_fc2=bs=2 nf=1",
+                           "pixelfly.token_fc1=bs=2 nf=1 rank=1",
+                           "pixelfly.token_fc2=bs=2 nf=1 rank=2", NULL}},
+    {"mixer-dense", (const char *const[]){"model.type=mixer", VISION_TINY, "model.channels=3",
+                                          NULL}},
+};
+#define N_GC_CASES (int)(sizeof GC_CASES / sizeof GC_CASES[0])
+
+// Random inputs for B samples: GPT-2 tokens/targets [B, T] (one target ignored), or images
+// [B, H, W, C] ~ N(0, 1) and labels [B].
+typedef struct {
+    int32_t tokens[GC_B * 64], targets[GC_B * 64], labels[GC_B];
+    float images[GC_B * 64 * 3];
+    pf_batch batch;
+} gc_data;
+
+static void make_batch(gc_data *d, const pf_config *c, pf_rng *rng) {
+    if (c->model == PF_MODEL_GPT2) {
+        int n = GC_B * c->seq_len;
+        ck_assert_int_le(n, 64);
+        for (int i = 0; i < n; i++) {
+            d->tokens[i] = (int32_t)pf_rng_below(rng, (uint32_t)c->vocab_size);
+            d->targets[i] = (int32_t)pf_rng_below(rng, (uint32_t)c->vocab_size);
+        }
+        d->targets[1] = -1;
+        d->batch = (pf_batch){.tokens = d->tokens, .targets = d->targets};
+    } else {
+        int n = GC_B * c->image_size * c->image_size * c->channels;
+        ck_assert_int_le(n, GC_B * 64 * 3);
+        for (int i = 0; i < n; i++) d->images[i] = pf_rng_normal(rng);
+        for (int b = 0; b < GC_B; b++)
+            d->labels[b] = (int32_t)pf_rng_below(rng, (uint32_t)c->num_classes);
+        d->batch = (pf_batch){.images = d->images, .labels = d->labels};
+    }
+}
+
+static float loss_at(pf_model *m, const pf_batch *batch, float *param, float value) {
+    pf_backend_cpu.upload(param, &value, sizeof value);
+    return pf_model_forward(m, batch, NULL);
+}
+
+// Central differences of the mean loss against the analytic gradient for GC_SAMPLES random
+// entries of every parameter tensor. Error of a tensor: max |analytic - numeric| over its
+// sample, relative to the largest |analytic| of the sample (floored, so tensors whose
+// gradient is ~0 compare absolutely).
+START_TEST(test_gradient_check) {
+    const gc_case *tc = &GC_CASES[_i];
+    pf_config c;
+    make_config(&c, tc->sets);
+    pf_model *m = pf_model_create(&c, &pf_backend_cpu, GC_B);
+    ck_assert_msg(m != NULL, "%s: %s", tc->name, pf_errmsg());
+    pf_model_init_params(m, 42);
+    pf_arena *a = pf_model_arena(m);
+    const pf_layout *lay = pf_model_layout(m);
+    size_t bytes = sizeof(float) * (size_t)lay->numel;
+
+    // Jitter every parameter so that biases, norms and embeddings are not at their special
+    // initial values (zero biases, unit gains) that would hide errors.
+    pf_rng rng;
+    pf_rng_seed(&rng, 7);
+    float *p = pf_malloc(bytes), *g = pf_malloc(bytes);
+    pf_backend_cpu.download(p, a->params, bytes);
+    for (int i = 0; i < lay->count; i++) {
+        const pf_param_info *pi = &lay->params[i];
+        for (int64_t j = 0; j < pf_param_numel(pi); j++)
+            p[pi->offset + j] += 0.1f * pf_rng_normal(&rng);
+    }
+    pf_backend_cpu.upload(a->params, p, bytes);
+
+    gc_data d;
+    make_batch(&d, &c, &rng);
+    pf_backend_cpu.zero(a->grads, bytes);
+    float loss = pf_model_forward(m, &d.batch, NULL);
+    ck_assert(isfinite(loss));
+    pf_model_backward(m, 1.0f, NULL, NULL);
+    pf_backend_cpu.download(g, a->grads, bytes);
+
+    const float eps = 1e-2f, tol = 2e-2f;
+    double worst = 0;
+    const char *worst_name = "";
+    for (int i = 0; i < lay->count; i++) {
+        const pf_param_info *pi = &lay->params[i];
+        int64_t n = pf_param_numel(pi);
+        double max_err = 0, max_g = 1e-3;
+        for (int s = 0; s < GC_SAMPLES && s < n; s++) {
+            int64_t j = n <= GC_SAMPLES ? s : (int64_t)pf_rng_below(&rng, (uint32_t)n);
+            float *param = a->params + pi->offset + j;
+            float v = p[pi->offset + j];
+            float up = loss_at(m, &d.batch, param, v + eps);
+            float down = loss_at(m, &d.batch, param, v - eps);
+            pf_backend_cpu.upload(param, &v, sizeof v);
+            double num = ((double)up - down) / (2.0 * eps), ana = g[pi->offset + j];
+            max_err = fmax(max_err, fabs(num - ana));
+            max_g = fmax(max_g, fabs(ana));
+        }
+        double rel = max_err / max_g;
+        if (rel > worst) worst = rel, worst_name = pi->name;
+        ck_assert_msg(rel < tol, "%s: %s: max |analytic - numeric| = %.3g, %.3g relative",
+                      tc->name, pi->name, max_err, rel);
+    }
+    printf("gradient check %-15s loss %.4f, %2d tensors, worst %.2e (%s)\n", tc->name, loss,
+           lay->count, worst, worst_name);
+    free(p);
+    free(g);
+    pf_model_free(m);
+}
+END_TEST
+
+// Gradients accumulate: a second backward with scale 0.5 adds half of the first.
+START_TEST(test_backward_accumulates) {
+    pf_model *m = create((const char *const[]){GPT2_TINY, PIXELFLY_BLOCK, NULL}, GC_B);
+    pf_model_init_params(m, 3);
+    pf_arena *a = pf_model_arena(m);
+    int64_t n = pf_model_layout(m)->numel;
+    size_t bytes = sizeof(float) * (size_t)n;
+    float *g1 = pf_malloc(bytes), *g2 = pf_malloc(bytes);
+    pf_rng rng;
+    pf_rng_seed(&rng, 5);
+    pf_config c;
+    make_config(&c, (const char *const[]){GPT2_TINY, NULL});
+    gc_data d;
+    make_batch(&d, &c, &rng);
+    pf_backend_cpu.zero(a->grads, bytes);
+    pf_model_forward(m, &d.batch, NULL);
+    pf_model_backward(m, 1.0f, NULL, NULL);
+    pf_backend_cpu.download(g1, a->grads, bytes);
+    pf_model_forward(m, &d.batch, NULL);
+    pf_model_backward(m, 0.5f, NULL, NULL);
+    pf_backend_cpu.download(g2, a->grads, bytes);
+    double norm = 0;
+    for (int64_t i = 0; i < n; i++) {
+        ck_assert_msg(fabsf(g2[i] - 1.5f * g1[i]) <= 1e-5f * (1 + fabsf(g1[i])), "at %lld",
+                      (long long)i);
+        norm += (double)g1[i] * g1[i];
+    }
+    ck_assert(norm > 0);
+    free(g1);
+    free(g2);
+    pf_model_free(m);
+}
+END_TEST
+
+// ---- parameter counts and FLOPs --------------------------------------------------------
+
+#define GPT2_SMALLISH                                                                     \
+    "model.type=gpt2", "model.n_layer=2", "model.n_embd=64", "model.n_head=4",            \
+        "model.seq_len=16", "model.vocab_size=100"
+#define PIXELFLY_WIDE                                                                     \
+    "pixelfly.attn_qkv=bs=8 nf=2 rank=4", "pixelfly.attn_proj=bs=8 nf=1",                 \
+        "pixelfly.mlp_fc1=bs=4 nf=1 rank=8", "pixelfly.mlp_fc2=bs=8 nf=3 rank=2"
+
+static int64_t layer_params(const pf_layout *lay, const char *layer) {
+    static const char *const parts[] = {"S", "U", "V", "w", "b"};
+    int64_t n = 0;
+    char name[PF_PARAM_NAME_MAX];
+    for (int i = 0; i < 5; i++) {
+        snprintf(name, sizeof name, "%s.%s", layer, parts[i]);
+        int idx = pf_layout_find(lay, name);
+        if (idx >= 0) n += pf_param_numel(&lay->params[idx]);
+    }
+    return n;
+}
+
+START_TEST(test_param_counts_and_flops) {
+    pf_model *sparse = create((const char *const[]){GPT2_SMALLISH, PIXELFLY_WIDE, NULL}, 1);
+    pf_model *dense = create((const char *const[]){GPT2_SMALLISH, NULL}, 1);
+    const pf_layout *ls = pf_model_layout(sparse), *ld = pf_model_layout(dense);
+    const struct {
+        const char *layer;
+        int out, in, bs, nf, rank;
+    } layers[] = {
+        {"h.1.attn.qkv", 192, 64, 8, 2, 4},
+        {"h.1.attn.proj", 64, 64, 8, 1, 0},
+        {"h.0.mlp.fc1", 256, 64, 4, 1, 8},
+        {"h.0.mlp.fc2", 64, 256, 8, 3, 2},
+    };
+    for (size_t i = 0; i < sizeof layers / sizeof layers[0]; i++) {
+        pf_pattern pat;
+        ck_assert_int_eq(pf_pattern_init(&pat, layers[i].out, layers[i].in, layers[i].bs,
+                                         layers[i].nf, layers[i].rank, true),
+                         0);
+        ck_assert_int_eq(layer_params(ls, layers[i].layer), pf_pattern_numel(&pat));
+        ck_assert_int_eq(layer_params(ld, layers[i].layer),
+                         (int64_t)layers[i].out * layers[i].in + layers[i].out);
+        ck_assert_int_eq(pf_layout_find(ls, "h.0.attn.proj.U"), -1);  // rank 0: no U, V
+    }
+    ck_assert_int_lt(pf_layout_param_count(ls), pf_layout_param_count(ld));
+    double fs = pf_model_train_flops(sparse, false), fd = pf_model_train_flops(dense, false);
+    ck_assert_msg(fs < 0.8 * fd, "pixelfly %g vs dense %g FLOPs", fs, fd);
+    ck_assert(pf_model_train_flops(sparse, true) == fd);  // the dense twin is the dense model
+    ck_assert(pf_model_train_flops(dense, true) == fd);
+    pf_model_free(sparse);
+    pf_model_free(dense);
+}
+END_TEST
+
+// ---- patterns that do not fit ----------------------------------------------------------
+
+typedef struct {
+    const char *const *sets;
+    const char *layer;
+} misfit_case;
+
+static const misfit_case MISFIT[] = {
+    {(const char *const[]){GPT2_TINY, "pixelfly.attn_qkv=bs=16 nf=1", NULL}, "h.0.attn.qkv"},
+    {(const char *const[]){GPT2_TINY, "pixelfly.mlp_fc2=bs=4 nf=3", NULL}, "h.0.mlp.fc2"},
+    {(const char *const[]){"model.type=mixer", VISION_TINY, "pixelfly.token_fc1=bs=8 nf=1",
+                           NULL},
+     "h.0.token.fc1"},
+    {(const char *const[]){"model.type=vit", VISION_TINY, "pixelfly.attn_proj=bs=3 nf=1",
+                           NULL},
+     "h.0.attn.proj"},
+};
+
+START_TEST(test_pattern_misfit) {
+    const misfit_case *tc = &MISFIT[_i];
+    pf_config c;
+    make_config(&c, tc->sets);
+    pf_model *m = pf_model_create(&c, &pf_backend_cpu, 1);
+    ck_assert_ptr_null(m);
+    ck_assert_msg(strstr(pf_errmsg(), tc->layer), "message '%s' does not name %s", pf_errmsg(),
+                  tc->layer);
+}
+END_TEST
+
+Suite *pf_test_suite(void) {
+    Suite *s = suite_create("models");
+    TCase *tc = tcase_create("gradcheck");
+    tcase_set_timeout(tc, 60);
+    tcase_add_loop_test(tc, test_gradient_check, 0, N_GC_CASES);
+    tcase_add_test(tc, test_backward_accumulates);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("shapes");
+    tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, test_param_counts_and_flops);
+    tcase_add_loop_test(tc, test_pattern_misfit, 0, (int)(sizeof MISFIT / sizeof MISFIT[0]));
+    suite_add_tcase(s, tc);
+    return s;
+}

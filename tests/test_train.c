@@ -1,0 +1,231 @@
+// test_train.c: pf_train end to end on the CPU, in-process on a singleton MPI communicator
+// (world = 1). A tiny Pixelfly GPT-2 on the head of tinyshakespeare learns (the loss falls
+// well below its start) and is deterministic (same seed: the same loss at every step); a
+// small Pixelfly MLP-Mixer on Fashion-MNIST reaches a test accuracy far above chance.
+// Each test makes its own shards with pfdata in a temporary folder.
+#include <check.h>
+#include <ftw.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "check_main.h"
+#include "comm.h"
+#include "common.h"
+#include "config.h"
+#include "pfdata.h"
+#include "train.h"
+
+#define FASHION_DIR "/usr/share/datasets/fashion-mnist"
+
+// ---- fixtures --------------------------------------------------------------------------
+
+static char tmp_dir[64];
+
+static void setup(void) {
+    snprintf(tmp_dir, sizeof tmp_dir, "/tmp/pf_test_train_XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(tmp_dir));
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+static void teardown(void) { nftw(tmp_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
+
+static const char *tpath(const char *name) {
+    static char buf[8][256];
+    static int next;
+    char *p = buf[next++ % 8];
+    snprintf(p, 256, "%s/%s", tmp_dir, name);
+    return p;
+}
+
+// Copies bytes [from, from + n) of `src` into `dst`.
+static void copy_range(const char *src, const char *dst, long from, size_t n) {
+    FILE *in = fopen(src, "rb"), *out = fopen(dst, "wb");
+    ck_assert_ptr_nonnull(in);
+    ck_assert_ptr_nonnull(out);
+    ck_assert_int_eq(fseek(in, from, SEEK_SET), 0);
+    char *buf = pf_malloc(n);
+    ck_assert_uint_eq(fread(buf, 1, n, in), n);
+    ck_assert_uint_eq(fwrite(buf, 1, n, out), n);
+    free(buf);
+    fclose(in);
+    ck_assert_int_eq(fclose(out), 0);
+}
+
+static void make_config(pf_config *c, const char *const *sets) {
+    pf_config_defaults(c);
+    for (const char *const *s = sets; *s; s++)
+        ck_assert_msg(pf_config_set(c, *s) == 0, "%s", pf_errmsg());
+    ck_assert_msg(pf_config_validate(c) == 0, "%s", pf_errmsg());
+}
+
+// Runs pf_train for `c` with its output in tmp_dir/`run`.
+static void train(pf_config *c, pf_comm *comm, const char *run) {
+    snprintf(c->out_dir, sizeof c->out_dir, "%s", tpath(run));
+    pf_train_opts opts = {.quiet = true};
+    ck_assert_int_eq(pf_train(c, &opts, comm), PF_EXIT_OK);
+}
+
+// The training losses of a run's metrics.jsonl, as written (strings), one per step.
+static int read_losses(const char *run, char losses[][32], int max) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", tpath(run));
+    FILE *f = fopen(path, "r");
+    ck_assert_msg(f != NULL, "no %s", path);
+    char line[1024];
+    int n = 0;
+    while (fgets(line, sizeof line, f)) {
+        const char *p = strstr(line, "\"loss\": ");
+        if (!p) continue;
+        ck_assert_int_lt(n, max);
+        ck_assert_int_eq(sscanf(p + 8, "%31[^,}]", losses[n]), 1);
+        n++;
+    }
+    fclose(f);
+    return n;
+}
+
+// A number field of a run's summary.json.
+static double summary_field(const char *run, const char *key) {
+    char path[512], text[4096], pat[64];
+    snprintf(path, sizeof path, "%s/summary.json", tpath(run));
+    FILE *f = fopen(path, "r");
+    ck_assert_msg(f != NULL, "no %s", path);
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = 0;
+    snprintf(pat, sizeof pat, "\"%s\": ", key);
+    const char *p = strstr(text, pat);
+    ck_assert_msg(p != NULL, "%s lacks %s: %s", path, key, text);
+    return atof(p + strlen(pat));
+}
+
+static pf_comm *comm_init(void) {
+    pf_comm *comm = NULL;
+    ck_assert_msg(pf_comm_init(NULL, NULL, PF_COMM_MPI, &comm) == 0, "%s", pf_errmsg());
+    ck_assert_int_eq(pf_comm_world(comm), 1);
+    return comm;
+}
+
+// ---- GPT-2 on tinyshakespeare ----------------------------------------------------------
+
+enum { GPT2_STEPS = 60, DETERMINISM_STEPS = 15 };
+
+START_TEST(test_gpt2_learns_and_is_deterministic) {
+    const char *data = pf_test_data_dir("pftrain GPT-2 on tinyshakespeare");
+    if (!data) return;
+    char vocab[512], text[512];
+    snprintf(vocab, sizeof vocab, "%s/gpt2", data);
+    snprintf(text, sizeof text, "%s/tinyshakespeare/input.txt", data);
+    // 128 KB (~35k tokens) to train on, the next 16 KB to evaluate on
+    copy_range(text, tpath("train.txt"), 0, 128 << 10);
+    copy_range(text, tpath("val.txt"), 128 << 10, 16 << 10);
+    const char *shards[][2] = {{"train.txt", "train.h5"}, {"val.txt", "val.h5"}};
+    for (int i = 0; i < 2; i++) {
+        char *argv[] = {"text",  "--vocab", vocab, "--out", (char *)tpath(shards[i][1]),
+                        "--quiet", (char *)tpath(shards[i][0])};
+        ck_assert_msg(pfdata_text_main(7, argv) == PF_EXIT_OK, "%s", pf_errmsg());
+    }
+    char train_set[300], val_set[300], steps[32];
+    snprintf(train_set, sizeof train_set, "data.train=%s", tpath("train.h5"));
+    snprintf(val_set, sizeof val_set, "data.val=%s", tpath("val.h5"));
+    snprintf(steps, sizeof steps, "train.steps=%d", GPT2_STEPS);
+    pf_config c;
+    make_config(&c, (const char *const[]){
+                        "model.type=gpt2", "model.n_layer=2", "model.n_embd=32",
+                        "model.n_head=2", "model.seq_len=32", "model.vocab_size=50257",
+                        "pixelfly.attn_qkv=bs=4 nf=1 rank=4", "pixelfly.attn_proj=bs=4 nf=1",
+                        "pixelfly.mlp_fc1=bs=4 nf=2 rank=4", "pixelfly.mlp_fc2=bs=4 nf=2 rank=4",
+                        train_set, val_set, "train.batch_size=4", steps, "train.lr=3e-3",
+                        "train.warmup_steps=5", "train.schedule=constant",
+                        "train.eval_every=30", "train.eval_batches=4", "train.seed=11",
+                        "run.backend=cpu", "run.log_every=1000", NULL});
+    pf_comm *comm = comm_init();
+    double t0 = pf_now();
+    train(&c, comm, "run1");
+    double t1 = pf_now();
+    // The same run again, shorter: with a constant schedule its steps are the first ones of
+    // the long run, so they must give the very same losses.
+    c.steps = DETERMINISM_STEPS;
+    train(&c, comm, "run2");
+    pf_comm_finalize(comm);
+
+    char a[GPT2_STEPS + 1][32], b[GPT2_STEPS + 1][32];
+    ck_assert_int_eq(read_losses("run1", a, GPT2_STEPS + 1), GPT2_STEPS);
+    ck_assert_int_eq(read_losses("run2", b, GPT2_STEPS + 1), DETERMINISM_STEPS);
+    for (int i = 0; i < DETERMINISM_STEPS; i++)
+        ck_assert_msg(!strcmp(a[i], b[i]), "step %d: loss %s vs %s with the same seed", i + 1,
+                      a[i], b[i]);
+    double first = atof(a[0]), last = 0;
+    for (int i = GPT2_STEPS - 10; i < GPT2_STEPS; i++) last += atof(a[i]) / 10;
+    printf("gpt2 tiny pixelfly: loss %.3f -> %.3f (last 10 steps), val_loss %.3f, %.1f s/run\n",
+           first, last, summary_field("run1", "val_loss"), t1 - t0);
+    ck_assert_msg(last < 0.75 * first, "loss %.3f -> %.3f: not learning", first, last);
+    ck_assert(summary_field("run1", "val_loss") < 0.8 * first);
+}
+END_TEST
+
+// ---- MLP-Mixer on Fashion-MNIST --------------------------------------------------------
+
+static void images_shard(const char *split, const char *out) {
+    char images[256], labels[256];
+    snprintf(images, sizeof images, FASHION_DIR "/%s-images-idx3-ubyte.gz", split);
+    snprintf(labels, sizeof labels, FASHION_DIR "/%s-labels-idx1-ubyte.gz", split);
+    char *argv[] = {"images", "--quiet", "--format", "idx", "--classes", "fashion-mnist",
+                    "--out",  (char *)out, images, labels};
+    ck_assert_msg(pfdata_images_main(10, argv) == PF_EXIT_OK, "%s", pf_errmsg());
+}
+
+START_TEST(test_mixer_fashion_mnist) {
+    if (access(FASHION_DIR "/train-images-idx3-ubyte.gz", R_OK) != 0) {
+        printf("SKIP mixer on Fashion-MNIST: %s not found (apt install dataset-fashion-mnist)\n",
+               FASHION_DIR);
+        return;
+    }
+    images_shard("train", tpath("train.h5"));
+    images_shard("t10k", tpath("test.h5"));
+    char train_set[300], val_set[300];
+    snprintf(train_set, sizeof train_set, "data.train=%s", tpath("train.h5"));
+    snprintf(val_set, sizeof val_set, "data.val=%s", tpath("test.h5"));
+    pf_config c;
+    make_config(&c, (const char *const[]){
+                        "model.type=mixer", "model.n_layer=2", "model.n_embd=64",
+                        "model.image_size=28", "model.patch_size=7", "model.channels=1",
+                        "model.num_classes=10", "model.token_mlp_dim=32",
+                        "model.channel_mlp_dim=128", "pixelfly.mlp_fc1=bs=4 nf=1 rank=4",
+                        "pixelfly.mlp_fc2=bs=4 nf=1 rank=4", "pixelfly.token_fc1=bs=4 nf=1",
+                        "pixelfly.token_fc2=bs=4 nf=1", train_set, val_set,
+                        "train.batch_size=64", "train.steps=300", "train.lr=5e-3",
+                        "train.warmup_steps=20", "train.weight_decay=0.05",
+                        "train.beta2=0.999", "train.eval_every=0", "train.eval_batches=0",
+                        "run.backend=cpu", "run.log_every=1000", NULL});
+    pf_comm *comm = comm_init();
+    double t0 = pf_now();
+    train(&c, comm, "mixer");
+    pf_comm_finalize(comm);
+    double top1 = summary_field("mixer", "val_top1");
+    printf("mixer pixelfly on Fashion-MNIST: %d steps in %.1f s, test top-1 %.2f%%\n",
+           (int)c.steps, pf_now() - t0, 100 * top1);
+    ck_assert_msg(top1 > 0.70, "test accuracy %.3f after %d steps", top1, (int)c.steps);
+}
+END_TEST
+
+Suite *pf_test_suite(void) {
+    Suite *s = suite_create("train");
+    TCase *tc = tcase_create("gpt2");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_gpt2_learns_and_is_deterministic);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("mixer");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_mixer_fashion_mnist);
+    suite_add_tcase(s, tc);
+    return s;
+}
