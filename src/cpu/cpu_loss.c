@@ -25,12 +25,14 @@ static int row_target(const int32_t *targets, int64_t n, int V, int ignore_index
     return t;
 }
 
-// log sum_{c<V} exp(l[c]), with the row maximum subtracted before exp.
+// log sum_{c<V} exp(l[c]), with the row maximum subtracted before exp. The exponentials
+// are single precision (this row pass dominates a GPT-2 step on the CPU over a 50k
+// vocabulary, and expf is ~2x cheaper than exp), their sum is double.
 static double logsumexp(const float *l, int V) {
-    double m = l[0], s = 0;
-    for (int c = 1; c < V; c++)
-        if (l[c] > m) m = l[c];
-    for (int c = 0; c < V; c++) s += exp(l[c] - m);
+    float m = l[0];
+    for (int c = 1; c < V; c++) m = l[c] > m ? l[c] : m;
+    double s = 0;
+    for (int c = 0; c < V; c++) s += expf(l[c] - m);
     return m + log(s);
 }
 
@@ -74,10 +76,8 @@ void cpu_xent_bwd(pf_tensor dlogits, pf_tensor logits, pf_tensor targets, int V,
         if (t == ignore_index) continue;
         const float *l = L + n * d.Vp;
         float *dl = DL + n * d.Vp;
-        double lse = logsumexp(l, V);
-        for (int c = 0; c < V; c++) {
-            double q = smoothing / V + (c == t ? 1.0 - smoothing : 0.0);
-            dl[c] += (float)(scale * (exp(l[c] - lse) - q));
-        }
+        float lse = (float)logsumexp(l, V), q0 = smoothing / V;
+        for (int c = 0; c < V; c++) dl[c] += scale * (expf(l[c] - lse) - q0);
+        dl[t] -= scale * (1.0f - smoothing);
     }
 }
