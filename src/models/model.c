@@ -327,7 +327,7 @@ void pf_model_summary(const pf_model *m, FILE *f) {
     fprintf(f, "model %s: %d layers, width %d, %d heads, micro-batch %d\n", m->vt->name,
             c->n_layer, c->n_embd, c->n_head, m->B);
     fprintf(f, "  %-22s %-9s %-13s %-18s %7s %12s %14s\n", "layer", "type", "out x in",
-            "pattern", "density", "params", "FLOPs/sample");
+            "pattern", "density", "params", "fwd FLOP/sample");
     int64_t linear_params = 0, dense_linear_params = 0;
     for (int i = 0; i < m->n_linears; i++) {
         const pf_linear *l = m->linears[i];
