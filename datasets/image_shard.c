@@ -244,15 +244,6 @@ static int write_metadata(pf_shard_writer *w, int num_classes, char *const *name
     return rc;
 }
 
-// fsync of a file (or directory) by path; the data must be on disk before the rename is.
-static int fsync_path(const char *path, int dir) {
-    int fd = open(path, dir ? O_RDONLY | O_DIRECTORY : O_RDONLY);
-    if (fd < 0) return -1;
-    int rc = fsync(fd);
-    close(fd);
-    return rc;
-}
-
 static void writer_free(pf_shard_writer *w) {
     free(w->out_path);
     free(w->tmp_path);
@@ -283,13 +274,7 @@ int pf_shard_writer_finish(pf_shard_writer *w, int num_classes, char *const *cla
     w->file = -1;
     h5_quiet_end(q);
     if (rc < 0) goto fail;
-    if (fsync_path(w->tmp_path, 0) < 0 || rename(w->tmp_path, w->out_path) < 0) {
-        pf_error("cannot move '%s' to '%s': %s", w->tmp_path, w->out_path, strerror(errno));
-        goto fail;
-    }
-    char *dir = pf_strdup(w->out_path);
-    fsync_path(dirname(dir), 1);  // best effort: some file systems refuse directory fsync
-    free(dir);
+    if (pf_durable_rename(w->tmp_path, w->out_path) < 0) goto fail;
     writer_free(w);
     return 0;
 fail:;

@@ -163,18 +163,6 @@ int64_t pf_text_shard_count(const pf_text_shard_writer *w) {
     return w->written + (int64_t)w->nbuf;
 }
 
-// fsync of a file or directory by name; -1 + pf_error.
-static int fsync_path(const char *path, bool dir) {
-    int fd = open(path, dir ? O_RDONLY | O_DIRECTORY : O_RDONLY);
-    if (fd < 0 || fsync(fd) != 0) {
-        pf_error("cannot fsync '%s': %s", path, strerror(errno));
-        if (fd >= 0) close(fd);
-        return -1;
-    }
-    close(fd);
-    return 0;
-}
-
 int pf_text_shard_commit(pf_text_shard_writer *w) {
     int rc = flush(w);
     herr_t closed_d = H5Dclose(w->dset), closed_f = H5Fclose(w->file);
@@ -183,18 +171,8 @@ int pf_text_shard_commit(pf_text_shard_writer *w) {
         pf_error("cannot close '%s' (disk full?)", w->tmp);
         rc = -1;
     }
-    if (!rc) rc = fsync_path(w->tmp, false);
-    if (!rc && rename(w->tmp, w->path) != 0) {
-        pf_error("cannot rename '%s' to '%s': %s", w->tmp, w->path, strerror(errno));
-        rc = -1;
-    }
-    if (rc) {
-        unlink(w->tmp);
-    } else {
-        char *dir = pf_strdup(w->path);
-        rc = fsync_path(dirname(dir), true);  // make the rename itself durable
-        free(dir);
-    }
+    if (!rc) rc = pf_durable_rename(w->tmp, w->path);
+    if (rc) unlink(w->tmp);
     writer_free(w);
     return rc;
 }

@@ -67,17 +67,6 @@ int pf_checkpoint_path(char *out, size_t cap, const char *dir, int64_t step) {
     return join(out, cap, dir, name);
 }
 
-static int fsync_path(const char *path, bool is_dir) {
-    int fd = open(path, is_dir ? O_RDONLY | O_DIRECTORY : O_RDONLY);
-    if (fd < 0 || fsync(fd) != 0) {
-        pf_error("cannot fsync '%s': %s", path, strerror(errno));
-        if (fd >= 0) close(fd);
-        return -1;
-    }
-    close(fd);
-    return 0;
-}
-
 // mkdir -p: creates `dir` and any missing parents.
 static int make_dirs(const char *dir) {
     char p[PATH_MAX];
@@ -403,7 +392,7 @@ int pf_checkpoint_save(const char *dir, const pf_layout *layout, const float *pa
         pf_error("cannot rename '%s' to '%s': %s", tmp, path, strerror(errno));
         rc = -1;
     }
-    if (rc == 0 && fsync_path(dir, true) != 0) {
+    if (rc == 0 && pf_fsync_path(dir, true) != 0) {
         unlink(path);
         rc = -1;
     }
@@ -460,7 +449,7 @@ int pf_checkpoint_commit(const char *dir, int64_t step, int keep) {
         unlink(tmp);
         return -1;
     }
-    if (fsync_path(dir, true)) return -1;
+    if (pf_fsync_path(dir, true)) return -1;
     return prune(dir, step, keep);
 }
 

@@ -1,10 +1,13 @@
 #include "common.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static _Thread_local char pf_errbuf[2048];
 
@@ -78,6 +81,29 @@ int pf_read_file(const char *path, char **data, size_t *len) {
     *data = buf;
     if (len) *len = n;
     return 0;
+}
+
+int pf_fsync_path(const char *path, bool is_dir) {
+    int fd = open(path, is_dir ? O_RDONLY | O_DIRECTORY : O_RDONLY);
+    if (fd < 0 || fsync(fd) != 0) {
+        pf_error("cannot fsync '%s': %s", path, strerror(errno));
+        if (fd >= 0) close(fd);
+        return -1;
+    }
+    close(fd);
+    return 0;
+}
+
+int pf_durable_rename(const char *tmp, const char *path) {
+    if (pf_fsync_path(tmp, false) < 0) return -1;
+    if (rename(tmp, path) != 0) {
+        pf_error("cannot rename '%s' to '%s': %s", tmp, path, strerror(errno));
+        return -1;
+    }
+    char *dir = pf_strdup(path);
+    int rc = pf_fsync_path(dirname(dir), true);
+    free(dir);
+    return rc;
 }
 
 double pf_now(void) {

@@ -9,6 +9,7 @@
 #ifndef PF_COMMON_H
 #define PF_COMMON_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -52,6 +53,13 @@ char *pf_strdup(const char *s);
 
 // Whole-file read into a NUL-terminated buffer; -1 and pf_error() on failure.
 int pf_read_file(const char *path, char **data, size_t *len);
+
+// fsync of a file or directory by name; -1 with pf_error() naming it.
+int pf_fsync_path(const char *path, bool is_dir);
+// The last step of every atomic write in pixelfly: fsync the finished temporary file, rename
+// it onto `path`, fsync the directory so the rename itself is durable. -1 with pf_error();
+// the caller removes `tmp` then.
+int pf_durable_rename(const char *tmp, const char *path);
 
 // Wall-clock seconds (monotonic).
 double pf_now(void);
