@@ -1,13 +1,36 @@
-// cuda_backend.cu: the CUDA backend's memory functions and op table.
+// cuda_backend.cu: the CUDA backend's runtime context, memory functions and op table.
 //
-// Status: memory management only. The compute ops (bf16 Pixelfly kernels, fused layernorm,
-// attention, AdamW) are issue #6 and have not run on a GPU yet, so `supports()` answers
-// false for every op and pftrain refuses run.backend = cuda with "not supported" instead of
-// computing anything unverified.
-#include <cuda_runtime.h>
+// fp32 through the interface: activations, weights, gradients and optimizer state are fp32
+// device arrays; GEMMs run in cuBLAS (fp32, default math mode: no TF32), every other op in
+// the kernels of kernels/cuda_*.cu. Each op is tested against the CPU reference by
+// tests/gpu/test_cuda_ops.c.
+#include "cuda_ops.h"
 
-#include "backend.h"
-#include "cuda_common.h"
+static pf_cuda_context make_context(void) {
+    pf_cuda_context c = {};
+    c.stream = 0;
+    CUBLAS_CHECK(cublasCreate(&c.cublas));
+    CUBLAS_CHECK(cublasSetStream(c.cublas, c.stream));
+    CUBLAS_CHECK(cublasSetMathMode(c.cublas, CUBLAS_DEFAULT_MATH));
+    return c;
+}
+
+// The one runtime context of the process (a function-local static: created on first use,
+// thread-safe by C++ rules), so it binds to the device the caller selected before.
+pf_cuda_context *pf_cuda_ctx(void) {
+    static pf_cuda_context ctx = make_context();
+    return &ctx;
+}
+
+void *cuda_scratch(size_t bytes) {
+    pf_cuda_context *c = pf_cuda_ctx();
+    if (bytes > c->scratch_bytes) {
+        if (c->scratch) CUDA_CHECK(cudaFree(c->scratch));  // waits for its last users
+        CUDA_CHECK(cudaMalloc(&c->scratch, bytes));
+        c->scratch_bytes = bytes;
+    }
+    return c->scratch;
+}
 
 static void *cuda_alloc(size_t bytes) {
     void *p = NULL;
@@ -21,6 +44,7 @@ static void *cuda_alloc(size_t bytes) {
     return p;
 }
 
+// Memory calls run on the legacy default stream too, so they are ordered with the ops.
 static void cuda_free(void *p) { CUDA_CHECK(cudaFree(p)); }
 static void cuda_zero(void *p, size_t bytes) { CUDA_CHECK(cudaMemset(p, 0, bytes)); }
 static void cuda_upload(void *dst, const void *src, size_t bytes) {
@@ -30,10 +54,7 @@ static void cuda_download(void *dst, const void *src, size_t bytes) {
     CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
 }
 static void cuda_synchronize(void) { CUDA_CHECK(cudaDeviceSynchronize()); }
-static bool cuda_supports(pf_op op) {
-    (void)op;
-    return false;
-}
+static bool cuda_supports(pf_op op) { return (unsigned)op < PF_OP_COUNT; }
 
 bool pf_cuda_available(void) {
     int n = 0;
@@ -43,7 +64,7 @@ bool pf_cuda_available(void) {
 extern "C" const pf_backend pf_backend_cuda = {
     .name = "cuda",
     .device = PF_DEV_CUDA,
-    .act_dtype = PF_BF16,
+    .act_dtype = PF_F32,
     .alloc = cuda_alloc,
     .free = cuda_free,
     .zero = cuda_zero,
@@ -51,4 +72,32 @@ extern "C" const pf_backend pf_backend_cuda = {
     .download = cuda_download,
     .synchronize = cuda_synchronize,
     .supports = cuda_supports,
+
+    .linear_fwd = cuda_linear_fwd,
+    .linear_bwd = cuda_linear_bwd,
+    .pixelfly_fwd = cuda_pixelfly_fwd,
+    .pixelfly_bwd = cuda_pixelfly_bwd,
+    .layernorm_fwd = cuda_layernorm_fwd,
+    .layernorm_bwd = cuda_layernorm_bwd,
+    .gelu_fwd = cuda_gelu_fwd,
+    .gelu_bwd = cuda_gelu_bwd,
+    .add = cuda_add,
+    .accumulate = cuda_accumulate,
+    .attention_fwd = cuda_attention_fwd,
+    .attention_bwd = cuda_attention_bwd,
+    .xent_fwd = cuda_xent_fwd,
+    .xent_bwd = cuda_xent_bwd,
+    .embedding_fwd = cuda_embedding_fwd,
+    .embedding_bwd = cuda_embedding_bwd,
+    .transpose_fwd = cuda_transpose_fwd,
+    .transpose_bwd = cuda_transpose_bwd,
+    .meanpool_fwd = cuda_meanpool_fwd,
+    .meanpool_bwd = cuda_meanpool_bwd,
+    .cls_token_fwd = cuda_cls_token_fwd,
+    .cls_token_bwd = cuda_cls_token_bwd,
+    .cls_select_fwd = cuda_cls_select_fwd,
+    .cls_select_bwd = cuda_cls_select_bwd,
+    .adamw = cuda_adamw,
+    .sumsq = cuda_sumsq,
+    .scale = cuda_scale,
 };

@@ -2,6 +2,7 @@
 #ifndef PF_CUDA_COMMON_H
 #define PF_CUDA_COMMON_H
 
+#include <cublas_v2.h>
 #include <cuda_runtime.h>
 
 #include "common.h"
@@ -15,5 +16,13 @@
 
 // After every kernel launch: a bad launch configuration is reported where it happened.
 #define CUDA_CHECK_LAUNCH() CUDA_CHECK(cudaGetLastError())
+
+#define CUBLAS_CHECK(call)                                                                   \
+    do {                                                                                     \
+        cublasStatus_t st_ = (call);                                                         \
+        if (st_ != CUBLAS_STATUS_SUCCESS)                                                    \
+            pf_fatal_at(__FILE__, __LINE__, "%s: %s (status %d)", #call,                     \
+                        cublasGetStatusString(st_), (int)st_);                               \
+    } while (0)
 
 #endif

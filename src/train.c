@@ -333,12 +333,15 @@ static int resume(trainer *t) {
             free(host);
         }
     }
-    status = -pf_comm_agree_max_int(t->comm, -status);  // any error wins
-    if (status < 0) return -1;
+    if (pf_comm_agree_max_int(t->comm, status < 0)) return -1;  // an error on any rank
     pf_comm_broadcast_host(t->comm, header, sizeof header, 0);
     pf_comm_broadcast_host(t->comm, rng, sizeof rng, 0);
     status = pf_comm_agree_max_int(t->comm, status);
     if (status != 1) return 0;
+    // Only rank 0 read the file: every rank takes its parameters and optimizer moments.
+    pf_comm_broadcast(t->comm, t->arena->params, bytes, 0);
+    pf_comm_broadcast(t->comm, t->arena->m, bytes, 0);
+    pf_comm_broadcast(t->comm, t->arena->v, bytes, 0);
     t->step = header[0];
     t->rng.s[0] = rng[0], t->rng.s[1] = rng[1];
     int bad = pf_data_set_cursor(t->train, (pf_data_cursor){.epoch = header[1], .batch = header[2]});

@@ -18,7 +18,8 @@ makevar() {
 }
 
 echo "== building $BUILD/libpixelfly.a and the MPI test programs"
-make -s "$BUILD/libpixelfly.a" || { echo "FAIL build: make $BUILD/libpixelfly.a"; echo "0 passed, 1 failed"; exit 1; }
+make -s "$BUILD/libpixelfly.a" "$BUILD/pftrain" ||
+  { echo "FAIL build: make $BUILD/libpixelfly.a $BUILD/pftrain"; echo "0 passed, 1 failed"; exit 1; }
 CC=$(makevar CC); CFLAGS=$(makevar CFLAGS); LDLIBS=$(makevar LDLIBS); CUDA=$(makevar CUDA)
 mkdir -p "$BUILD/tests/mpi"
 # shellcheck disable=SC2086  # the flags are word lists
@@ -76,6 +77,17 @@ else
   run_case "comm nccl np=2 without a GPU per rank is refused" "fail:comm=mpi" 120 \
     "${MPIRUN[@]}" -np 2 "$T" nccl
 fi
+
+# The trainer end to end (tests/mpi/train_test.sh says what each case checks).
+TT=tests/mpi/train_test.sh
+run_case "train np=2 reproduces np=1 at global batch 8" ok 120 bash "$TT" reproduce 2
+run_case "train np=4 reproduces np=1 at global batch 8" ok 120 bash "$TT" reproduce 4
+run_case "train resume is bit-identical (singleton)"    ok 120 bash "$TT" resume 0
+run_case "train resume is bit-identical np=2"           ok 120 bash "$TT" resume 2
+run_case "train SIGTERM saves, exits 75 (singleton)"    ok 120 bash "$TT" sigterm 0
+run_case "train SIGTERM to one rank: all save, 75 np=2" ok 120 bash "$TT" sigterm 2
+run_case "train kill -9 of one rank ends the job np=2"  ok 90  bash "$TT" kill9 2
+run_case "train resume skips torn/corrupt checkpoints"  ok 90  bash "$TT" corrupt
 
 [ $failed -eq 0 ] || echo "failed cases: ${failed_names[*]}"
 echo "$passed passed, $failed failed"
