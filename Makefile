@@ -1,7 +1,8 @@
 # pixelfly build. `make` builds the library and the tools (CPU always; CUDA objects too
 # when nvcc is found, or with CUDA=1; CUDA=0 forces a CPU-only build).
 #   make test        CPU test suite (Check)          make test-mpi   MPI/checkpoint fault tests
-#   make test-slurm  a real Slurm job                make deps       install Debian packages
+#   make test-gpu    every CUDA op against the CPU   make test-slurm a real Slurm job
+#   make deps        install Debian packages
 #   make quickstart  Fashion-MNIST: Pixelfly Mixer vs dense, side by side
 
 CC      ?= gcc
@@ -38,7 +39,7 @@ ifeq ($(CUDA),1)
   LDLIBS   += -L$(CUDA_HOME)/lib64 -L$(CUDA_HOME)/lib -lcublasLt -lcublas -lnccl -lcudart -lstdc++
 endif
 
-.PHONY: all test test-mpi test-slurm deps clean quickstart
+.PHONY: all test test-mpi test-gpu test-slurm deps clean quickstart
 all: $(TOOLS) $(TESTS)
 
 $(BUILD)/libpixelfly.a: $(LIB_OBJ)
@@ -62,6 +63,13 @@ $(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(BUILD)/tests/check_main.o $(BUI
 # waiting keeps OpenMP from spinning when the runner is shared.
 test: $(TOOLS) $(TESTS)
 	@OMP_NUM_THREADS=2 OMP_WAIT_POLICY=passive OPENBLAS_NUM_THREADS=1 tests/run_tests.sh $(TESTS)
+
+# The GPU suite is a plain program (the GPU machines lack Check); it skips without a GPU.
+$(BUILD)/tests/gpu/test_cuda_ops: $(BUILD)/tests/gpu/test_cuda_ops.o $(BUILD)/libpixelfly.a
+	$(CC) $(CFLAGS) $^ $(LDLIBS) -o $@
+
+test-gpu:
+	tests/gpu/run.sh
 
 test-mpi: $(TOOLS)
 	tests/mpi/run.sh

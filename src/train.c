@@ -41,6 +41,10 @@ typedef struct {
 const pf_backend *pf_select_backend(int choice) {
     if (choice == PF_BACKEND_CUDA) {
 #ifdef PF_CUDA
+        if (!pf_cuda_available()) {
+            pf_error("run.backend = cuda, but no CUDA device is visible; set run.backend = cpu");
+            return NULL;
+        }
         return &pf_backend_cuda;
 #else
         pf_error("run.backend = cuda, but this pftrain was built without CUDA; rebuild with "
@@ -48,9 +52,8 @@ const pf_backend *pf_select_backend(int choice) {
         return NULL;
 #endif
     }
-#ifdef PF_CUDA
-    if (choice == PF_BACKEND_AUTO && pf_cuda_available()) return &pf_backend_cuda;
-#endif
+    // auto stays on the CPU until the CUDA backend has passed `make test-gpu` on a GPU
+    // (issue #6): an unverified backend is something a user opts into, never a default.
     return &pf_backend_cpu;
 }
 
@@ -419,6 +422,9 @@ static int setup(trainer *t) {
                      t->be->name, pf_op_name((pf_op)op));
             return -1;
         }
+    if (t->be->device == PF_DEV_CUDA && t->lead)
+        fprintf(stderr, "pftrain: warning: the CUDA backend has not passed `make test-gpu` on a "
+                        "GPU yet; check its results against run.backend = cpu\n");
     if (!(t->model = pf_model_create(c, t->be, c->batch_size))) return -1;
     t->arena = pf_model_arena(t->model);
     pf_model_init_params(t->model, c->seed);

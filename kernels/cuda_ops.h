@@ -1,0 +1,171 @@
+// cuda_ops.h: the CUDA backend's op functions (one .cu file per op family), its runtime
+// context, and the checks, GEMM wrappers and reductions they share. Only kernels/*.cu
+// include this.
+//
+// Like the CPU backend, every op treats a tensor of any rank as a matrix [rows, cols] with
+// cols = the last dim. Tensors are fp32 device pointers (ids and targets int32).
+// Ordering: every kernel and cuBLAS call goes to one stream (pf_cuda_ctx()->stream, the
+// legacy default stream), so ops run in call order and scratch memory can be reused by the
+// next op without extra synchronisation.
+// Determinism: no float atomics; each output element is reduced by one thread or one
+// block in a fixed order (cuBLAS is deterministic on a single stream).
+#ifndef PF_CUDA_OPS_H
+#define PF_CUDA_OPS_H
+
+#include <math.h>
+
+#include "backend.h"
+#include "cuda_common.h"
+
+// The backend's runtime state, created on first use (after the caller's cudaSetDevice).
+typedef struct {
+    cublasHandle_t cublas;
+    cudaStream_t stream;  // 0: the legacy default stream
+    void *scratch;        // device scratch owned by the context, see cuda_scratch()
+    size_t scratch_bytes;
+} pf_cuda_context;
+
+pf_cuda_context *pf_cuda_ctx(void);
+
+// Device scratch of at least `bytes`, valid until the next call (any op may call it; the
+// single stream orders the uses). Growing it synchronises the device.
+void *cuda_scratch(size_t bytes);
+
+// A present fp32 (int32) tensor on the device. Macros, so a failure names the op's file:line.
+#define CUDA_F32(t) PF_ASSERT(pf_present(t) && (t).dtype == PF_F32 && (t).device == PF_DEV_CUDA)
+#define CUDA_I32(t) PF_ASSERT(pf_present(t) && (t).dtype == PF_I32 && (t).device == PF_DEV_CUDA)
+#define CUDA_F32_OPT(t) \
+    PF_ASSERT(!pf_present(t) || ((t).dtype == PF_F32 && (t).device == PF_DEV_CUDA))
+
+static inline int64_t cuda_cols(pf_tensor t) { return t.ndim ? t.shape[t.ndim - 1] : 1; }
+static inline int64_t cuda_rows(pf_tensor t) {
+    int64_t c = cuda_cols(t);
+    return c ? pf_numel(t) / c : 0;
+}
+static inline float *cuda_f(pf_tensor t) { return (float *)t.data; }
+
+// Blocks for an elementwise kernel over n elements (grid-stride loops cover the rest).
+#define CUDA_THREADS 256
+static inline int cuda_blocks(int64_t n) {
+    int64_t b = (n + CUDA_THREADS - 1) / CUDA_THREADS;
+    return (int)(b < 1 ? 1 : b > (1 << 20) ? (1 << 20) : b);
+}
+
+// ---- GEMM (cuda_linear.cu) -----------------------------------------------------------------
+// Row-major GEMMs with cblas_sgemm(CblasRowMajor, ...) semantics:
+//   C[M,N] = alpha op(A)[M,K] op(B)[K,N] + beta C,  op = transpose when ta / tb.
+// A row-major matrix is the column-major transpose with the same leading dimension, so each
+// wrapper calls cuBLAS with the operands swapped: C^T = op(B)^T op(A)^T. beta = 0 never
+// reads C (it may hold NaN).
+void cuda_sgemm(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
+                const float *B, int ldb, float beta, float *C, int ldc);
+// The same over `batch` problems whose operands are consecutive at fixed strides.
+void cuda_sgemm_strided(bool ta, bool tb, int M, int N, int K, float alpha, const float *A,
+                        int lda, int64_t sa, const float *B, int ldb, int64_t sb, float beta,
+                        float *C, int ldc, int64_t sc, int batch);
+// The same over `batch` problems given by device arrays of device pointers.
+void cuda_sgemm_batched(bool ta, bool tb, int M, int N, int K, float alpha,
+                        const float *const *A, int lda, const float *const *B, int ldb,
+                        float beta, float *const *C, int ldc, int batch);
+
+// ---- shared kernels (cuda_reduce.cu, cuda_elementwise.cu) ------------------------------------
+// out[c] += sum_n x[n*ld + c] for n < N, c < C; each column summed over n in one fixed order.
+void cuda_colsum_add(float *out, const float *x, int64_t N, int64_t C, int64_t ld);
+// out[c] += sum_n dy[n,c] * (x[n,c] - mean[n]) * rstd[n]   (layernorm dgamma), dy, x: [N, C]
+void cuda_colsum_xhat_add(float *out, const float *dy, const float *x, const float *mean,
+                          const float *rstd, int64_t N, int64_t C);
+// y[n, c] += b[c] for y: [N, C]
+void cuda_add_bias(float *y, const float *b, int64_t N, int64_t C);
+// y[r*ldy + j] (+)= x[r*ldx + j] for r < R, j < L: strided row copies (add = accumulate).
+void cuda_copy_rows(float *y, int64_t ldy, const float *x, int64_t ldx, int64_t R, int64_t L,
+                    bool add);
+
+// ---- block and warp reductions (device code) -------------------------------------------------
+// Fixed trees (shuffle down, then lane 0 broadcasts), so the result is the same on every run
+// and every thread of the warp or block gets the bit-identical value.
+#ifdef __CUDACC__
+struct cuda_sum_op {
+    template <typename T>
+    __device__ static T apply(T a, T b) { return a + b; }
+};
+struct cuda_max_op {
+    template <typename T>
+    __device__ static T apply(T a, T b) { return a > b ? a : b; }
+};
+
+template <typename Op, typename T>
+__device__ inline T warp_reduce(T v) {
+    for (int o = 16; o > 0; o >>= 1) v = Op::apply(v, __shfl_down_sync(0xffffffffu, v, o));
+    return __shfl_sync(0xffffffffu, v, 0);
+}
+
+// blockDim.x must be a multiple of 32 (at most 1024); every thread must call it.
+template <typename Op, typename T>
+__device__ inline T block_reduce(T v, T identity) {
+    __shared__ T part[32];
+    int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nwarp = blockDim.x / 32;
+    v = warp_reduce<Op>(v);
+    __syncthreads();  // a previous call may still be reading part[]
+    if (lane == 0) part[warp] = v;
+    __syncthreads();
+    return warp_reduce<Op>(lane < nwarp ? part[lane] : identity);
+}
+#endif
+
+// ---- ops -----------------------------------------------------------------------------------
+// cuda_linear.cu
+void cuda_linear_fwd(pf_tensor y, pf_tensor x, pf_tensor w, pf_tensor b);
+void cuda_linear_bwd(pf_tensor dx, pf_tensor dw, pf_tensor db, pf_tensor dy, pf_tensor x,
+                     pf_tensor w);
+
+// cuda_pixelfly.cu
+void cuda_pixelfly_fwd(const pf_pattern *p, pf_tensor y, pf_tensor xv, pf_tensor x,
+                       pf_pixelfly_w w);
+void cuda_pixelfly_bwd(const pf_pattern *p, pf_tensor dx, pf_pixelfly_w dw, pf_tensor dxv,
+                       pf_tensor dy, pf_tensor x, pf_tensor xv, pf_pixelfly_w w);
+
+// cuda_norm.cu
+void cuda_layernorm_fwd(pf_tensor y, pf_tensor mean, pf_tensor rstd, pf_tensor x, pf_tensor g,
+                        pf_tensor b, float eps);
+void cuda_layernorm_bwd(pf_tensor dx, pf_tensor dg, pf_tensor db, pf_tensor dy, pf_tensor x,
+                        pf_tensor g, pf_tensor mean, pf_tensor rstd);
+
+// cuda_elementwise.cu
+void cuda_gelu_fwd(pf_tensor y, pf_tensor x);
+void cuda_gelu_bwd(pf_tensor dx, pf_tensor dy, pf_tensor x);
+void cuda_add(pf_tensor y, pf_tensor a, pf_tensor b);
+void cuda_accumulate(pf_tensor dst, pf_tensor src);
+
+// cuda_attention.cu
+void cuda_attention_fwd(pf_tensor out, pf_tensor att, pf_tensor qkv, int n_head, bool causal);
+void cuda_attention_bwd(pf_tensor dqkv, pf_tensor datt, pf_tensor dout, pf_tensor qkv,
+                        pf_tensor att, int n_head, bool causal);
+
+// cuda_loss.cu
+void cuda_xent_fwd(pf_tensor losses, pf_tensor logits, pf_tensor targets, int V,
+                   int ignore_index, float smoothing);
+void cuda_xent_bwd(pf_tensor dlogits, pf_tensor logits, pf_tensor targets, int V,
+                   int ignore_index, float smoothing, float scale);
+
+// cuda_embedding.cu
+void cuda_embedding_fwd(pf_tensor y, pf_tensor ids, pf_tensor wte, pf_tensor wpe);
+void cuda_embedding_bwd(pf_tensor dwte, pf_tensor dwpe, pf_tensor dy, pf_tensor ids);
+
+// cuda_vision.cu
+void cuda_transpose_fwd(pf_tensor y, pf_tensor x);
+void cuda_transpose_bwd(pf_tensor dx, pf_tensor dy);
+void cuda_meanpool_fwd(pf_tensor y, pf_tensor x);
+void cuda_meanpool_bwd(pf_tensor dx, pf_tensor dy);
+void cuda_cls_token_fwd(pf_tensor y, pf_tensor x, pf_tensor cls, pf_tensor pos);
+void cuda_cls_token_bwd(pf_tensor dx, pf_tensor dcls, pf_tensor dpos, pf_tensor dy);
+void cuda_cls_select_fwd(pf_tensor y, pf_tensor x);
+void cuda_cls_select_bwd(pf_tensor dx, pf_tensor dy);
+
+// cuda_optim.cu
+void cuda_adamw(pf_tensor p, pf_tensor g, pf_tensor m, pf_tensor v, const pf_adamw_args *a);
+
+// cuda_reduce.cu
+double cuda_sumsq(pf_tensor x);
+void cuda_scale(pf_tensor x, float s);
+
+#endif
