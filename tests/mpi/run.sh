@@ -7,7 +7,7 @@
 # EXPECT is "ok" (exit 0), or "fail:REGEX" (non-zero exit, output matching the extended
 # REGEX). Either way, a case still running after LIMIT_S seconds is killed and fails.
 set -u
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 export BUILD=${BUILD:-build}
 
 # A variable as the Makefile computes it (CFLAGS, LDLIBS, CUDA...), so the tests build the way

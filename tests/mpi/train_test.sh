@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# train_test.sh CASE [NP]: one end-to-end case of build/pftrain under mpirun, for
+# tests/mpi/run.sh. Exits 0 when the case holds; otherwise says why on stderr, exits 1.
+# NP 0 means a singleton run (no mpirun). All runs use a tiny GPT-2 (1 layer, 32 wide, 16
+# tokens) so a 20-step run takes seconds; the 50257-word LM head is most of the cost.
+#
+#   reproduce NP     NP ranks at batch 8/NP reproduce the 1-rank losses at batch 8 (rel < 1e-4)
+#   resume NP        save at step 5 and 10, resume with train.steps raised to 20: the losses
+#                    are the very strings of an uninterrupted 20-step run
+#   sigterm NP       SIGTERM to one rank mid-run: every rank saves, the job exits 75, and the
+#                    resumed run matches an uninterrupted one exactly
+#   kill9 NP         SIGKILL to one rank: the job ends non-zero within 30 s, no rank is left
+#   corrupt          a torn newest checkpoint, then one with a flipped data byte: --resume
+#                    auto falls back to the previous good one and says why on stderr
+set -u
+cd "$(dirname "$0")/../.." || exit 1
+BUILD=${BUILD:-build}
+PFTRAIN=$BUILD/pftrain
+CONFIG=configs/gpt2-tiny-pixelfly.ini
+export OMP_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+MPIRUN=(mpirun --oversubscribe --allow-run-as-root --mca mpi_yield_when_idle 1)
+TINY=(--set model.n_layer=1 --set model.n_embd=32 --set model.n_head=2 --set model.seq_len=16
+      --set train.eval_every=0 --set data.val= --set run.keep_checkpoints=5 --quiet)
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/pf-train-test.XXXXXX")
+trap '[ -n "${KEEP:-}" ] || rm -rf "$WORK"' EXIT
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+# command_for NP OUT_DIR [pftrain flags...]: sets CMD to the run's command line.
+command_for() {
+  local np=$1 out=$2; shift 2
+  CMD=("$PFTRAIN" "$CONFIG" "${TINY[@]}" --set run.out_dir="$out" "$@")
+  [ "$np" = 0 ] || CMD=("${MPIRUN[@]}" -np "$np" "${CMD[@]}")
+}
+
+# train NP OUT_DIR [pftrain flags...]: runs in the foreground, returns pftrain's (or mpirun's)
+# exit code.
+train() { command_for "$@"; "${CMD[@]}"; }
+
+# The per-rank batch that keeps the global batch at 8.
+batch_for() { echo $((8 / ($1 > 0 ? $1 : 1))); }
+
+# losses RUN_DIR: "STEP LOSS" per training step, LOSS as the trainer printed it.
+losses() {
+  awk '/"loss":/ { s = $0; sub(/.*"step": /, "", s); sub(/,.*/, "", s)
+                   l = $0; sub(/.*"loss": /, "", l); sub(/,.*/, "", l); print s, l }' \
+    "$1/metrics.jsonl"
+}
+
+# same_losses A B: the two runs logged the same steps with identical loss strings.
+same_losses() {
+  local a b
+  a=$(losses "$1"); b=$(losses "$2")
+  [ -n "$a" ] || fail "no losses in $1/metrics.jsonl"
+  [ "$a" = "$b" ] || fail "losses differ:$(diff <(echo "$a") <(echo "$b") | head -n 10)"
+}
+
+# close_losses A B TOL: same steps, every relative loss difference below TOL.
+close_losses() {
+  paste -d' ' <(losses "$1") <(losses "$2") | awk -v tol="$3" '
+    { n++; d = $2 - $4; if (d < 0) d = -d; r = d / ($2 < 0 ? -$2 : $2)
+      if ($1 != $3 || r >= tol) { printf "step %s: %s vs step %s: %s (rel %.3g)\n", $1, $2, $3, $4, r; bad = 1 } }
+    END { if (n != 20) { print "expected 20 steps, got " n; bad = 1 }; exit bad }' >&2 ||
+    fail "loss trajectories of $1 and $2 differ by more than $3"
+}
+
+case_reproduce() {
+  local np=$1
+  train 0 "$WORK/one" --set train.steps=20 --set train.batch_size=8 || fail "1-rank run failed"
+  train "$np" "$WORK/many" --set train.steps=20 --set train.batch_size="$(batch_for "$np")" ||
+    fail "$np-rank run failed"
+  close_losses "$WORK/one" "$WORK/many" 1e-4
+}
+
+case_resume() {
+  local np=$1 bs
+  bs=$(batch_for "$np")
+  # A constant rate after warmup, so that raising train.steps changes no earlier step.
+  local flags=(--set train.batch_size="$bs" --set train.schedule=constant
+               --set train.warmup_steps=5 --set run.checkpoint_every=5)
+  train "$np" "$WORK/whole" "${flags[@]}" --set train.steps=20 || fail "uninterrupted run failed"
+  train "$np" "$WORK/split" "${flags[@]}" --set train.steps=10 || fail "first half failed"
+  [ "$(cat "$WORK/split/checkpoints/latest")" = ckpt-00000010.h5 ] ||
+    fail "latest does not name step 10"
+  local out
+  out=$(train "$np" "$WORK/split" "${flags[@]}" --set train.steps=20 --resume auto 2>&1) ||
+    fail "resumed run failed: $out"
+  grep -q "resumed from .*ckpt-00000010.h5 at step 10" <<< "$out" ||
+    fail "the resumed run does not say it resumed from step 10: $out"
+  same_losses "$WORK/whole" "$WORK/split"
+}
+
+# rank_pids LAUNCHER_PID OUT_DIR: the pftrain processes of this run (the launcher itself when
+# it is pftrain, else its pftrain children).
+rank_pids() {
+  if [ "$NP" = 0 ]; then echo "$1"; else pgrep -P "$1" -f "run.out_dir=$2"; fi
+}
+
+# start_bg OUT_DIR [flags...]: starts a run in the background, waits until it has logged 3
+# steps, sets LAUNCHER and VICTIM (the last rank's pid).
+start_bg() {
+  local out=$1; shift
+  command_for "$NP" "$out" "$@"
+  "${CMD[@]}" > "$WORK/bg.out" 2>&1 &
+  LAUNCHER=$!
+  for _ in $(seq 300); do
+    [ "$(cat "$out/metrics.jsonl" 2>/dev/null | wc -l)" -ge 3 ] && break
+    kill -0 "$LAUNCHER" 2>/dev/null || fail "the run ended early: $(cat "$WORK/bg.out")"
+    sleep 0.1
+  done
+  VICTIM=$(rank_pids "$LAUNCHER" "$out" | tail -n 1)
+  [ -n "$VICTIM" ] || fail "no pftrain rank process found under pid $LAUNCHER"
+}
+
+case_sigterm() {
+  NP=$1
+  local flags=(--set train.batch_size="$(batch_for "$NP")" --set train.steps=60) rc
+  train "$NP" "$WORK/whole" "${flags[@]}" || fail "uninterrupted run failed"
+  start_bg "$WORK/split" "${flags[@]}"
+  kill -TERM "$VICTIM"
+  wait "$LAUNCHER"; rc=$?
+  # Open MPI 4.1's mpirun returns the first non-zero rank exit code, so 75 comes through.
+  [ $rc -eq 75 ] || fail "exit code $rc after SIGTERM, expected 75: $(cat "$WORK/bg.out")"
+  grep -q "signal received: saved step" "$WORK/bg.out" || fail "no save message: $(cat "$WORK/bg.out")"
+  local saved
+  saved=$(sed -n 's/^ckpt-0*\([0-9]*\)\.h5$/\1/p' "$WORK/split/checkpoints/latest")
+  [ -n "$saved" ] && [ "$saved" -lt 60 ] || fail "latest does not name a mid-run step"
+  [ "$(losses "$WORK/split" | wc -l)" -eq "$saved" ] || fail "metrics do not end at step $saved"
+  train "$NP" "$WORK/split" "${flags[@]}" --resume auto || fail "resumed run failed"
+  same_losses "$WORK/whole" "$WORK/split"
+}
+
+case_kill9() {
+  NP=$1
+  start_bg "$WORK/run" --set train.batch_size="$(batch_for "$NP")" --set train.steps=100000
+  local start=$SECONDS rc
+  kill -KILL "$VICTIM"
+  while kill -0 "$LAUNCHER" 2>/dev/null && [ $((SECONDS - start)) -lt 30 ]; do sleep 0.2; done
+  if kill -0 "$LAUNCHER" 2>/dev/null; then
+    pkill -KILL -P "$LAUNCHER"; kill -KILL "$LAUNCHER"
+    fail "the job still runs 30 s after one rank was killed"
+  fi
+  wait "$LAUNCHER"; rc=$?
+  [ $rc -ne 0 ] || fail "the job exited 0 after a rank was killed"
+  ! pgrep -f "run.out_dir=$WORK/run" > /dev/null || fail "ranks left behind: $(pgrep -af "run.out_dir=$WORK/run")"
+  echo "job ended with exit code $rc $((SECONDS - start)) s after the kill"
+}
+
+# flip_byte FILE OFFSET: inverts the bits of one byte in place.
+flip_byte() {
+  local v
+  v=$(od -An -tu1 -j "$2" -N1 "$1" | tr -d ' ')
+  printf "$(printf '\\%03o' $((255 - v)))" | dd of="$1" bs=1 seek="$2" conv=notrunc status=none
+}
+
+# resume_says RUN_DIR STEP_EXPECTED REGEX: --resume auto resumes from STEP_EXPECTED and its
+# stderr matches REGEX.
+resume_says() {
+  local err
+  train 0 "$1" --set train.steps=10 --set run.checkpoint_every=5 --resume auto \
+    > "$WORK/resume.out" 2> "$WORK/resume.err" || fail "resume failed: $(cat "$WORK/resume.err")"
+  err=$(cat "$WORK/resume.err")
+  grep -Eq -- "$3" <<< "$err" || fail "stderr does not match /$3/: $err"
+  grep -q "resumed from .*ckpt-0*$2.h5 at step $2" "$WORK/resume.out" ||
+    fail "did not resume from step $2: $(cat "$WORK/resume.out")"
+}
+
+case_corrupt() {
+  local run=$WORK/run ck=$WORK/run/checkpoints size
+  train 0 "$run" --set train.steps=10 --set run.checkpoint_every=5 || fail "first run failed"
+  # A write torn by a crash: latest names a file cut in half.
+  cp "$ck/ckpt-00000010.h5" "$WORK/good10.h5"
+  size=$(stat -c %s "$ck/ckpt-00000010.h5")
+  truncate -s $((size / 2)) "$ck/ckpt-00000010.h5"
+  resume_says "$run" 5 "skipped: .*ckpt-00000010\.h5.*(truncated|corrupt)"
+  # One flipped bit pattern in the parameter data: the fletcher32 checksum must catch it.
+  cp "$WORK/good10.h5" "$ck/ckpt-00000010.h5"
+  echo ckpt-00000010.h5 > "$ck/latest"
+  flip_byte "$ck/ckpt-00000010.h5" $((size / 2))
+  resume_says "$run" 5 "skipped: .*ckpt-00000010\.h5.*checksum mismatch"
+}
+
+NP=0
+case "${1:-}" in
+  reproduce|resume|sigterm|kill9) [ $# -eq 2 ] || fail "usage: $0 $1 NP"; "case_$1" "$2" ;;
+  corrupt) case_corrupt ;;
+  *) fail "usage: $0 reproduce|resume|sigterm|kill9 NP | corrupt" ;;
+esac
