@@ -23,6 +23,8 @@ TINY=(--set model.n_layer=1 --set model.n_embd=32 --set model.n_head=2 --set mod
       --set train.eval_every=0 --set data.val= --set run.keep_checkpoints=5 --quiet)
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/pf-train-test.XXXXXX")
 trap '[ -n "${KEEP:-}" ] || rm -rf "$WORK"' EXIT
+tests/make-token-shard.sh "$WORK/train.h5" || exit 1
+TINY+=(--set data.train="$WORK/train.h5")
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 

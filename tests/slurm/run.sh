@@ -38,6 +38,8 @@ fi
 
 # ---- a one-node cluster ----------------------------------------------------------------------
 T=$(mktemp -d "${TMPDIR:-/tmp}/pf-slurm.XXXXXX")
+tests/make-token-shard.sh "$T/train.h5" || exit 1
+TINY+=" --set data.train=$T/train.h5"
 chmod 755 "$T"
 export SLURM_CONF=$T/slurm.conf
 pids=()
