@@ -65,6 +65,8 @@ static const key_def SCHEMA[] = {
     K("train", "augment_scale_min", T_FLOAT, augment_scale_min, "1", 0,
       "vision: random-resized-crop min area (1: off)"),
     K("train", "hflip", T_BOOL, hflip, "false", 0, "vision: random horizontal flip"),
+    K("train", "mixup_alpha", T_FLOAT, mixup_alpha, "0", 0, "vision: mixup Beta alpha (0: off)"),
+    K("train", "cutmix_alpha", T_FLOAT, cutmix_alpha, "0", 0, "vision: cutmix Beta alpha (0: off)"),
     K("run", "out_dir", T_PATH, out_dir, "runs/default", 0, "metrics, config, checkpoints"),
     K("run", "log_every", T_INT, log_every, "1", 0, "steps between metric lines"),
     K("run", "backend", T_ENUM, backend, "auto", "auto|cpu|cuda", "where to compute"),
@@ -331,6 +333,16 @@ int pf_config_validate(const pf_config *c) {
             "train.label_smoothing = %g: use a value in [0, 1)", c->label_smoothing);
     REQUIRE(c->augment_scale_min > 0 && c->augment_scale_min <= 1,
             "train.augment_scale_min = %g: use a value in (0, 1]", c->augment_scale_min);
+    REQUIRE(c->mixup_alpha >= 0, "train.mixup_alpha = %g: use a value >= 0 (0: off)",
+            c->mixup_alpha);
+    REQUIRE(c->cutmix_alpha >= 0, "train.cutmix_alpha = %g: use a value >= 0 (0: off)",
+            c->cutmix_alpha);
+    if (c->model == PF_MODEL_GPT2) {
+        REQUIRE(c->mixup_alpha == 0, "train.mixup_alpha = %g: mixup is for vision models; set "
+                "it to 0 for gpt2", c->mixup_alpha);
+        REQUIRE(c->cutmix_alpha == 0, "train.cutmix_alpha = %g: cutmix is for vision models; "
+                "set it to 0 for gpt2", c->cutmix_alpha);
+    }
     REQUIRE(c->log_every >= 1, "run.log_every must be >= 1");
     REQUIRE(c->train_path[0], "data.train is not set: give the training shard (.h5) made "
                               "by pfdata, e.g. --set data.train=data/train.h5");

@@ -44,6 +44,9 @@ typedef struct {
     int eval_every, eval_batches;
     float augment_scale_min;  // random-resized-crop minimum area (vision); 1 = no crop
     bool hflip;
+    // Vision: per-batch mixup / cutmix, lam ~ Beta(alpha, alpha); 0 = off. With both > 0 each
+    // batch uses one of the two with probability 1/2 (timm's switch_prob 0.5).
+    float mixup_alpha, cutmix_alpha;
     // [run]
     char out_dir[PF_PATH_MAX];
     int log_every;

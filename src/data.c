@@ -14,6 +14,11 @@ struct pf_data {
     pf_image_loader *images;
     int32_t *inputs, *targets, *labels;  // host [B*T], [B*T], [B]
     float *pixels;                       // host [B, S, S, C]
+    // Mixup / cutmix of training batches; labels_b [B] is NULL when off.
+    int32_t *labels_b;
+    float mixup_alpha, cutmix_alpha;
+    uint64_t seed;
+    int B, S, C, rank;
 };
 
 static pf_data *open_tokens(const pf_config *c, const char *path, int B, int rank, int world,
@@ -63,6 +68,12 @@ static pf_data *open_images(const pf_config *c, const char *path, int B, int ran
     d->images = l;
     d->pixels = pf_malloc(sizeof(float) * B * c->image_size * c->image_size * c->channels);
     d->labels = pf_malloc(sizeof(int32_t) * B);
+    if (train && (c->mixup_alpha > 0 || c->cutmix_alpha > 0)) {
+        d->labels_b = pf_malloc(sizeof(int32_t) * B);
+        d->mixup_alpha = c->mixup_alpha, d->cutmix_alpha = c->cutmix_alpha;
+        d->seed = c->seed;
+        d->B = B, d->S = c->image_size, d->C = c->channels, d->rank = rank;
+    }
     return d;
 }
 
@@ -79,6 +90,7 @@ void pf_data_close(pf_data *d) {
     free(d->inputs);
     free(d->targets);
     free(d->labels);
+    free(d->labels_b);
     free(d->pixels);
     free(d);
 }
@@ -94,6 +106,18 @@ int pf_data_next(pf_data *d, pf_batch *batch) {
     if (pf_image_loader_next(d->images, d->pixels, d->labels) < 0) return -1;
     batch->images = d->pixels;
     batch->labels = d->labels;
+    if (d->labels_b) {
+        // The batch just produced is cursor.batch - 1 of cursor.epoch (next rolls the epoch
+        // over before producing), so a restored cursor replays the same mixing.
+        pf_loader_cursor cur = pf_image_loader_get_cursor(d->images);
+        uint64_t seed = d->seed * 0x94D049BB133111EBull ^
+                        (uint64_t)cur.epoch * 0xD6E8FEB86659FD93ull ^
+                        (uint64_t)(cur.batch - 1) * 0xA0761D6478BD642Full ^
+                        (uint64_t)d->rank * 0xE7037ED1A0B428DBull;
+        batch->lam = pf_image_mix_batch(d->pixels, d->labels, d->labels_b, d->B, d->S, d->C,
+                                        d->mixup_alpha, d->cutmix_alpha, seed);
+        batch->labels_b = d->labels_b;
+    }
     return 0;
 }
 

@@ -311,6 +311,59 @@ int pf_image_loader_next(pf_image_loader *l, float *images, int32_t *labels) {
     return 0;
 }
 
+// ---- mixup / cutmix --------------------------------------------------------------------
+
+static void mixup_pairs(float *images, int B, size_t n, float lam) {
+    float keep = lam, take = 1 - lam;
+    for (int b = 0; b < (B + 1) / 2; b++) {
+        float *x = images + (size_t)b * n, *y = images + (size_t)(B - 1 - b) * n;
+        for (size_t i = 0; i < n; i++) {
+            float xi = x[i], yi = y[i];
+            x[i] = keep * xi + take * yi;
+            y[i] = keep * yi + take * xi;
+        }
+    }
+}
+
+// Swaps the box rows [y0, y1) x columns [x0, x1) between the pairs (b, B-1-b); returns the
+// box area.
+static int cutmix_pairs(float *images, int B, int S, int C, pf_rng *r, float lam) {
+    int side = (int)lround(S * sqrt(1.0 - lam));
+    int cy = (int)pf_rng_below(r, (uint32_t)S), cx = (int)pf_rng_below(r, (uint32_t)S);
+    int y0 = cy - side / 2, x0 = cx - side / 2, y1 = y0 + side, x1 = x0 + side;
+    y0 = y0 < 0 ? 0 : y0, x0 = x0 < 0 ? 0 : x0;
+    y1 = y1 > S ? S : y1, x1 = x1 > S ? S : x1;
+    size_t n = (size_t)S * S * C, row = (size_t)(x1 - x0) * C;
+    for (int b = 0; b < B / 2; b++)
+        for (int y = y0; y < y1; y++) {
+            float *p = images + (size_t)b * n + ((size_t)y * S + x0) * C;
+            float *q = images + (size_t)(B - 1 - b) * n + ((size_t)y * S + x0) * C;
+            for (size_t i = 0; i < row; i++) {
+                float t = p[i];
+                p[i] = q[i], q[i] = t;
+            }
+        }
+    return (y1 - y0) * (x1 - x0);
+}
+
+float pf_image_mix_batch(float *images, const int32_t *labels, int32_t *labels_b, int B, int S,
+                         int C, float mixup_alpha, float cutmix_alpha, uint64_t seed) {
+    PF_ASSERT(B >= 1 && S >= 1 && C >= 1 && mixup_alpha >= 0 && cutmix_alpha >= 0);
+    for (int b = 0; b < B; b++) labels_b[b] = labels[B - 1 - b];
+    if (mixup_alpha == 0 && cutmix_alpha == 0) return 1.0f;
+    pf_rng r;
+    pf_rng_seed(&r, seed);
+    bool cutmix = cutmix_alpha > 0 && (mixup_alpha == 0 || (pf_rng_u64(&r) >> 63));
+    float alpha = cutmix ? cutmix_alpha : mixup_alpha;
+    float lam = (float)pf_rng_beta(&r, alpha, alpha);
+    if (!cutmix) {
+        mixup_pairs(images, B, (size_t)S * S * C, lam);
+        return lam;
+    }
+    int area = cutmix_pairs(images, B, S, C, &r, lam);
+    return 1.0f - (float)area / (float)(S * S);
+}
+
 // ---- cursor and accessors --------------------------------------------------------------
 
 pf_image_cursor pf_image_loader_get_cursor(const pf_image_loader *l) { return l->cur; }

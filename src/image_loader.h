@@ -24,7 +24,8 @@
 // CIFAR 150 MB) each rank reads the whole /images once at open; bigger shards (ImageNet) are
 // read image by image with HDF5 hyperslabs (chunks are one image there), on the calling
 // thread. Labels are always held in memory (4 bytes per image).
-// Mixup/cutmix are not implemented.
+// Mixup/cutmix (pf_image_mix_batch) act on a finished batch: the training data source applies
+// them, the loader itself does not.
 #ifndef PF_IMAGE_LOADER_H
 #define PF_IMAGE_LOADER_H
 
@@ -77,6 +78,19 @@ int pf_image_loader_width(const pf_image_loader *l);     // stored W
 int pf_image_loader_out_size(const pf_image_loader *l);  // side of the output images
 int64_t pf_image_loader_batches_per_epoch(const pf_image_loader *l);
 const char *pf_image_loader_class_name(const pf_image_loader *l, int i);
+
+// Mixup / cutmix of one batch in place, as timm with per-batch lambda and "flip" pairing:
+// sample b is mixed with sample B-1-b. images: [B, S, S, C]; labels, labels_b: [B].
+// Draws from an RNG seeded by `seed` (the caller folds in epoch, batch and rank, so a restored
+// cursor replays the same mixing): with both alphas > 0, cutmix with probability 1/2, else
+// mixup; then lam ~ Beta(alpha, alpha) of the chosen one.
+//   mixup:  x[b] = lam * x[b] + (1 - lam) * x[B-1-b]
+//   cutmix: a box of side round(S * sqrt(1 - lam)) at a uniform centre, clipped to the image,
+//           is taken from x[B-1-b]; lam becomes 1 - box area / (S * S).
+// labels_b[b] = labels[B-1-b]. Returns lam: the weight of labels (1 - lam that of labels_b);
+// with both alphas 0 the images are untouched and lam is 1.
+float pf_image_mix_batch(float *images, const int32_t *labels, int32_t *labels_b, int B, int S,
+                         int C, float mixup_alpha, float cutmix_alpha, uint64_t seed);
 
 // Resamples the box [y0, y0+bh) x [x0, x0+bw) (source pixel units) of src [sh, sw, C] into
 // dst [oh, ow, C] (float, 0..255 scale) with a triangle filter widened by the shrink factor:

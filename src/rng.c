@@ -2,6 +2,8 @@
 
 #include <math.h>
 
+#include "common.h"
+
 static uint64_t splitmix64(uint64_t *x) {
     uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
@@ -44,4 +46,36 @@ void pf_rng_shuffle_u32(pf_rng *r, uint32_t *a, uint32_t n) {
         a[i - 1] = a[j];
         a[j] = t;
     }
+}
+
+// Uniform in the open interval (0, 1), double precision: safe to take the log of.
+static double uniform_open(pf_rng *r) {
+    return ((double)(pf_rng_u64(r) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+}
+
+// log of a Gamma(alpha, 1) draw. Marsaglia & Tsang (2000) for alpha >= 1; for alpha < 1,
+// G(alpha) = G(alpha + 1) * U^(1/alpha), whose log stays finite however small U^(1/alpha) is.
+static double log_gamma_draw(pf_rng *r, double alpha) {
+    PF_ASSERT(alpha > 0);
+    double boost = 0;
+    if (alpha < 1) {
+        boost = log(uniform_open(r)) / alpha;
+        alpha += 1;
+    }
+    double d = alpha - 1.0 / 3.0, c = 1.0 / sqrt(9.0 * d);
+    for (;;) {
+        double x = pf_rng_normal(r), v = 1 + c * x;
+        if (v <= 0) continue;
+        v = v * v * v;
+        double u = uniform_open(r), x2 = x * x;
+        if (u < 1 - 0.0331 * x2 * x2 || log(u) < 0.5 * x2 + d * (1 - v + log(v)))
+            return log(d * v) + boost;
+    }
+}
+
+double pf_rng_gamma(pf_rng *r, double alpha) { return exp(log_gamma_draw(r, alpha)); }
+
+double pf_rng_beta(pf_rng *r, double a, double b) {
+    double lx = log_gamma_draw(r, a), ly = log_gamma_draw(r, b);
+    return 1.0 / (1.0 + exp(ly - lx));
 }

@@ -73,6 +73,8 @@ START_TEST(test_defaults) {
     ck_assert_int_eq(c.schedule, PF_SCHED_COSINE);
     ck_assert_int_eq((int)c.seed, 1337);
     ck_assert(!c.hflip);
+    ck_assert_float_eq(c.mixup_alpha, 0);
+    ck_assert_float_eq(c.cutmix_alpha, 0);
     ck_assert(!c.mlp_fc1.pixelfly);
     ck_assert_str_eq(c.out_dir, "runs/default");
     ck_assert_str_eq(c.train_path, "");
@@ -240,6 +242,11 @@ START_TEST(test_validate) {
     EXPECT_INVALID("n_layer", "model.n_layer=0");
     EXPECT_INVALID("num_classes", "model.type=mixer", "model.num_classes=1");
     EXPECT_INVALID("label_smoothing", "train.label_smoothing=1");
+    EXPECT_INVALID("train.mixup_alpha", "model.type=mixer", "train.mixup_alpha=-0.2");
+    EXPECT_INVALID("train.cutmix_alpha", "model.type=vit", "train.cutmix_alpha=-1");
+    // mixing is for vision models: the default gpt2 refuses it, naming the key
+    EXPECT_INVALID("train.mixup_alpha", "train.mixup_alpha=0.2");
+    EXPECT_INVALID("train.cutmix_alpha", "train.cutmix_alpha=1");
 
     pf_config c;
     pf_config_defaults(&c);
@@ -249,6 +256,10 @@ START_TEST(test_validate) {
     ck_assert_int_eq(pf_config_set(&c, "data.train=t.h5"), 0);
     ck_assert_int_eq(pf_config_set(&c, "model.type=mixer"), 0);
     ck_assert_int_eq(pf_config_set(&c, "model.n_head=3"), 0);
+    ck_assert_msg(pf_config_validate(&c) == 0, "%s", pf_errmsg());
+    // and may mix: both alphas at once are allowed
+    ck_assert_int_eq(pf_config_set(&c, "train.mixup_alpha=0.8"), 0);
+    ck_assert_int_eq(pf_config_set(&c, "train.cutmix_alpha=1.0"), 0);
     ck_assert_msg(pf_config_validate(&c) == 0, "%s", pf_errmsg());
 }
 END_TEST
@@ -265,6 +276,7 @@ START_TEST(test_round_trip) {
         "train.eps=1e-7",           "train.steps=123456789012",
         "train.seed=98765",         "train.schedule=constant",
         "train.hflip=true",         "train.augment_scale_min=0.35",
+        "train.mixup_alpha=0.2",    "train.cutmix_alpha=1.5",
         "run.backend=cuda",         "run.bucket_bytes=1048576",
     };
     pf_config a;

@@ -1,8 +1,8 @@
 // test_models.c: whole models on the CPU backend. A finite-difference gradient check through
 // tiny GPT-2 (Pixelfly and dense), ViT and MLP-Mixer (covering embeddings, patch embedding,
-// class token, attention, token mixing, pooling, the classifier and the losses); parameter
-// counts and FLOPs of Pixelfly layers against their dense twins; and the error for a
-// Pixelfly pattern that does not fit a layer.
+// class token, attention, token mixing, pooling, the classifier and the losses, including a
+// mixup/cutmix batch with two label sets); parameter counts and FLOPs of Pixelfly layers
+// against their dense twins; and the error for a Pixelfly pattern that does not fit a layer.
 #include <check.h>
 #include <math.h>
 #include <stdlib.h>
@@ -52,32 +52,36 @@ enum { GC_B = 2, GC_SAMPLES = 30 };
 typedef struct {
     const char *name;
     const char *const *sets;
+    float lam;  // > 0: a mixed (mixup/cutmix) vision batch with labels_b and this lam
 } gc_case;
 
 static const gc_case GC_CASES[] = {
-    {"gpt2-pixelfly", (const char *const[]){GPT2_TINY, PIXELFLY_BLOCK, NULL}},
-    {"gpt2-dense", (const char *const[]){GPT2_TINY, NULL}},
+    {"gpt2-pixelfly", (const char *const[]){GPT2_TINY, PIXELFLY_BLOCK, NULL}, 0},
+    {"gpt2-dense", (const char *const[]){GPT2_TINY, NULL}, 0},
     {"vit-pixelfly", (const char *const[]){"model.type=vit", VISION_TINY, "model.channels=3",
-                                           PIXELFLY_BLOCK, NULL}},
+                                           PIXELFLY_BLOCK, NULL}, 0},
     {"mixer-pixelfly",
      (const char *const[]){"model.type=mixer", VISION_TINY, "model.channels=1",
                            "pixelfly.mlp_fc1=bs=2 nf=1 rank=2", "pixelfly.mlp_fc2=bs=2 nf=1",
                            "pixelfly.token_fc1=bs=2 nf=1 rank=1",
-                           "pixelfly.token_fc2=bs=2 nf=1 rank=2", NULL}},
+                           "pixelfly.token_fc2=bs=2 nf=1 rank=2", NULL}, 0},
     {"mixer-dense", (const char *const[]){"model.type=mixer", VISION_TINY, "model.channels=3",
-                                          NULL}},
+                                          NULL}, 0},
+    {"vit-mixed", (const char *const[]){"model.type=vit", VISION_TINY, "model.channels=1", NULL},
+     0.3f},
 };
 #define N_GC_CASES (int)(sizeof GC_CASES / sizeof GC_CASES[0])
 
 // Random inputs for B samples: GPT-2 tokens/targets [B, T] (one target ignored), or images
-// [B, H, W, C] ~ N(0, 1) and labels [B].
+// [B, H, W, C] ~ N(0, 1) and labels [B]; with lam > 0 also labels_b [B], each different from
+// its labels entry.
 typedef struct {
-    int32_t tokens[GC_B * 64], targets[GC_B * 64], labels[GC_B];
+    int32_t tokens[GC_B * 64], targets[GC_B * 64], labels[GC_B], labels_b[GC_B];
     float images[GC_B * 64 * 3];
     pf_batch batch;
 } gc_data;
 
-static void make_batch(gc_data *d, const pf_config *c, pf_rng *rng) {
+static void make_batch(gc_data *d, const pf_config *c, float lam, pf_rng *rng) {
     if (c->model == PF_MODEL_GPT2) {
         int n = GC_B * c->seq_len;
         ck_assert_int_le(n, 64);
@@ -94,6 +98,13 @@ static void make_batch(gc_data *d, const pf_config *c, pf_rng *rng) {
         for (int b = 0; b < GC_B; b++)
             d->labels[b] = (int32_t)pf_rng_below(rng, (uint32_t)c->num_classes);
         d->batch = (pf_batch){.images = d->images, .labels = d->labels};
+        if (lam > 0) {
+            uint32_t K = (uint32_t)c->num_classes;
+            for (int b = 0; b < GC_B; b++)
+                d->labels_b[b] = (int32_t)((d->labels[b] + 1 + pf_rng_below(rng, K - 1)) % K);
+            d->batch.labels_b = d->labels_b;
+            d->batch.lam = lam;
+        }
     }
 }
 
@@ -131,7 +142,7 @@ START_TEST(test_gradient_check) {
     pf_backend_cpu.upload(a->params, p, bytes);
 
     gc_data d;
-    make_batch(&d, &c, &rng);
+    make_batch(&d, &c, tc->lam, &rng);
     pf_backend_cpu.zero(a->grads, bytes);
     float loss = pf_model_forward(m, &d.batch, NULL);
     ck_assert(isfinite(loss));
@@ -182,7 +193,7 @@ START_TEST(test_backward_accumulates) {
     pf_config c;
     make_config(&c, (const char *const[]){GPT2_TINY, NULL});
     gc_data d;
-    make_batch(&d, &c, &rng);
+    make_batch(&d, &c, 0, &rng);
     pf_backend_cpu.zero(a->grads, bytes);
     pf_model_forward(m, &d.batch, NULL);
     pf_model_backward(m, 1.0f, NULL, NULL);
@@ -199,6 +210,32 @@ START_TEST(test_backward_accumulates) {
     ck_assert(norm > 0);
     free(g1);
     free(g2);
+    pf_model_free(m);
+}
+END_TEST
+
+// A mixed batch's training loss is lam * CE(labels) + (1 - lam) * CE(labels_b), each with the
+// label smoothing; evaluation (stats) ignores labels_b and lam.
+START_TEST(test_mixed_loss) {
+    pf_config c;
+    make_config(&c, (const char *const[]){"model.type=mixer", VISION_TINY, NULL});
+    pf_model *m = pf_model_create(&c, &pf_backend_cpu, GC_B);
+    ck_assert_msg(m != NULL, "%s", pf_errmsg());
+    pf_model_init_params(m, 11);
+    pf_rng rng;
+    pf_rng_seed(&rng, 13);
+    gc_data d;
+    make_batch(&d, &c, 0.3f, &rng);
+    pf_batch plain_a = {.images = d.images, .labels = d.labels};
+    pf_batch plain_b = {.images = d.images, .labels = d.labels_b};
+    float mixed = pf_model_forward(m, &d.batch, NULL);
+    float la = pf_model_forward(m, &plain_a, NULL), lb = pf_model_forward(m, &plain_b, NULL);
+    ck_assert_float_eq_tol(mixed, 0.3f * la + 0.7f * lb, 1e-5f);
+    ck_assert_float_ne(la, lb);
+    pf_eval_stats s1 = {0}, s2 = {0};
+    float e1 = pf_model_forward(m, &d.batch, &s1), e2 = pf_model_forward(m, &plain_a, &s2);
+    ck_assert_float_eq(e1, e2);
+    ck_assert(s1.loss_sum == s2.loss_sum && s1.correct1 == s2.correct1);
     pf_model_free(m);
 }
 END_TEST
@@ -292,6 +329,7 @@ Suite *pf_test_suite(void) {
     tcase_set_timeout(tc, 60);
     tcase_add_loop_test(tc, test_gradient_check, 0, N_GC_CASES);
     tcase_add_test(tc, test_backward_accumulates);
+    tcase_add_test(tc, test_mixed_loss);
     suite_add_tcase(s, tc);
     tc = tcase_create("shapes");
     tcase_set_timeout(tc, 30);

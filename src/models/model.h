@@ -12,11 +12,14 @@
 typedef struct pf_model pf_model;
 
 // One micro-batch on the host. GPT-2: tokens and targets [B, T] (target -1: ignored).
-// Vision: images [B, H, W, C] normalised, labels [B].
+// Vision: images [B, H, W, C] normalised, labels [B]; a mixed (mixup/cutmix) training batch
+// also has labels_b [B] and lam, and its loss is lam * CE(labels) + (1 - lam) * CE(labels_b).
+// labels_b NULL: not mixed (lam unused).
 typedef struct {
     const int32_t *tokens, *targets;
     const float *images;
-    const int32_t *labels;
+    const int32_t *labels, *labels_b;
+    float lam;
 } pf_batch;
 
 // Sums over evaluated rows (tokens for GPT-2, images for vision).

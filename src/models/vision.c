@@ -33,10 +33,12 @@ typedef struct {
     float *dtok_t, *dtok;        // Mixer backward: [B*D, P] and [B, P, D]
     float *patches_host, *patches, *xp, *x0, *hf, *pooled, *logits, *losses;
     float *dres, *dhf, *dpooled, *dlogits, *dxp;
-    int32_t *labels;             // device [B]
+    int32_t *labels, *labels_b;  // device [B]; labels_b: the mixing partners' labels
     float *host_logits, *host_losses;
     int32_t *host_labels;
     float smoothing;             // of the last forward (0 in evaluation)
+    bool mixed;                  // the last forward was a mixed training batch
+    float lam;                   // its weight of labels (1 when not mixed)
 } vision;
 
 // images [B, H, W, C] -> patches [B, P, p*p*C]
@@ -128,6 +130,7 @@ static int vision_declare(pf_model *m, bool vit) {
     v->logits = pf_act(m, (int64_t)B * v->K);
     v->losses = pf_act(m, B);
     v->labels = (int32_t *)pf_act(m, B);
+    v->labels_b = (int32_t *)pf_act(m, B);
     v->dres = pf_act(m, NT * v->D);
     v->dhf = pf_act(m, NT * v->D);
     v->dpooled = pf_act(m, (int64_t)B * v->D);
@@ -222,6 +225,19 @@ static float *blocks_output(pf_model *m) {
     return v->vit ? v->blocks[L - 1].y : v->mblocks[L - 1].y;
 }
 
+// Sum over the batch of the (smoothed) cross-entropy of the last logits against labels [B].
+static double xent_sum(pf_model *m, vision *v, int32_t *labels) {
+    const pf_backend *be = m->be;
+    int B = m->B;
+    be->xent_fwd(pf_tensor_1d(v->losses, PF_F32, be->device, B),
+                 pf_act2(m, v->logits, B, v->K), pf_tensor_1d(labels, PF_I32, be->device, B),
+                 v->K, -1, v->smoothing);
+    be->download(v->host_losses, v->losses, sizeof(float) * B);
+    double sum = 0;
+    for (int b = 0; b < B; b++) sum += v->host_losses[b];
+    return sum;
+}
+
 static float vision_forward(pf_model *m, const pf_batch *batch, pf_eval_stats *stats) {
     const pf_config *c = &m->cfg;
     const pf_backend *be = m->be;
@@ -256,11 +272,14 @@ static float vision_forward(pf_model *m, const pf_batch *batch, pf_eval_stats *s
     pf_tensor logits = pf_act2(m, v->logits, B, K);
     pf_linear_forward(&v->head, &m->arena, logits, pf_none(), pooled);
     v->smoothing = stats ? 0.0f : c->label_smoothing;
-    be->xent_fwd(pf_tensor_1d(v->losses, PF_F32, be->device, B), logits,
-                 pf_tensor_1d(v->labels, PF_I32, be->device, B), K, -1, v->smoothing);
-    be->download(v->host_losses, v->losses, sizeof(float) * B);
-    double sum = 0;
-    for (int b = 0; b < B; b++) sum += v->host_losses[b];
+    // Evaluation ignores mixing: its loss and accuracy are against labels alone.
+    v->mixed = !stats && batch->labels_b;
+    v->lam = v->mixed ? batch->lam : 1.0f;
+    double sum = v->lam * xent_sum(m, v, v->labels);
+    if (v->mixed) {
+        be->upload(v->labels_b, batch->labels_b, sizeof(int32_t) * B);
+        sum += (1.0 - v->lam) * xent_sum(m, v, v->labels_b);
+    }
     if (stats) {
         be->download(v->host_logits, v->logits, sizeof(float) * B * K);
         for (int b = 0; b < B; b++) {
@@ -285,7 +304,10 @@ static void vision_backward(pf_model *m, float scale, pf_grads_ready_fn ready, v
     pf_tensor logits = pf_act2(m, v->logits, B, K), dlogits = pf_act2(m, v->dlogits, B, K);
     be->zero(v->dlogits, sizeof(float) * B * K);
     be->xent_bwd(dlogits, logits, pf_tensor_1d(v->labels, PF_I32, be->device, B), K, -1,
-                 v->smoothing, scale / (float)B);
+                 v->smoothing, scale * v->lam / (float)B);
+    if (v->mixed)
+        be->xent_bwd(dlogits, logits, pf_tensor_1d(v->labels_b, PF_I32, be->device, B), K, -1,
+                     v->smoothing, scale * (1.0f - v->lam) / (float)B);
     be->zero(v->dpooled, sizeof(float) * B * D);
     pf_tensor dpooled = pf_act2(m, v->dpooled, B, D);
     pf_linear_backward(&v->head, &m->arena, dpooled, dlogits, pf_act2(m, v->pooled, B, D),
