@@ -29,7 +29,6 @@ typedef struct {
     bool lead;          // rank 0: prints, writes metrics
     bool tty;
     FILE *metrics;
-    pf_rng rng;         // reserved for stochastic ops; saved in checkpoints
     int64_t step;       // optimizer steps done
     // all-reduce buckets over the gradient arena: bucket i covers [i*elems, (i+1)*elems)
     int64_t bucket_elems, n_buckets, next_bucket;  // buckets are launched from the last down
@@ -256,7 +255,9 @@ static void checkpoint_dir(const trainer *t, char *buf, size_t len) {
 }
 
 // Every rank reads the same batch index of the shared permutation, so rank 0's cursor is
-// every rank's cursor; it is stored once per rank all the same, as the format expects.
+// every rank's cursor; it is stored once per rank all the same, as the format expects. All
+// randomness after initialisation (data order, augmentation, mixing) is a function of
+// (seed, epoch, batch, rank), so each rank's RNG record is just its key: (seed, rank).
 static int save_checkpoint(trainer *t) {
     const pf_layout *lay = t->arena->layout;
     size_t bytes = sizeof(float) * lay->numel;
@@ -273,7 +274,7 @@ static int save_checkpoint(trainer *t) {
         uint64_t *rng = pf_malloc(sizeof(uint64_t) * 2 * t->world);
         for (int r = 0; r < t->world; r++) {
             cursors[2 * r] = cur.epoch, cursors[2 * r + 1] = cur.batch;
-            rng[2 * r] = t->rng.s[0], rng[2 * r + 1] = t->rng.s[1];
+            rng[2 * r] = t->cfg->seed, rng[2 * r + 1] = (uint64_t)r;
         }
         char *text = pf_config_to_string(t->cfg);
         pf_checkpoint_state st = {.step = t->step, .world = t->world, .rng_words = 2,
@@ -303,8 +304,7 @@ static int resume(trainer *t) {
     size_t bytes = sizeof(float) * lay->numel;
     char path[PF_PATH_MAX + 64] = "";
     int status = 0;  // 1: loaded, 0: fresh start, -1: error
-    int64_t header[4] = {0};  // step, epoch, batch, rng words follow separately
-    uint64_t rng[2] = {0};
+    int64_t header[3] = {0};  // step, epoch, batch
     if (t->lead) {
         if (!strcmp(t->opts->resume, "auto")) {
             char dir[PF_PATH_MAX + 16], msg[4096] = "";
@@ -329,7 +329,6 @@ static int resume(trainer *t) {
                 t->be->upload(t->arena->m, host + lay->numel, bytes);
                 t->be->upload(t->arena->v, host + 2 * lay->numel, bytes);
                 header[0] = st.step, header[1] = st.cursors[0], header[2] = st.cursors[1];
-                if (st.rng_words >= 2) rng[0] = st.rng[0], rng[1] = st.rng[1];
                 printf("pftrain: resumed from %s at step %lld\n", path, (long long)st.step);
                 pf_checkpoint_state_free(&st);
             }
@@ -338,7 +337,6 @@ static int resume(trainer *t) {
     }
     if (pf_comm_agree_max_int(t->comm, status < 0)) return -1;  // an error on any rank
     pf_comm_broadcast_host(t->comm, header, sizeof header, 0);
-    pf_comm_broadcast_host(t->comm, rng, sizeof rng, 0);
     status = pf_comm_agree_max_int(t->comm, status);
     if (status != 1) return 0;
     // Only rank 0 read the file: every rank takes its parameters and optimizer moments.
@@ -346,7 +344,6 @@ static int resume(trainer *t) {
     pf_comm_broadcast(t->comm, t->arena->m, bytes, 0);
     pf_comm_broadcast(t->comm, t->arena->v, bytes, 0);
     t->step = header[0];
-    t->rng.s[0] = rng[0], t->rng.s[1] = rng[1];
     int bad = pf_data_set_cursor(t->train, (pf_data_cursor){.epoch = header[1], .batch = header[2]});
     if (bad && (t->lead || t->world == 1))
         fprintf(stderr, "pftrain: cannot resume the data position (was the checkpoint written "
@@ -430,7 +427,6 @@ static int setup(trainer *t) {
     pf_model_init_params(t->model, c->seed);
     // Identical seeds give identical parameters already; the broadcast makes it a guarantee.
     pf_comm_broadcast(t->comm, t->arena->params, sizeof(float) * t->arena->layout->numel, 0);
-    pf_rng_seed(&t->rng, c->seed ^ (0x9E37ull * (uint64_t)(t->rank + 1)));
     if (!(t->train = pf_data_open(c, c->train_path, c->batch_size, t->rank, t->world, true)))
         return -1;
     if (t->lead && c->val_path[0] &&
