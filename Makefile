@@ -2,6 +2,7 @@
 # when nvcc is found, or with CUDA=1; CUDA=0 forces a CPU-only build).
 #   make test        CPU test suite (Check)          make test-mpi   MPI/checkpoint fault tests
 #   make test-gpu    every CUDA op against the CPU   make test-slurm a real Slurm job
+#   make bench       pfbench kernels: Pixelfly vs dense layers, side by side
 #   make deps        install Debian packages
 #   make quickstart  Fashion-MNIST: Pixelfly Mixer vs dense, side by side
 
@@ -39,7 +40,7 @@ ifeq ($(CUDA),1)
   LDLIBS   += -L$(CUDA_HOME)/lib64 -L$(CUDA_HOME)/lib -lcublasLt -lcublas -lnccl -lcudart -lstdc++
 endif
 
-.PHONY: all test test-mpi test-gpu test-slurm deps clean quickstart
+.PHONY: all test test-mpi test-gpu test-slurm bench deps clean quickstart
 all: $(TOOLS) $(TESTS)
 
 $(BUILD)/libpixelfly.a: $(LIB_OBJ)
@@ -76,6 +77,9 @@ test-mpi: $(TOOLS)
 
 test-slurm: $(TOOLS)
 	tests/slurm/run.sh
+
+bench: $(TOOLS)
+	$(BUILD)/pfbench kernels
 
 # The README's first command: Fashion-MNIST, Pixelfly Mixer vs its dense twin.
 quickstart: deps
