@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <ftw.h>
 #include <sys/stat.h>
 
 #include "check_main.h"
@@ -27,4 +28,31 @@ const char *pf_test_data_dir(const char *what) {
         exit(EXIT_FAILURE);
     }
     return NULL;
+}
+
+// The current test's scratch directory (each test runs in its own forked process).
+static char test_tmpdir[64];
+
+void pf_test_tmpdir_setup(void) {
+    snprintf(test_tmpdir, sizeof test_tmpdir, "/tmp/pf_test_XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(test_tmpdir));
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+void pf_test_tmpdir_teardown(void) {
+    nftw(test_tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+const char *pf_test_tmpdir(void) { return test_tmpdir; }
+
+const char *pf_test_path(const char *name) {
+    static char buf[16][512];
+    static int next;
+    char *p = buf[next++ % 16];
+    snprintf(p, sizeof buf[0], "%s/%s", test_tmpdir, name);
+    return p;
 }

@@ -10,4 +10,12 @@ Suite *pf_test_suite(void);
 // repository root); NULL when it does not exist, after printing a visible SKIP line.
 const char *pf_test_data_dir(const char *what);
 
+// A fresh scratch directory per test: use the two as a Check checked fixture. The directory
+// and everything below it is removed in teardown.
+void pf_test_tmpdir_setup(void);
+void pf_test_tmpdir_teardown(void);
+const char *pf_test_tmpdir(void);
+// "TMPDIR/name"; the returned string stays valid for the next 15 calls.
+const char *pf_test_path(const char *name);
+
 #endif

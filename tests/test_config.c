@@ -17,23 +17,17 @@
 
 // ---- fixtures --------------------------------------------------------------------------
 
-static char ini_path[64];
-
-// Writes `text` to a fresh temporary .ini file and returns its path.
+// Writes `text` to a new .ini file in the test's scratch directory and returns its path.
 static const char *write_ini(const char *text) {
-    snprintf(ini_path, sizeof ini_path, "/tmp/pf_test_config_XXXXXX.ini");
-    int fd = mkstemps(ini_path, 4);
-    ck_assert_int_ge(fd, 0);
-    FILE *f = fdopen(fd, "w");
+    static int count;
+    char name[32];
+    snprintf(name, sizeof name, "c%d.ini", count++);
+    const char *path = pf_test_path(name);
+    FILE *f = fopen(path, "w");
     ck_assert_ptr_nonnull(f);
     ck_assert_int_ge(fputs(text, f), 0);
     ck_assert_int_eq(fclose(f), 0);
-    return ini_path;
-}
-
-static void teardown(void) {
-    if (ini_path[0]) unlink(ini_path);
-    ini_path[0] = 0;
+    return path;
 }
 
 // Loads `text` over the defaults, expects failure, and checks that the message contains
@@ -336,7 +330,7 @@ END_TEST
 Suite *pf_test_suite(void) {
     Suite *s = suite_create("config");
     TCase *tc = tcase_create("config");
-    tcase_add_checked_fixture(tc, NULL, teardown);
+    tcase_add_checked_fixture(tc, pf_test_tmpdir_setup, pf_test_tmpdir_teardown);
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, test_defaults);
     tcase_add_test(tc, test_good_file);

@@ -2,7 +2,6 @@
 // and the image loader (order, rank union, augmentation, normalization, cursor).
 #include <check.h>
 #include <dirent.h>
-#include <ftw.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,28 +20,6 @@
 
 // ---- fixtures --------------------------------------------------------------------------
 
-static char tmp_dir[64];
-
-static void setup(void) {
-    snprintf(tmp_dir, sizeof tmp_dir, "/tmp/pf_test_images_XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(tmp_dir));
-}
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st, (void)flag, (void)ftw;
-    return remove(path);
-}
-
-static void teardown(void) { nftw(tmp_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
-
-static const char *tpath(const char *name) {
-    static char buf[16][256];
-    static int next;
-    char *p = buf[next++ % 16];
-    snprintf(p, 256, "%s/%s", tmp_dir, name);
-    return p;
-}
-
 static void write_bytes(const char *path, const void *data, size_t n) {
     FILE *f = fopen(path, "wb");
     ck_assert_ptr_nonnull(f);
@@ -52,7 +29,7 @@ static void write_bytes(const char *path, const void *data, size_t n) {
 
 static bool exists(const char *path) { return access(path, F_OK) == 0; }
 
-// True when tmp_dir (or a sub-folder) holds a leftover "*.tmp.*" file.
+// True when the test directory (or a sub-folder) holds a leftover "*.tmp.*" file.
 static bool has_temp_file(const char *dir) {
     DIR *d = opendir(dir);
     bool found = false;
@@ -133,74 +110,74 @@ static void check_idx_shard(const char *path) {
 // ---- IDX -------------------------------------------------------------------------------
 
 START_TEST(idx_plain_and_gzip) {
-    write_idx_pair(tpath("img"), tpath("lab"), false, IDX_N);
-    ck_assert_int_eq(RUN("--format", "idx", "--out", tpath("plain.h5"), tpath("img"), tpath("lab")),
+    write_idx_pair(pf_test_path("img"), pf_test_path("lab"), false, IDX_N);
+    ck_assert_int_eq(RUN("--format", "idx", "--out", pf_test_path("plain.h5"), pf_test_path("img"), pf_test_path("lab")),
                      0);
-    check_idx_shard(tpath("plain.h5"));
-    write_idx_pair(tpath("img.gz"), tpath("lab.gz"), true, IDX_N);
-    ck_assert_int_eq(RUN("--format=idx", tpath("img.gz"), tpath("lab.gz"), "--out", tpath("gz.h5")),
+    check_idx_shard(pf_test_path("plain.h5"));
+    write_idx_pair(pf_test_path("img.gz"), pf_test_path("lab.gz"), true, IDX_N);
+    ck_assert_int_eq(RUN("--format=idx", pf_test_path("img.gz"), pf_test_path("lab.gz"), "--out", pf_test_path("gz.h5")),
                      0);
-    check_idx_shard(tpath("gz.h5"));
-    ck_assert(!has_temp_file(tmp_dir));
+    check_idx_shard(pf_test_path("gz.h5"));
+    ck_assert(!has_temp_file(pf_test_tmpdir()));
 }
 END_TEST
 
 START_TEST(idx_fashion_names) {
-    write_idx_pair(tpath("img"), tpath("lab"), false, IDX_N);
-    ck_assert_int_eq(RUN("--format", "idx", "--out", tpath("f.h5"), "--classes", "fashion-mnist",
-                         tpath("img"), tpath("lab")),
+    write_idx_pair(pf_test_path("img"), pf_test_path("lab"), false, IDX_N);
+    ck_assert_int_eq(RUN("--format", "idx", "--out", pf_test_path("f.h5"), "--classes", "fashion-mnist",
+                         pf_test_path("img"), pf_test_path("lab")),
                      0);
     pf_image_shard s;
-    ck_assert_int_eq(pf_image_shard_open(&s, tpath("f.h5")), 0);
+    ck_assert_int_eq(pf_image_shard_open(&s, pf_test_path("f.h5")), 0);
     ck_assert_int_eq(s.num_classes, 10);
     ck_assert_str_eq(s.class_names[0], "T-shirt/top");
     ck_assert_str_eq(s.class_names[9], "Ankle boot");
     pf_image_shard_close(&s);
     // --class-names overrides; too few names for the labels is an error.
-    write_bytes(tpath("names.txt"), "zero\none\r\n\ntwo\n", 15);
-    ck_assert_int_eq(RUN("--format", "idx", "--out", tpath("n.h5"), "--class-names",
-                         tpath("names.txt"), tpath("img"), tpath("lab")),
+    write_bytes(pf_test_path("names.txt"), "zero\none\r\n\ntwo\n", 15);
+    ck_assert_int_eq(RUN("--format", "idx", "--out", pf_test_path("n.h5"), "--class-names",
+                         pf_test_path("names.txt"), pf_test_path("img"), pf_test_path("lab")),
                      0);
-    ck_assert_int_eq(pf_image_shard_open(&s, tpath("n.h5")), 0);
+    ck_assert_int_eq(pf_image_shard_open(&s, pf_test_path("n.h5")), 0);
     ck_assert_int_eq(s.num_classes, 3);
     ck_assert_str_eq(s.class_names[1], "one");
     ck_assert_str_eq(s.class_names[2], "two");
     pf_image_shard_close(&s);
-    write_bytes(tpath("two.txt"), "a\nb\n", 4);
-    ck_assert_int_eq(RUN("--format", "idx", "--out", tpath("bad.h5"), "--class-names",
-                         tpath("two.txt"), tpath("img"), tpath("lab")),
+    write_bytes(pf_test_path("two.txt"), "a\nb\n", 4);
+    ck_assert_int_eq(RUN("--format", "idx", "--out", pf_test_path("bad.h5"), "--class-names",
+                         pf_test_path("two.txt"), pf_test_path("img"), pf_test_path("lab")),
                      1);
-    ck_assert(!exists(tpath("bad.h5")));
+    ck_assert(!exists(pf_test_path("bad.h5")));
 }
 END_TEST
 
 START_TEST(idx_truncated_and_bad) {
-    write_idx_pair(tpath("img"), tpath("lab"), false, IDX_N);
+    write_idx_pair(pf_test_path("img"), pf_test_path("lab"), false, IDX_N);
     // Plain file cut inside the last image.
     char *data;
     size_t len;
-    ck_assert_int_eq(pf_read_file(tpath("img"), &data, &len), 0);
-    write_bytes(tpath("cut"), data, len - 5);
+    ck_assert_int_eq(pf_read_file(pf_test_path("img"), &data, &len), 0);
+    write_bytes(pf_test_path("cut"), data, len - 5);
     // Gzip stream cut in the middle.
-    write_idx_pair(tpath("img.gz"), tpath("lab.gz"), true, IDX_N);
+    write_idx_pair(pf_test_path("img.gz"), pf_test_path("lab.gz"), true, IDX_N);
     char *gz;
     size_t gzlen;
-    ck_assert_int_eq(pf_read_file(tpath("img.gz"), &gz, &gzlen), 0);
-    write_bytes(tpath("cut.gz"), gz, gzlen / 2);
-    write_bytes(tpath("keep.h5"), "keep", 4);
-    const char *bad_inputs[][2] = {{tpath("cut"), tpath("lab")},
-                                   {tpath("cut.gz"), tpath("lab.gz")},
-                                   {tpath("lab"), tpath("img")},  // swapped
-                                   {tpath("img"), tpath("missing")}};
+    ck_assert_int_eq(pf_read_file(pf_test_path("img.gz"), &gz, &gzlen), 0);
+    write_bytes(pf_test_path("cut.gz"), gz, gzlen / 2);
+    write_bytes(pf_test_path("keep.h5"), "keep", 4);
+    const char *bad_inputs[][2] = {{pf_test_path("cut"), pf_test_path("lab")},
+                                   {pf_test_path("cut.gz"), pf_test_path("lab.gz")},
+                                   {pf_test_path("lab"), pf_test_path("img")},  // swapped
+                                   {pf_test_path("img"), pf_test_path("missing")}};
     for (int i = 0; i < 4; i++) {
         ck_assert_int_eq(
-            RUN("--format", "idx", "--out", tpath("keep.h5"), bad_inputs[i][0], bad_inputs[i][1]),
+            RUN("--format", "idx", "--out", pf_test_path("keep.h5"), bad_inputs[i][0], bad_inputs[i][1]),
             1);
         char *kept;
-        ck_assert_int_eq(pf_read_file(tpath("keep.h5"), &kept, &len), 0);
+        ck_assert_int_eq(pf_read_file(pf_test_path("keep.h5"), &kept, &len), 0);
         ck_assert_str_eq(kept, "keep");  // a failed conversion leaves an existing output alone
         free(kept);
-        ck_assert(!has_temp_file(tmp_dir));
+        ck_assert(!has_temp_file(pf_test_tmpdir()));
     }
     free(data);
     free(gz);
@@ -208,22 +185,22 @@ START_TEST(idx_truncated_and_bad) {
 END_TEST
 
 START_TEST(idx_mismatched_counts) {
-    write_idx_pair(tpath("img"), tpath("lab"), true, IDX_N - 1);
-    ck_assert_int_eq(RUN("--format", "idx", "--out", tpath("o.h5"), tpath("img"), tpath("lab")), 1);
+    write_idx_pair(pf_test_path("img"), pf_test_path("lab"), true, IDX_N - 1);
+    ck_assert_int_eq(RUN("--format", "idx", "--out", pf_test_path("o.h5"), pf_test_path("img"), pf_test_path("lab")), 1);
     ck_assert_ptr_nonnull(strstr(pf_errmsg(), "4 labels"));
-    ck_assert(!exists(tpath("o.h5")));
-    ck_assert(!has_temp_file(tmp_dir));
+    ck_assert(!exists(pf_test_path("o.h5")));
+    ck_assert(!has_temp_file(pf_test_tmpdir()));
 }
 END_TEST
 
 START_TEST(usage_errors) {
-    ck_assert_int_eq(RUN("--format", "idx", "--out", tpath("o.h5"), "only-one"), 2);
-    ck_assert_int_eq(RUN("--format", "png", "--out", tpath("o.h5"), "x"), 2);
+    ck_assert_int_eq(RUN("--format", "idx", "--out", pf_test_path("o.h5"), "only-one"), 2);
+    ck_assert_int_eq(RUN("--format", "png", "--out", pf_test_path("o.h5"), "x"), 2);
     ck_assert_int_eq(RUN("--format", "idx", "a", "b"), 2);  // no --out
-    ck_assert_int_eq(RUN("--format", "idx", "--out", tpath("o.h5"), "--cifar100", "a", "b"), 2);
-    ck_assert_int_eq(RUN("--format", "imagenet", "--out", tpath("o.h5"), "--size", "0", "d"), 2);
+    ck_assert_int_eq(RUN("--format", "idx", "--out", pf_test_path("o.h5"), "--cifar100", "a", "b"), 2);
+    ck_assert_int_eq(RUN("--format", "imagenet", "--out", pf_test_path("o.h5"), "--size", "0", "d"), 2);
     ck_assert_int_eq(
-        RUN("--format", "imagenet", "--out", tpath("o.h5"), "--on-corrupt", "ignore", "d"), 2);
+        RUN("--format", "imagenet", "--out", pf_test_path("o.h5"), "--on-corrupt", "ignore", "d"), 2);
     ck_assert_int_eq(RUN("--formt", "idx"), 2);
     ck_assert_int_eq(RUN("--help"), 0);
 }
@@ -248,15 +225,15 @@ static void write_cifar(const char *path, int n, bool hundred) {
 }
 
 START_TEST(cifar10_and_100) {
-    write_cifar(tpath("data_batch_1.bin"), 3, false);
-    write_cifar(tpath("data_batch_2.bin"), 2, false);
+    write_cifar(pf_test_path("data_batch_1.bin"), 3, false);
+    write_cifar(pf_test_path("data_batch_2.bin"), 2, false);
     const char *meta = "airplane\nautomobile\nbird\ncat\ndeer\ndog\nfrog\nhorse\nship\ntruck\n\n";
-    write_bytes(tpath("batches.meta.txt"), meta, strlen(meta));
-    ck_assert_int_eq(RUN("--format", "cifar", "--out", tpath("c10.h5"), tpath("data_batch_1.bin"),
-                         tpath("data_batch_2.bin")),
+    write_bytes(pf_test_path("batches.meta.txt"), meta, strlen(meta));
+    ck_assert_int_eq(RUN("--format", "cifar", "--out", pf_test_path("c10.h5"), pf_test_path("data_batch_1.bin"),
+                         pf_test_path("data_batch_2.bin")),
                      0);
     pf_image_shard s;
-    ck_assert_int_eq(pf_image_shard_open(&s, tpath("c10.h5")), 0);
+    ck_assert_int_eq(pf_image_shard_open(&s, pf_test_path("c10.h5")), 0);
     ck_assert_int_eq(s.n, 5);
     ck_assert_int_eq(s.H, 32);
     ck_assert_int_eq(s.C, 3);
@@ -277,10 +254,10 @@ START_TEST(cifar10_and_100) {
     pf_image_shard_close(&s);
     free(px);
 
-    write_cifar(tpath("train.bin"), 4, true);
+    write_cifar(pf_test_path("train.bin"), 4, true);
     ck_assert_int_eq(
-        RUN("--format", "cifar", "--cifar100", "--out", tpath("c100.h5"), tpath("train.bin")), 0);
-    ck_assert_int_eq(pf_image_shard_open(&s, tpath("c100.h5")), 0);
+        RUN("--format", "cifar", "--cifar100", "--out", pf_test_path("c100.h5"), pf_test_path("train.bin")), 0);
+    ck_assert_int_eq(pf_image_shard_open(&s, pf_test_path("c100.h5")), 0);
     ck_assert_int_eq(s.num_classes, 100);
     ck_assert_str_eq(s.class_names[42], "42");  // no fine_label_names.txt: numbered
     ck_assert_int_eq(pf_image_shard_read(&s, 0, 4, NULL, lab), 0);
@@ -290,22 +267,22 @@ START_TEST(cifar10_and_100) {
 END_TEST
 
 START_TEST(cifar_truncated) {
-    write_cifar(tpath("b.bin"), 3, false);
+    write_cifar(pf_test_path("b.bin"), 3, false);
     char *data;
     size_t len;
-    ck_assert_int_eq(pf_read_file(tpath("b.bin"), &data, &len), 0);
-    write_bytes(tpath("cut.bin"), data, len - 100);
+    ck_assert_int_eq(pf_read_file(pf_test_path("b.bin"), &data, &len), 0);
+    write_bytes(pf_test_path("cut.bin"), data, len - 100);
     free(data);
     ck_assert_int_eq(
-        RUN("--format", "cifar", "--out", tpath("o.h5"), tpath("b.bin"), tpath("cut.bin")), 1);
+        RUN("--format", "cifar", "--out", pf_test_path("o.h5"), pf_test_path("b.bin"), pf_test_path("cut.bin")), 1);
     ck_assert_ptr_nonnull(strstr(pf_errmsg(), "cut.bin"));
-    ck_assert(!exists(tpath("o.h5")));
+    ck_assert(!exists(pf_test_path("o.h5")));
     // A CIFAR-10 label byte of 10 or more (e.g. CIFAR-100 data without --cifar100).
     uint8_t rec[3073] = {42};
-    write_bytes(tpath("lab.bin"), rec, sizeof rec);
-    ck_assert_int_eq(RUN("--format", "cifar", "--out", tpath("o.h5"), tpath("lab.bin")), 1);
-    ck_assert(!exists(tpath("o.h5")));
-    ck_assert(!has_temp_file(tmp_dir));
+    write_bytes(pf_test_path("lab.bin"), rec, sizeof rec);
+    ck_assert_int_eq(RUN("--format", "cifar", "--out", pf_test_path("o.h5"), pf_test_path("lab.bin")), 1);
+    ck_assert(!exists(pf_test_path("o.h5")));
+    ck_assert(!has_temp_file(pf_test_tmpdir()));
 }
 END_TEST
 
@@ -359,11 +336,11 @@ static void check_color(const uint8_t *img, int n, const uint8_t col[3]) {
 
 START_TEST(jpeg_tree) {
     char root[256];
-    snprintf(root, sizeof root, "%s", tpath("tree"));
+    snprintf(root, sizeof root, "%s", pf_test_path("tree"));
     write_tree(root);
-    ck_assert_int_eq(RUN("--format", "imagenet", "--size", "16", "--out", tpath("t.h5"), root), 0);
+    ck_assert_int_eq(RUN("--format", "imagenet", "--size", "16", "--out", pf_test_path("t.h5"), root), 0);
     pf_image_shard s;
-    ck_assert_int_eq(pf_image_shard_open(&s, tpath("t.h5")), 0);
+    ck_assert_int_eq(pf_image_shard_open(&s, pf_test_path("t.h5")), 0);
     ck_assert_int_eq(s.n, 6);
     ck_assert_int_eq(s.H, 16);
     ck_assert_int_eq(s.W, 16);
@@ -381,11 +358,11 @@ START_TEST(jpeg_tree) {
     pf_image_shard_close(&s);
 
     // --synsets renames the classes by their folder's wnid.
-    write_bytes(tpath("syn.txt"), "dog a good dog\ncat a cat\n", 25);
-    ck_assert_int_eq(RUN("--format", "imagenet", "--size", "8", "--synsets", tpath("syn.txt"),
-                         "--out", tpath("s.h5"), root),
+    write_bytes(pf_test_path("syn.txt"), "dog a good dog\ncat a cat\n", 25);
+    ck_assert_int_eq(RUN("--format", "imagenet", "--size", "8", "--synsets", pf_test_path("syn.txt"),
+                         "--out", pf_test_path("s.h5"), root),
                      0);
-    ck_assert_int_eq(pf_image_shard_open(&s, tpath("s.h5")), 0);
+    ck_assert_int_eq(pf_image_shard_open(&s, pf_test_path("s.h5")), 0);
     ck_assert_str_eq(s.class_names[0], "cat a cat");  // order still the sorted folders
     pf_image_shard_close(&s);
 }
@@ -393,7 +370,7 @@ END_TEST
 
 START_TEST(jpeg_flat_labels) {
     char root[256];
-    snprintf(root, sizeof root, "%s", tpath("flat"));
+    snprintf(root, sizeof root, "%s", pf_test_path("flat"));
     mkdir(root, 0755);
     char p[300];
     // Blue-red-blue thirds, 48x16: the center crop is exactly the red third.
@@ -401,16 +378,16 @@ START_TEST(jpeg_flat_labels) {
         snprintf(p, sizeof p, "%s/v%d.jpg", root, i);
         write_jpeg(p, 48, 16, blue, red);
     }
-    write_bytes(tpath("pairs.txt"), "v2.jpg 1\nv0.jpg 0\nv1.jpg 1\n", 27);
-    write_bytes(tpath("lines.txt"), "2\n0\n1\n", 6);
-    const char *files[2] = {tpath("pairs.txt"), tpath("lines.txt")};
+    write_bytes(pf_test_path("pairs.txt"), "v2.jpg 1\nv0.jpg 0\nv1.jpg 1\n", 27);
+    write_bytes(pf_test_path("lines.txt"), "2\n0\n1\n", 6);
+    const char *files[2] = {pf_test_path("pairs.txt"), pf_test_path("lines.txt")};
     const int32_t want[2][3] = {{0, 1, 1}, {2, 0, 1}};
     for (int f = 0; f < 2; f++) {
         ck_assert_int_eq(RUN("--format", "imagenet", "--size", "16", "--labels", files[f], "--out",
-                             tpath("f.h5"), root),
+                             pf_test_path("f.h5"), root),
                          0);
         pf_image_shard s;
-        ck_assert_int_eq(pf_image_shard_open(&s, tpath("f.h5")), 0);
+        ck_assert_int_eq(pf_image_shard_open(&s, pf_test_path("f.h5")), 0);
         ck_assert_int_eq(s.num_classes, f ? 3 : 2);
         uint8_t px[3 * 768];
         int32_t lab[3];
@@ -422,13 +399,13 @@ START_TEST(jpeg_flat_labels) {
         }
         pf_image_shard_close(&s);
     }
-    write_bytes(tpath("short.txt"), "0\n1\n", 4);
+    write_bytes(pf_test_path("short.txt"), "0\n1\n", 4);
     ck_assert_int_eq(
-        RUN("--format", "imagenet", "--labels", tpath("short.txt"), "--out", tpath("x.h5"), root),
+        RUN("--format", "imagenet", "--labels", pf_test_path("short.txt"), "--out", pf_test_path("x.h5"), root),
         1);
-    ck_assert_int_eq(RUN("--format", "imagenet", "--out", tpath("x.h5"), root),
+    ck_assert_int_eq(RUN("--format", "imagenet", "--out", pf_test_path("x.h5"), root),
                      1);  // no classes, no labels
-    ck_assert(!exists(tpath("x.h5")));
+    ck_assert(!exists(pf_test_path("x.h5")));
 }
 END_TEST
 
@@ -438,7 +415,7 @@ END_TEST
 START_TEST(jpeg_resize_geometry) {
     enum { W = 300, H = 200, S = 64 };
     char root[256], p[300];
-    snprintf(root, sizeof root, "%s", tpath("ramp"));
+    snprintf(root, sizeof root, "%s", pf_test_path("ramp"));
     mkdir(root, 0755);
     snprintf(p, sizeof p, "%s/only", root);
     mkdir(p, 0755);
@@ -452,9 +429,9 @@ START_TEST(jpeg_resize_geometry) {
     snprintf(p, sizeof p, "%s/only/ramp.jpg", root);
     save_jpeg(p, rgb, W, H);
     free(rgb);
-    ck_assert_int_eq(RUN("--format", "imagenet", "--size", "64", "--out", tpath("r.h5"), root), 0);
+    ck_assert_int_eq(RUN("--format", "imagenet", "--size", "64", "--out", pf_test_path("r.h5"), root), 0);
     pf_image_shard s;
-    ck_assert_int_eq(pf_image_shard_open(&s, tpath("r.h5")), 0);
+    ck_assert_int_eq(pf_image_shard_open(&s, pf_test_path("r.h5")), 0);
     uint8_t px[S * S * 3];
     ck_assert_int_eq(pf_image_shard_read(&s, 0, 1, px, NULL), 0);
     for (int i = 2; i < S - 2; i++)
@@ -470,7 +447,7 @@ END_TEST
 
 START_TEST(jpeg_corrupt) {
     char root[256];
-    snprintf(root, sizeof root, "%s", tpath("tree"));
+    snprintf(root, sizeof root, "%s", pf_test_path("tree"));
     write_tree(root);
     char p[300];
     snprintf(p, sizeof p, "%s/dog/broken.jpg", root);
@@ -485,18 +462,18 @@ START_TEST(jpeg_corrupt) {
     write_bytes(p, data, len - 20);
     free(data);
     ck_assert_int_eq(RUN("--format", "imagenet", "--size", "16", "--on-corrupt", "stop", "--out",
-                         tpath("stop.h5"), root),
+                         pf_test_path("stop.h5"), root),
                      1);
     ck_assert_ptr_nonnull(strstr(pf_errmsg(), "cut.jpg"));  // the first bad file in order
-    ck_assert(!exists(tpath("stop.h5")));
-    ck_assert(!has_temp_file(tmp_dir));
-    ck_assert_int_eq(RUN("--format", "imagenet", "--size", "16", "--out", tpath("def.h5"), root),
+    ck_assert(!exists(pf_test_path("stop.h5")));
+    ck_assert(!has_temp_file(pf_test_tmpdir()));
+    ck_assert_int_eq(RUN("--format", "imagenet", "--size", "16", "--out", pf_test_path("def.h5"), root),
                      1);
     ck_assert_int_eq(RUN("--format", "imagenet", "--size", "16", "--on-corrupt", "skip", "--out",
-                         tpath("skip.h5"), root),
+                         pf_test_path("skip.h5"), root),
                      0);
     pf_image_shard s;
-    ck_assert_int_eq(pf_image_shard_open(&s, tpath("skip.h5")), 0);
+    ck_assert_int_eq(pf_image_shard_open(&s, pf_test_path("skip.h5")), 0);
     ck_assert_int_eq(s.n, 6);
     int32_t lab[6];
     ck_assert_int_eq(pf_image_shard_read(&s, 0, 6, NULL, lab), 0);
@@ -548,10 +525,10 @@ static pf_image_loader *open_loader(const char *path, pf_image_loader_opts o, in
 }
 
 START_TEST(loader_constant_normalizes_to_zero) {
-    write_shard(tpath("c.h5"), 12, 9, 7, 3, 3, px_const);
+    write_shard(pf_test_path("c.h5"), 12, 9, 7, 3, 3, px_const);
     pf_image_loader_opts o = pf_image_loader_defaults(4, 1);
     o.out_size = 5;
-    pf_image_loader *l = open_loader(tpath("c.h5"), o, 0, 1);
+    pf_image_loader *l = open_loader(pf_test_path("c.h5"), o, 0, 1);
     ck_assert_int_eq(pf_image_loader_out_size(l), 5);
     float img[4 * 5 * 5 * 3];
     int32_t lab[4];
@@ -565,10 +542,10 @@ END_TEST
 
 START_TEST(loader_eval_exact_and_deterministic) {
     enum { N = 10, H = 6, W = 6, B = 3 };
-    write_shard(tpath("h.h5"), N, H, W, 2, 4, px_hash);
+    write_shard(pf_test_path("h.h5"), N, H, W, 2, 4, px_hash);
     pf_image_loader_opts o = pf_image_loader_defaults(B, 5);
     o.train = false, o.shuffle = false;
-    pf_image_loader *l = open_loader(tpath("h.h5"), o, 0, 1);
+    pf_image_loader *l = open_loader(pf_test_path("h.h5"), o, 0, 1);
     ck_assert_int_eq(pf_image_loader_num_images(l), N);
     ck_assert_int_eq(pf_image_loader_num_classes(l), 4);
     ck_assert_int_eq(pf_image_loader_channels(l), 2);
@@ -577,7 +554,7 @@ START_TEST(loader_eval_exact_and_deterministic) {
     ck_assert_int_eq(pf_image_loader_batches_per_epoch(l), 3);  // N / B, tail dropped
     ck_assert_str_eq(pf_image_loader_class_name(l, 3), "class");
     pf_image_shard s;
-    ck_assert_int_eq(pf_image_shard_open(&s, tpath("h.h5")), 0);
+    ck_assert_int_eq(pf_image_shard_open(&s, pf_test_path("h.h5")), 0);
     float img[B * H * W * 2];
     int32_t lab[B];
     for (int b = 0; b < 3; b++) {
@@ -598,8 +575,8 @@ START_TEST(loader_eval_exact_and_deterministic) {
 
     // Eval with a smaller output: a center crop, the same for two loaders and two epochs.
     o.out_size = 4, o.shuffle = true;
-    pf_image_loader *a = open_loader(tpath("h.h5"), o, 0, 1),
-                    *b2 = open_loader(tpath("h.h5"), o, 0, 1);
+    pf_image_loader *a = open_loader(pf_test_path("h.h5"), o, 0, 1),
+                    *b2 = open_loader(pf_test_path("h.h5"), o, 0, 1);
     float x[B * 32], y[B * 32];
     int32_t la[B], lb[B];
     for (int k = 0; k < 4; k++) {
@@ -617,12 +594,12 @@ END_TEST
 // included.
 START_TEST(loader_rank_union) {
     enum { N = 50, B = 4, WORLD = 3, S = 6 };
-    write_shard(tpath("u.h5"), N, 8, 8, 3, 7, px_hash);
+    write_shard(pf_test_path("u.h5"), N, 8, 8, 3, 7, px_hash);
     pf_image_loader_opts o = pf_image_loader_defaults(B, 9), big = o;
     o.out_size = big.out_size = S;
     big.batch = B * WORLD;
-    pf_image_loader *one = open_loader(tpath("u.h5"), big, 0, 1), *r[WORLD];
-    for (int k = 0; k < WORLD; k++) r[k] = open_loader(tpath("u.h5"), o, k, WORLD);
+    pf_image_loader *one = open_loader(pf_test_path("u.h5"), big, 0, 1), *r[WORLD];
+    for (int k = 0; k < WORLD; k++) r[k] = open_loader(pf_test_path("u.h5"), o, k, WORLD);
     ck_assert_int_eq(pf_image_loader_batches_per_epoch(one), 4);
     ck_assert_int_eq(pf_image_loader_batches_per_epoch(r[0]), 4);
     size_t per = (size_t)S * S * 3;
@@ -639,7 +616,7 @@ START_TEST(loader_rank_union) {
     // Reading image by image (shard above memory_limit) gives the same batches.
     pf_image_loader_reset(one);
     big.memory_limit = 1;
-    pf_image_loader *streamed = open_loader(tpath("u.h5"), big, 0, 1);
+    pf_image_loader *streamed = open_loader(pf_test_path("u.h5"), big, 0, 1);
     float *again = malloc(sizeof *again * per * B * WORLD);
     int32_t lagain[B * WORLD];
     for (int b = 0; b < 5; b++) {
@@ -660,10 +637,10 @@ END_TEST
 // Each epoch visits every image once (N divisible by B), in a different order.
 START_TEST(loader_epoch_permutation) {
     enum { N = 24, B = 6 };
-    write_shard(tpath("p.h5"), N, 2, 2, 1, N, px_const);
+    write_shard(pf_test_path("p.h5"), N, 2, 2, 1, N, px_const);
     pf_image_loader_opts o = pf_image_loader_defaults(B, 3);
     o.train = false;
-    pf_image_loader *l = open_loader(tpath("p.h5"), o, 0, 1);
+    pf_image_loader *l = open_loader(pf_test_path("p.h5"), o, 0, 1);
     float img[B * 4];
     int32_t lab[B], order[2][N];
     for (int e = 0; e < 2; e++) {
@@ -682,12 +659,12 @@ END_TEST
 // Random crops and flips of images whose pixels encode their label keep the label.
 START_TEST(loader_augment_keeps_labels) {
     enum { N = 40, B = 8, S = 5 };
-    write_shard(tpath("l.h5"), N, 12, 10, 1, 5, px_label);
+    write_shard(pf_test_path("l.h5"), N, 12, 10, 1, 5, px_label);
     pf_image_loader_opts o = pf_image_loader_defaults(B, 11);
     o.out_size = S, o.scale_min = 0.35f;
-    pf_image_loader *l = open_loader(tpath("l.h5"), o, 0, 1);
+    pf_image_loader *l = open_loader(pf_test_path("l.h5"), o, 0, 1);
     pf_image_shard s;
-    ck_assert_int_eq(pf_image_shard_open(&s, tpath("l.h5")), 0);
+    ck_assert_int_eq(pf_image_shard_open(&s, pf_test_path("l.h5")), 0);
     float img[B * S * S];
     int32_t lab[B];
     for (int b = 0; b < 10; b++) {
@@ -705,12 +682,12 @@ END_TEST
 // Without random crops a training image is the eval image or its mirror, and both happen.
 START_TEST(loader_flip) {
     enum { N = 32, B = 8, H = 4, W = 6 };
-    write_shard(tpath("r.h5"), N, H, W, 1, 2, px_ramp);
+    write_shard(pf_test_path("r.h5"), N, H, W, 1, 2, px_ramp);
     pf_image_loader_opts o = pf_image_loader_defaults(B, 2);
     o.random_resized_crop = false, o.out_size = 4;
-    pf_image_loader *l = open_loader(tpath("r.h5"), o, 0, 1);
+    pf_image_loader *l = open_loader(pf_test_path("r.h5"), o, 0, 1);
     o.train = false;
-    pf_image_loader *ev = open_loader(tpath("r.h5"), o, 0, 1);
+    pf_image_loader *ev = open_loader(pf_test_path("r.h5"), o, 0, 1);
     float img[B * 16], ref[B * 16];
     int32_t lab[B], lref[B];
     int flipped = 0, same = 0;
@@ -738,10 +715,10 @@ END_TEST
 
 START_TEST(loader_cursor_restore) {
     enum { N = 20, B = 3, S = 4 };
-    write_shard(tpath("k.h5"), N, 7, 7, 3, 4, px_hash);
+    write_shard(pf_test_path("k.h5"), N, 7, 7, 3, 4, px_hash);
     pf_image_loader_opts o = pf_image_loader_defaults(B, 77);
     o.out_size = S;
-    pf_image_loader *l = open_loader(tpath("k.h5"), o, 1, 2);  // 3 batches per epoch
+    pf_image_loader *l = open_loader(pf_test_path("k.h5"), o, 1, 2);  // 3 batches per epoch
     float img[5][B * S * S * 3], again[B * S * S * 3];
     int32_t lab[5][B], lagain[B];
     for (int b = 0; b < 4; b++) ck_assert_int_eq(pf_image_loader_next(l, img[0], lab[0]), 0);
@@ -749,7 +726,7 @@ START_TEST(loader_cursor_restore) {
     ck_assert_int_eq(c.epoch, 1);
     ck_assert_int_eq(c.batch, 1);
     for (int b = 0; b < 5; b++) ck_assert_int_eq(pf_image_loader_next(l, img[b], lab[b]), 0);
-    pf_image_loader *r = open_loader(tpath("k.h5"), o, 1, 2);
+    pf_image_loader *r = open_loader(pf_test_path("k.h5"), o, 1, 2);
     ck_assert_int_eq(pf_image_loader_set_cursor(r, c), 0);
     for (int b = 0; b < 5; b++) {
         ck_assert_int_eq(pf_image_loader_next(r, again, lagain), 0);
@@ -765,16 +742,16 @@ START_TEST(loader_cursor_restore) {
 END_TEST
 
 START_TEST(loader_errors) {
-    write_shard(tpath("e.h5"), 6, 4, 4, 1, 2, px_const);
+    write_shard(pf_test_path("e.h5"), 6, 4, 4, 1, 2, px_const);
     pf_image_loader_opts o = pf_image_loader_defaults(4, 0);
-    ck_assert_ptr_null(pf_image_loader_open(tpath("e.h5"), &o, 0, 2));  // 8 > 6 images
+    ck_assert_ptr_null(pf_image_loader_open(pf_test_path("e.h5"), &o, 0, 2));  // 8 > 6 images
     ck_assert_ptr_nonnull(strstr(pf_errmsg(), "global batch"));
-    ck_assert_ptr_null(pf_image_loader_open(tpath("none.h5"), &o, 0, 1));
+    ck_assert_ptr_null(pf_image_loader_open(pf_test_path("none.h5"), &o, 0, 1));
     ck_assert_ptr_nonnull(strstr(pf_errmsg(), "none.h5"));
-    write_bytes(tpath("junk.h5"), "junk", 4);
-    ck_assert_ptr_null(pf_image_loader_open(tpath("junk.h5"), &o, 0, 1));
+    write_bytes(pf_test_path("junk.h5"), "junk", 4);
+    ck_assert_ptr_null(pf_image_loader_open(pf_test_path("junk.h5"), &o, 0, 1));
     o.scale_min = 0;
-    ck_assert_ptr_null(pf_image_loader_open(tpath("e.h5"), &o, 0, 1));
+    ck_assert_ptr_null(pf_image_loader_open(pf_test_path("e.h5"), &o, 0, 1));
 }
 END_TEST
 
@@ -808,11 +785,11 @@ START_TEST(fashion_mnist_t10k) {
         return;
     }
     ck_assert_int_eq(
-        RUN("--format", "idx", "--classes", "fashion-mnist", "--out", tpath("fm.h5"),
+        RUN("--format", "idx", "--classes", "fashion-mnist", "--out", pf_test_path("fm.h5"),
             FASHION_DIR "/t10k-images-idx3-ubyte.gz", FASHION_DIR "/t10k-labels-idx1-ubyte.gz"),
         0);
     pf_image_shard s;
-    ck_assert_int_eq(pf_image_shard_open(&s, tpath("fm.h5")), 0);
+    ck_assert_int_eq(pf_image_shard_open(&s, pf_test_path("fm.h5")), 0);
     ck_assert_int_eq(s.n, 10000);
     ck_assert_int_eq(s.H, 28);
     ck_assert_int_eq(s.num_classes, 10);
@@ -829,7 +806,7 @@ START_TEST(fashion_mnist_t10k) {
     // The eval loader over it: every class shows up in one pass, values normalized.
     pf_image_loader_opts o = pf_image_loader_defaults(500, 0);
     o.train = false;
-    pf_image_loader *l = open_loader(tpath("fm.h5"), o, 0, 1);
+    pf_image_loader *l = open_loader(pf_test_path("fm.h5"), o, 0, 1);
     float *img = malloc(sizeof *img * 500 * 784);
     int32_t lb[500];
     double sum = 0;
@@ -846,7 +823,7 @@ END_TEST
 Suite *pf_test_suite(void) {
     Suite *s = suite_create("images");
     TCase *conv = tcase_create("convert");
-    tcase_add_checked_fixture(conv, setup, teardown);
+    tcase_add_checked_fixture(conv, pf_test_tmpdir_setup, pf_test_tmpdir_teardown);
     tcase_set_timeout(conv, 60);
     tcase_add_test(conv, idx_plain_and_gzip);
     tcase_add_test(conv, idx_fashion_names);
@@ -862,7 +839,7 @@ Suite *pf_test_suite(void) {
     tcase_add_test(conv, fashion_mnist_t10k);
     suite_add_tcase(s, conv);
     TCase *load = tcase_create("loader");
-    tcase_add_checked_fixture(load, setup, teardown);
+    tcase_add_checked_fixture(load, pf_test_tmpdir_setup, pf_test_tmpdir_teardown);
     tcase_add_test(load, loader_constant_normalizes_to_zero);
     tcase_add_test(load, loader_eval_exact_and_deterministic);
     tcase_add_test(load, loader_rank_union);

@@ -4,7 +4,6 @@
 // small Pixelfly MLP-Mixer on Fashion-MNIST reaches a test accuracy far above chance.
 // Each test makes its own shards with pfdata in a temporary folder.
 #include <check.h>
-#include <ftw.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -20,28 +19,6 @@
 #define FASHION_DIR "/usr/share/datasets/fashion-mnist"
 
 // ---- fixtures --------------------------------------------------------------------------
-
-static char tmp_dir[64];
-
-static void setup(void) {
-    snprintf(tmp_dir, sizeof tmp_dir, "/tmp/pf_test_train_XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(tmp_dir));
-}
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st, (void)flag, (void)ftw;
-    return remove(path);
-}
-
-static void teardown(void) { nftw(tmp_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
-
-static const char *tpath(const char *name) {
-    static char buf[8][256];
-    static int next;
-    char *p = buf[next++ % 8];
-    snprintf(p, 256, "%s/%s", tmp_dir, name);
-    return p;
-}
 
 // Copies bytes [from, from + n) of `src` into `dst`.
 static void copy_range(const char *src, const char *dst, long from, size_t n) {
@@ -64,9 +41,9 @@ static void make_config(pf_config *c, const char *const *sets) {
     ck_assert_msg(pf_config_validate(c) == 0, "%s", pf_errmsg());
 }
 
-// Runs pf_train for `c` with its output in tmp_dir/`run`.
+// Runs pf_train for `c` with its output in the test directory/`run`.
 static void train(pf_config *c, pf_comm *comm, const char *run) {
-    snprintf(c->out_dir, sizeof c->out_dir, "%s", tpath(run));
+    snprintf(c->out_dir, sizeof c->out_dir, "%s", pf_test_path(run));
     pf_train_opts opts = {.quiet = true};
     ck_assert_int_eq(pf_train(c, &opts, comm), PF_EXIT_OK);
 }
@@ -74,7 +51,7 @@ static void train(pf_config *c, pf_comm *comm, const char *run) {
 // The training losses of a run's metrics.jsonl, as written (strings), one per step.
 static int read_losses(const char *run, char losses[][32], int max) {
     char path[512];
-    snprintf(path, sizeof path, "%s/metrics.jsonl", tpath(run));
+    snprintf(path, sizeof path, "%s/metrics.jsonl", pf_test_path(run));
     FILE *f = fopen(path, "r");
     ck_assert_msg(f != NULL, "no %s", path);
     char line[1024];
@@ -93,7 +70,7 @@ static int read_losses(const char *run, char losses[][32], int max) {
 // A number field of a run's summary.json.
 static double summary_field(const char *run, const char *key) {
     char path[512], text[4096], pat[64];
-    snprintf(path, sizeof path, "%s/summary.json", tpath(run));
+    snprintf(path, sizeof path, "%s/summary.json", pf_test_path(run));
     FILE *f = fopen(path, "r");
     ck_assert_msg(f != NULL, "no %s", path);
     size_t n = fread(text, 1, sizeof text - 1, f);
@@ -123,17 +100,17 @@ START_TEST(test_gpt2_learns_and_is_deterministic) {
     snprintf(vocab, sizeof vocab, "%s/gpt2", data);
     snprintf(text, sizeof text, "%s/tinyshakespeare/input.txt", data);
     // 128 KB (~35k tokens) to train on, the next 16 KB to evaluate on
-    copy_range(text, tpath("train.txt"), 0, 128 << 10);
-    copy_range(text, tpath("val.txt"), 128 << 10, 16 << 10);
+    copy_range(text, pf_test_path("train.txt"), 0, 128 << 10);
+    copy_range(text, pf_test_path("val.txt"), 128 << 10, 16 << 10);
     const char *shards[][2] = {{"train.txt", "train.h5"}, {"val.txt", "val.h5"}};
     for (int i = 0; i < 2; i++) {
-        char *argv[] = {"text",  "--vocab", vocab, "--out", (char *)tpath(shards[i][1]),
-                        "--quiet", (char *)tpath(shards[i][0])};
+        char *argv[] = {"text",  "--vocab", vocab, "--out", (char *)pf_test_path(shards[i][1]),
+                        "--quiet", (char *)pf_test_path(shards[i][0])};
         ck_assert_msg(pfdata_text_main(7, argv) == PF_EXIT_OK, "%s", pf_errmsg());
     }
     char train_set[300], val_set[300], steps[32];
-    snprintf(train_set, sizeof train_set, "data.train=%s", tpath("train.h5"));
-    snprintf(val_set, sizeof val_set, "data.val=%s", tpath("val.h5"));
+    snprintf(train_set, sizeof train_set, "data.train=%s", pf_test_path("train.h5"));
+    snprintf(val_set, sizeof val_set, "data.val=%s", pf_test_path("val.h5"));
     snprintf(steps, sizeof steps, "train.steps=%d", GPT2_STEPS);
     pf_config c;
     make_config(&c, (const char *const[]){
@@ -187,11 +164,11 @@ START_TEST(test_mixer_fashion_mnist) {
                FASHION_DIR);
         return;
     }
-    images_shard("train", tpath("train.h5"));
-    images_shard("t10k", tpath("test.h5"));
+    images_shard("train", pf_test_path("train.h5"));
+    images_shard("t10k", pf_test_path("test.h5"));
     char train_set[300], val_set[300];
-    snprintf(train_set, sizeof train_set, "data.train=%s", tpath("train.h5"));
-    snprintf(val_set, sizeof val_set, "data.val=%s", tpath("test.h5"));
+    snprintf(train_set, sizeof train_set, "data.train=%s", pf_test_path("train.h5"));
+    snprintf(val_set, sizeof val_set, "data.val=%s", pf_test_path("test.h5"));
     pf_config c;
     make_config(&c, (const char *const[]){
                         "model.type=mixer", "model.n_layer=2", "model.n_embd=64",
@@ -218,12 +195,12 @@ END_TEST
 Suite *pf_test_suite(void) {
     Suite *s = suite_create("train");
     TCase *tc = tcase_create("gpt2");
-    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_checked_fixture(tc, pf_test_tmpdir_setup, pf_test_tmpdir_teardown);
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_gpt2_learns_and_is_deterministic);
     suite_add_tcase(s, tc);
     tc = tcase_create("mixer");
-    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_checked_fixture(tc, pf_test_tmpdir_setup, pf_test_tmpdir_teardown);
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_mixer_fashion_mnist);
     suite_add_tcase(s, tc);
