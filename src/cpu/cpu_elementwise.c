@@ -4,6 +4,14 @@
 #include "cpu_ops.h"
 
 #define GELU_K 0.7978845608028654f  // sqrt(2/pi)
+#define GELU_C 0.044715f
+
+// s = 0.5 (1 + tanh(u)) with u = sqrt(2/pi) (v + 0.044715 v^3), computed as the equal
+// sigmoid(2u) = 1 / (1 + exp(-2u)): one expf instead of tanhf, which took a third of a
+// Mixer training step. exp overflowing to inf gives s = 0, the right limit.
+static inline float gelu_gate(float v) {
+    return 1.0f / (1.0f + expf(-2.0f * GELU_K * (v + GELU_C * v * v * v)));
+}
 
 // y = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
 void cpu_gelu_fwd(pf_tensor y, pf_tensor x) {
@@ -15,8 +23,7 @@ void cpu_gelu_fwd(pf_tensor y, pf_tensor x) {
     float *Y = cpu_f(y);
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; i++) {
-        float v = X[i];
-        Y[i] = 0.5f * v * (1.0f + tanhf(GELU_K * (v + 0.044715f * v * v * v)));
+        Y[i] = X[i] * gelu_gate(X[i]);
     }
 }
 
@@ -31,11 +38,9 @@ void cpu_gelu_bwd(pf_tensor dx, pf_tensor dy, pf_tensor x) {
     float *DX = cpu_f(dx);
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; i++) {
-        float v = X[i];
-        float t = tanhf(GELU_K * (v + 0.044715f * v * v * v));
-        float sech2 = 1.0f - t * t;
-        float grad = 0.5f * (1.0f + t) +
-                     0.5f * v * sech2 * GELU_K * (1.0f + 3.0f * 0.044715f * v * v);
+        // d/dv [v s(v)] = s + v s' with s' = 2 s (1 - s) du/dv (since 1 - tanh^2 = 4 s (1 - s))
+        float v = X[i], s = gelu_gate(v);
+        float grad = s + 2.0f * v * s * (1.0f - s) * GELU_K * (1.0f + 3.0f * GELU_C * v * v);
         DX[i] += grad * DY[i];
     }
 }
