@@ -1,5 +1,4 @@
-// cpu_linear.c: the dense linear layer, y = x w^T + b, as OpenBLAS GEMMs.
-#include <cblas.h>
+// cpu_linear.c: the dense linear layer, y = x w^T + b, as GEMMs (cpu_gemm.c).
 #include <string.h>
 
 #include "cpu_ops.h"
@@ -23,8 +22,7 @@ void cpu_linear_fwd(pf_tensor y, pf_tensor x, pf_tensor w, pf_tensor b) {
             memset(Y + n * out, 0, sizeof(float) * out);
     }
     if (N && out && in)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, out, in, 1.0f, cpu_f(x), in,
-                    cpu_f(w), in, 1.0f, Y, out);
+        cpu_sgemm(false, true, N, out, in, cpu_f(x), in, cpu_f(w), in, 1.0f, Y, out);
 }
 
 // dx[N,in] += dy w;  dw[out,in] += dy^T x;  db[out] += sum_n dy[n]
@@ -44,10 +42,8 @@ void cpu_linear_bwd(pf_tensor dx, pf_tensor dw, pf_tensor db, pf_tensor dy, pf_t
     PF_ASSERT(!pf_present(db) || pf_numel(db) == out);
     if (!N || !out || !in) return;
     if (pf_present(dx))
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, in, out, 1.0f, cpu_f(dy), out,
-                    cpu_f(w), in, 1.0f, cpu_f(dx), in);
+        cpu_sgemm(false, false, N, in, out, cpu_f(dy), out, cpu_f(w), in, 1.0f, cpu_f(dx), in);
     if (pf_present(dw))
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, N, 1.0f, cpu_f(dy), out,
-                    cpu_f(x), in, 1.0f, cpu_f(dw), in);
+        cpu_sgemm(true, false, out, in, N, cpu_f(dy), out, cpu_f(x), in, 1.0f, cpu_f(dw), in);
     if (pf_present(db)) cpu_colsum_add(cpu_f(db), cpu_f(dy), N, out);
 }

@@ -33,6 +33,12 @@ static inline float *cpu_f(pf_tensor t) { return (float *)t.data; }
 // over n in order by one thread, so the result does not depend on the thread count.
 void cpu_colsum_add(float *out, const float *x, int64_t N, int64_t C);
 
+// C[M,N] = op(A)[M,K] op(B)[K,N] + beta C, row-major with cblas's leading dimensions. The
+// M rows are split across the OpenMP threads (one chunk each, a single-threaded OpenBLAS
+// call); called inside a parallel region it is one call. Same thread count, same bits.
+void cpu_sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float *A,
+               int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+
 // cpu_memory.c
 void *cpu_alloc(size_t bytes);
 void cpu_free(void *p);

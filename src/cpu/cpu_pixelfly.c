@@ -1,11 +1,10 @@
 // cpu_pixelfly.c: the Pixelfly layer y = x S^T + (x V^T) U^T + b (pattern.h) as one strided
 // GEMM per stored super-block: super-row p, slot k, super-column q = col(p, k) is
 //   y[:, p*ob:(p+1)*ob] += x[:, q*ib:(q+1)*ib] S[p][k]^T      (ldx = in, ldy = out)
-// The super-blocks are small GEMMs (K = in/bs or out/bs), where OpenBLAS's own threading
-// costs more than it saves; so the threads here split the independent outputs (super-rows of
-// y and dS, super-columns of dx) and each GEMM runs single-threaded. Every output block is
-// owned by one thread and sums its slots in slot order: the same bits for any thread count.
-#include <cblas.h>
+// The super-blocks are small GEMMs (K = in/bs or out/bs), so the threads split the
+// independent outputs (super-rows of y and dS, super-columns of dx) and each block GEMM is one
+// single-threaded call. Every output block is owned by one thread and sums its slots in slot
+// order: the same bits for any thread count.
 #include <string.h>
 
 #include "cpu_ops.h"
@@ -14,16 +13,6 @@
 static float *block(const pf_pattern *p, float *S, int row, int k) {
     return S + ((size_t)row * (p->nf + 1) + k) * p->ob * p->ib;
 }
-
-// OpenBLAS single-threaded for the duration of the caller's parallel loop; returns the
-// previous setting for blas_threads_restore.
-static int blas_threads_single(void) {
-    int n = openblas_get_num_threads();
-    openblas_set_num_threads(1);
-    return n;
-}
-
-static void blas_threads_restore(int n) { openblas_set_num_threads(n); }
 
 static void check_weights(const pf_pattern *p, pf_pixelfly_w w, bool need_s) {
     if (need_s)
@@ -65,20 +54,16 @@ void cpu_pixelfly_fwd(const pf_pattern *p, pf_tensor y, pf_tensor xv, pf_tensor 
             memset(Y + n * out, 0, sizeof(float) * out);
     }
     if (!N) return;
-    int blas = blas_threads_single();
 #pragma omp parallel for schedule(static)
     for (int row = 0; row < p->bs; row++)
         for (int k = 0; k <= p->nf; k++) {
             int q = pf_pattern_col(p, row, k);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, ob, ib, 1.0f, X + q * ib, in,
-                        block(p, S, row, k), ib, 1.0f, Y + row * ob, out);
+            cpu_sgemm(false, true, N, ob, ib, X + q * ib, in, block(p, S, row, k), ib, 1.0f,
+                      Y + row * ob, out);
         }
-    blas_threads_restore(blas);
     if (r) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, r, in, 1.0f, X, in, cpu_f(w.V),
-                    in, 0.0f, cpu_f(xv), r);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, out, r, 1.0f, cpu_f(xv), r,
-                    cpu_f(w.U), r, 1.0f, Y, out);
+        cpu_sgemm(false, true, N, r, in, X, in, cpu_f(w.V), in, 0.0f, cpu_f(xv), r);
+        cpu_sgemm(false, true, N, out, r, cpu_f(xv), r, cpu_f(w.U), r, 1.0f, Y, out);
     }
 }
 
@@ -111,42 +96,33 @@ void cpu_pixelfly_bwd(const pf_pattern *p, pf_tensor dx, pf_pixelfly_w dw, pf_te
     const float *X = cpu_f(x), *DY = cpu_f(dy);
     float *S = cpu_f(w.S);
     if (need_dxv)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, r, out, 1.0f, DY, out,
-                    cpu_f(w.U), r, 0.0f, cpu_f(dxv), r);
+        cpu_sgemm(false, false, N, r, out, DY, out, cpu_f(w.U), r, 0.0f, cpu_f(dxv), r);
     if (pf_present(dx)) {
         // Super-column q of dx gathers from super-rows p = col(q, k): the mask is symmetric
         // and (p, q) sits in slot k of row p too, since p xor q is the same bit.
         float *DX = cpu_f(dx);
-        int blas = blas_threads_single();
-#pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static)
         for (int q = 0; q < p->bs; q++)
             for (int k = 0; k <= p->nf; k++) {
                 int row = pf_pattern_col(p, q, k);
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, ib, ob, 1.0f,
-                            DY + row * ob, out, block(p, S, row, k), ib, 1.0f, DX + q * ib, in);
+                cpu_sgemm(false, false, N, ib, ob, DY + row * ob, out, block(p, S, row, k), ib,
+                          1.0f, DX + q * ib, in);
             }
-        blas_threads_restore(blas);
-        if (r)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, in, r, 1.0f, cpu_f(dxv),
-                        r, cpu_f(w.V), in, 1.0f, DX, in);
+            if (r)
+            cpu_sgemm(false, false, N, in, r, cpu_f(dxv), r, cpu_f(w.V), in, 1.0f, DX, in);
     }
     if (pf_present(dw.S)) {
-        int blas = blas_threads_single();
-#pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static)
         for (int row = 0; row < p->bs; row++)
             for (int k = 0; k <= p->nf; k++) {
                 int q = pf_pattern_col(p, row, k);
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ob, ib, N, 1.0f,
-                            DY + row * ob, out, X + q * ib, in, 1.0f,
-                            block(p, cpu_f(dw.S), row, k), ib);
+                cpu_sgemm(true, false, ob, ib, N, DY + row * ob, out, X + q * ib, in, 1.0f,
+                          block(p, cpu_f(dw.S), row, k), ib);
             }
-        blas_threads_restore(blas);
-    }
+        }
     if (r && pf_present(dw.U))
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, r, N, 1.0f, DY, out,
-                    cpu_f(xv), r, 1.0f, cpu_f(dw.U), r);
+        cpu_sgemm(true, false, out, r, N, DY, out, cpu_f(xv), r, 1.0f, cpu_f(dw.U), r);
     if (r && pf_present(dw.V))
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r, in, N, 1.0f, cpu_f(dxv), r, X,
-                    in, 1.0f, cpu_f(dw.V), in);
+        cpu_sgemm(true, false, r, in, N, cpu_f(dxv), r, X, in, 1.0f, cpu_f(dw.V), in);
     if (pf_present(dw.b)) cpu_colsum_add(cpu_f(dw.b), DY, N, out);
 }
