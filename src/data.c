@@ -50,6 +50,7 @@ static pf_data *open_images(const pf_config *c, const char *path, int B, int ran
     o.random_resized_crop = train && c->augment_scale_min < 1.0f;
     o.scale_min = c->augment_scale_min;
     o.hflip = train && c->hflip;
+    o.pad_last = !train;  // evaluation sees every image; padded slots carry label -1
     pf_image_loader *l = pf_image_loader_open(path, &o, rank, world);
     if (!l) return NULL;
     const char *bad = NULL;

@@ -180,7 +180,8 @@ pf_image_loader *pf_image_loader_open(const char *path, const pf_image_loader_op
     l->rank = rank, l->world = world;
     l->out = o->out_size ? o->out_size : s->H;
     l->img_bytes = (size_t)s->H * s->W * s->C;
-    l->batches_per_epoch = s->n / ((int64_t)o->batch * world);
+    int64_t global = (int64_t)o->batch * world;
+    l->batches_per_epoch = o->pad_last ? (s->n + global - 1) / global : s->n / global;
     l->labels = pf_malloc(sizeof *l->labels * (size_t)s->n);
     l->perm = pf_malloc(sizeof *l->perm * (size_t)s->n);
     l->perm_epoch = -1;
@@ -294,17 +295,25 @@ int pf_image_loader_next(pf_image_loader *l, float *images, int32_t *labels) {
     int B = l->o.batch;
     int64_t base = (l->cur.batch * l->world + l->rank) * (int64_t)B;
     const uint32_t *idx = l->perm + base;
+    // Slots past the end exist only with pad_last, in the epoch's last batch.
+    int real = base >= l->shard.n ? 0 : (int)(l->shard.n - base < B ? l->shard.n - base : B);
     if (!l->pixels)
-        for (int j = 0; j < B; j++)
+        for (int j = 0; j < real; j++)
             if (pf_image_shard_read(&l->shard, idx[j], 1, l->staging + (size_t)j * l->img_bytes,
                                     NULL) < 0)
                 return -1;
     size_t out_elems = (size_t)l->out * l->out * l->shard.C;
 #pragma omp parallel for schedule(dynamic)
     for (int j = 0; j < B; j++) {
+        float *dst = images + (size_t)j * out_elems;
+        if (j >= real) {
+            memset(dst, 0, sizeof(float) * out_elems);
+            labels[j] = -1;
+            continue;
+        }
         const uint8_t *src = l->pixels ? l->pixels + (size_t)idx[j] * l->img_bytes
                                        : l->staging + (size_t)j * l->img_bytes;
-        make_image(l, src, l->cur.epoch, base + j, images + (size_t)j * out_elems);
+        make_image(l, src, l->cur.epoch, base + j, dst);
         labels[j] = l->labels[idx[j]];
     }
     l->cur.batch++;

@@ -4,7 +4,7 @@
 // Order: a seeded permutation of all N images per epoch (identity when shuffle is off).
 // Batch k of rank r holds perm[(k*world + r)*B + j], j < B, so the union over ranks of batch
 // k is the single-rank batch k of size world*B; the tail of an epoch that does not fill a
-// global batch is dropped (batches_per_epoch = N / (world*B)).
+// global batch is dropped (batches_per_epoch = N / (world*B)), unless pad_last keeps it.
 //
 // Augmentation is drawn from an RNG seeded by (seed, epoch, global position in the epoch),
 // so an image gets the same crop and flip whatever the world size, and a restored cursor
@@ -46,6 +46,8 @@ typedef struct {
     bool hflip;
     float center_crop;     // eval: fraction of the short side kept; 0 = auto (see above)
     int64_t memory_limit;  // bytes of pixels held in memory; 0 = 1 GiB; above it, read per batch
+    bool pad_last;         // evaluation: keep the epoch's last partial global batch, its empty
+                           // slots filled with zero images and label -1 (to be ignored)
 } pf_image_loader_opts;
 
 // Position of the next batch {epoch, batch}: what a checkpoint stores. The same type as the

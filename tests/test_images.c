@@ -656,6 +656,41 @@ START_TEST(loader_epoch_permutation) {
 }
 END_TEST
 
+// pad_last: an evaluation epoch over N = 10 images in global batches of 2 ranks x 3 sees every
+// image once; the 2 slots past the end are zero images with label -1, and the labels of
+// both ranks' batches together cover 0..N-1 exactly.
+START_TEST(loader_pad_last) {
+    enum { N = 10, B = 3, W = 2 };
+    write_shard(pf_test_path("pad.h5"), N, 2, 2, 1, N, px_hash);
+    pf_image_loader_opts o = pf_image_loader_defaults(B, 5);
+    o.train = false;
+    o.shuffle = false;
+    o.pad_last = true;
+    int seen[N] = {0}, pads = 0;
+    for (int r = 0; r < W; r++) {
+        pf_image_loader *l = open_loader(pf_test_path("pad.h5"), o, r, W);
+        ck_assert_int_eq(pf_image_loader_batches_per_epoch(l), 2);  // ceil(10 / 6)
+        float img[B * 4];
+        int32_t lab[B];
+        for (int b = 0; b < 2; b++) {
+            ck_assert_int_eq(pf_image_loader_next(l, img, lab), 0);
+            for (int j = 0; j < B; j++) {
+                if (lab[j] < 0) {
+                    pads++;
+                    for (int k = 0; k < 4; k++) ck_assert_float_eq(img[j * 4 + k], 0.0f);
+                    continue;
+                }
+                ck_assert_int_lt(lab[j], N);
+                seen[lab[j]]++;
+            }
+        }
+        pf_image_loader_close(l);
+    }
+    ck_assert_int_eq(pads, 2 * W * B - N);
+    for (int i = 0; i < N; i++) ck_assert_int_eq(seen[i], 1);
+}
+END_TEST
+
 // Random crops and flips of images whose pixels encode their label keep the label.
 START_TEST(loader_augment_keeps_labels) {
     enum { N = 40, B = 8, S = 5 };
@@ -844,6 +879,7 @@ Suite *pf_test_suite(void) {
     tcase_add_test(load, loader_eval_exact_and_deterministic);
     tcase_add_test(load, loader_rank_union);
     tcase_add_test(load, loader_epoch_permutation);
+    tcase_add_test(load, loader_pad_last);
     tcase_add_test(load, loader_augment_keeps_labels);
     tcase_add_test(load, loader_flip);
     tcase_add_test(load, loader_cursor_restore);

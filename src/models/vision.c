@@ -280,19 +280,23 @@ static float vision_forward(pf_model *m, const pf_batch *batch, pf_eval_stats *s
         be->upload(v->labels_b, batch->labels_b, sizeof(int32_t) * B);
         sum += (1.0 - v->lam) * xent_sum(m, v, v->labels_b);
     }
+    // Label -1 marks the padding of an evaluation batch: loss 0 (ignored), not counted.
+    int valid = 0;
+    for (int b = 0; b < B; b++) valid += v->host_labels[b] >= 0;
     if (stats) {
         be->download(v->host_logits, v->logits, sizeof(float) * B * K);
         for (int b = 0; b < B; b++) {
             const float *row = v->host_logits + (size_t)b * K;
             int label = v->host_labels[b], above = 0;
+            if (label < 0) continue;
             for (int k = 0; k < K; k++) above += row[k] > row[label];
             stats->correct1 += above == 0;
             stats->correct5 += above < 5;
         }
         stats->loss_sum += sum;
-        stats->count += B;
+        stats->count += valid;
     }
-    return (float)(sum / B);
+    return valid ? (float)(sum / valid) : 0.0f;
 }
 
 static void vision_backward(pf_model *m, float scale, pf_grads_ready_fn ready, void *ctx) {
