@@ -385,6 +385,17 @@ void pf_config_write(const pf_config *c, FILE *f) {
     }
 }
 
+void pf_config_print_keys(FILE *f) {
+    fprintf(f, "%-26s %-22s %s\n", "section.key", "default", "meaning");
+    for (int i = 0; i < NKEYS; i++) {
+        const key_def *k = &SCHEMA[i];
+        char name[64];
+        snprintf(name, sizeof name, "%s.%s", k->section, k->key);
+        fprintf(f, "%-26s %-22s %s%s%s\n", name, k->def[0] ? k->def : "(none)", k->help,
+                k->choices ? ": " : "", k->choices ? k->choices : "");
+    }
+}
+
 char *pf_config_to_string(const pf_config *c) {
     char *text = NULL;
     size_t len = 0;

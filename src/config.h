@@ -67,6 +67,8 @@ int pf_config_validate(const pf_config *c);
 // Writes the complete resolved configuration as .ini text (loads back to the same config).
 void pf_config_write(const pf_config *c, FILE *f);
 char *pf_config_to_string(const pf_config *c);  // malloc'd
+// Every key with its default and meaning (`pftrain keys`).
+void pf_config_print_keys(FILE *f);
 // "dense" or "bs=16 nf=2 rank=32" (any order; rank defaults to 0); -1 with pf_error.
 int pf_layer_spec_parse(pf_layer_spec *s, const char *text);
 void pf_layer_spec_format(const pf_layer_spec *s, char *buf, size_t len);

@@ -327,10 +327,42 @@ START_TEST(test_shipped_configs) {
 }
 END_TEST
 
+// `pftrain keys`: every key the writer emits is listed, with its default and meaning.
+START_TEST(print_keys_lists_every_key) {
+    char *keys = NULL, *written = NULL;
+    size_t klen = 0;
+    FILE *f = open_memstream(&keys, &klen);
+    pf_config_print_keys(f);
+    fclose(f);
+    pf_config c;
+    pf_config_defaults(&c);
+    written = pf_config_to_string(&c);
+    char section[32] = "", line[256];
+    int n = 0;
+    for (char *save, *l = strtok_r(written, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+        if (l[0] == '[') {
+            snprintf(section, sizeof section, "%.*s", (int)strlen(l) - 2, l + 1);
+            continue;
+        }
+        char key[64];
+        ck_assert_int_eq(sscanf(l, "%63s =", key), 1);
+        snprintf(line, sizeof line, "\n%s.%s ", section, key);
+        ck_assert_msg(strstr(keys, line) != NULL, "'%s.%s' missing from the key list", section, key);
+        n++;
+    }
+    ck_assert_int_gt(n, 40);
+    ck_assert_ptr_nonnull(strstr(keys, "train.lr                   6e-4"));
+    ck_assert_ptr_nonnull(strstr(keys, "auto|cpu|cuda"));
+    free(keys);
+    free(written);
+}
+END_TEST
+
 Suite *pf_test_suite(void) {
     Suite *s = suite_create("config");
     TCase *tc = tcase_create("config");
     tcase_add_checked_fixture(tc, pf_test_tmpdir_setup, pf_test_tmpdir_teardown);
+    tcase_add_test(tc, print_keys_lists_every_key);
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, test_defaults);
     tcase_add_test(tc, test_good_file);

@@ -22,6 +22,7 @@ static void usage(FILE *f) {
         "       pftrain sample CHECKPOINT --vocab DIR [--prompt TEXT] [--tokens N]\n"
         "                      [--temperature T] [--top-k K] [--seed S]\n"
         "       pftrain plot RUN_DIR... [--out PLOT.png]\n"
+        "       pftrain keys                 (every config key, its default and meaning)\n"
         "       pftrain --help | --version\n"
         "\n"
         "Training runs on every rank of `mpirun -np N pftrain CONFIG` (data parallel).\n"
@@ -298,13 +299,17 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "pattern")) return cmd_pattern(argc, argv);
     if (!strcmp(cmd, "sample")) return cmd_sample(argc, argv);
     if (!strcmp(cmd, "plot")) return pf_plot_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "keys")) {
+        pf_config_print_keys(stdout);
+        return PF_EXIT_OK;
+    }
     if (cmd[0] == '-') {
         fprintf(stderr, "pftrain: unknown option '%s'\n", cmd);
         usage(stderr);
         return PF_EXIT_USAGE;
     }
     if (access(cmd, F_OK) != 0) {
-        fprintf(stderr, "pftrain: '%s' is neither a command (summary, pattern, sample, plot) "
+        fprintf(stderr, "pftrain: '%s' is neither a command (summary, pattern, sample, plot, keys) "
                         "nor a config file\n", cmd);
         return PF_EXIT_USAGE;
     }
