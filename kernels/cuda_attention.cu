@@ -4,20 +4,6 @@
 // row stride 3C), the softmax and its backward are one warp per attention row.
 #include "cuda_ops.h"
 
-typedef struct {
-    int64_t B, T, C, NH, hd;
-} att_dims;
-
-static att_dims check_dims(pf_tensor qkv, pf_tensor att, int n_head) {
-    PF_ASSERT(qkv.ndim == 3 && att.ndim == 4 && n_head > 0);
-    att_dims d = {qkv.shape[0], qkv.shape[1], qkv.shape[2] / 3, n_head, 0};
-    PF_ASSERT(qkv.shape[2] == 3 * d.C && d.C % n_head == 0);
-    d.hd = d.C / n_head;
-    PF_ASSERT(att.shape[0] == d.B && att.shape[1] == d.NH && att.shape[2] == d.T &&
-              att.shape[3] == d.T);
-    return d;
-}
-
 #define ROWS_PER_BLOCK 8  // one warp per attention row
 
 // In place over att rows [rows, T] holding scaled scores: row i = (b*NH + h)*T + t becomes
@@ -67,7 +53,7 @@ void cuda_attention_fwd(pf_tensor out, pf_tensor att, pf_tensor qkv, int n_head,
     CUDA_F32(out);
     CUDA_F32(att);
     CUDA_F32(qkv);
-    att_dims d = check_dims(qkv, att, n_head);
+    pf_attention_shape d = pf_shape_attention(qkv, att, n_head);
     int64_t B = d.B, T = d.T, C = d.C, NH = d.NH, hd = d.hd;
     PF_ASSERT(cuda_rows(out) == B * T && cuda_cols(out) == C);
     if (!B || !T) return;
@@ -101,7 +87,7 @@ void cuda_attention_bwd(pf_tensor dqkv, pf_tensor datt, pf_tensor dout, pf_tenso
     CUDA_F32(dout);
     CUDA_F32(qkv);
     CUDA_F32(att);
-    att_dims d = check_dims(qkv, att, n_head);
+    pf_attention_shape d = pf_shape_attention(qkv, att, n_head);
     int64_t B = d.B, T = d.T, C = d.C, NH = d.NH, hd = d.hd;
     PF_ASSERT(pf_numel(dqkv) == pf_numel(qkv) && pf_numel(datt) == pf_numel(att));
     PF_ASSERT(cuda_rows(dout) == B * T && cuda_cols(dout) == C);

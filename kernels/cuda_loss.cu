@@ -61,9 +61,8 @@ typedef struct {
 static xent_dims check_dims(pf_tensor logits, pf_tensor targets, int V, float smoothing) {
     CUDA_F32(logits);
     CUDA_I32(targets);
-    xent_dims d = {cuda_rows(logits), cuda_cols(logits)};
-    PF_ASSERT(pf_numel(targets) == d.N);
-    PF_ASSERT(V > 0 && V <= d.Vp && smoothing >= 0 && smoothing <= 1);
+    xent_dims d;
+    pf_shape_xent(logits, targets, V, smoothing, &d.N, &d.Vp);
     return d;
 }
 

@@ -15,6 +15,7 @@
 #include <math.h>
 
 #include "backend.h"
+#include "op_shapes.h"
 #include "cuda_common.h"
 
 // The backend's runtime state, created on first use (after the caller's cudaSetDevice).

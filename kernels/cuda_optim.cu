@@ -23,8 +23,7 @@ void cuda_adamw(pf_tensor p, pf_tensor g, pf_tensor m, pf_tensor v, const pf_ada
     CUDA_F32(g);
     CUDA_F32(m);
     CUDA_F32(v);
-    int64_t n = pf_numel(p);
-    PF_ASSERT(pf_numel(g) == n && pf_numel(m) == n && pf_numel(v) == n && a->step >= 1);
+    int64_t n = pf_shape_adamw(p, g, m, v, a);
     if (!n) return;
     // Bias corrections on the host in double, rounded to float, as the CPU backend does.
     float c1 = (float)(1.0 - pow(a->beta1, a->step)), c2 = (float)(1.0 - pow(a->beta2, a->step));

@@ -39,8 +39,7 @@ static void transpose(float *y, const float *x, int64_t B, int64_t R, int64_t K,
 void cuda_transpose_fwd(pf_tensor y, pf_tensor x) {
     CUDA_F32(y);
     CUDA_F32(x);
-    PF_ASSERT(x.ndim == 3 && y.ndim == 3 && y.shape[0] == x.shape[0] &&
-              y.shape[1] == x.shape[2] && y.shape[2] == x.shape[1]);
+    pf_shape_transpose(x, y);
     transpose(cuda_f(y), cuda_f(x), x.shape[0], x.shape[1], x.shape[2], false);
 }
 
@@ -48,8 +47,7 @@ void cuda_transpose_fwd(pf_tensor y, pf_tensor x) {
 void cuda_transpose_bwd(pf_tensor dx, pf_tensor dy) {
     CUDA_F32(dx);
     CUDA_F32(dy);
-    PF_ASSERT(dx.ndim == 3 && dy.ndim == 3 && dy.shape[0] == dx.shape[0] &&
-              dy.shape[1] == dx.shape[2] && dy.shape[2] == dx.shape[1]);
+    pf_shape_transpose(dx, dy);
     transpose(cuda_f(dx), cuda_f(dy), dy.shape[0], dy.shape[1], dy.shape[2], true);
 }
 
@@ -79,8 +77,7 @@ __global__ static void meanpool_bwd_kernel(float *dx, const float *dy, int64_t B
 void cuda_meanpool_fwd(pf_tensor y, pf_tensor x) {
     CUDA_F32(y);
     CUDA_F32(x);
-    PF_ASSERT(x.ndim == 3 && x.shape[1] > 0 && cuda_rows(y) == x.shape[0] &&
-              cuda_cols(y) == x.shape[2]);
+    pf_shape_pool(y, x);
     int64_t B = x.shape[0], P = x.shape[1], C = x.shape[2];
     if (!B || !C) return;
     meanpool_fwd_kernel<<<cuda_blocks(B * C), CUDA_THREADS, 0, pf_cuda_ctx()->stream>>>(
@@ -92,7 +89,7 @@ void cuda_meanpool_fwd(pf_tensor y, pf_tensor x) {
 void cuda_meanpool_bwd(pf_tensor dx, pf_tensor dy) {
     CUDA_F32(dx);
     CUDA_F32(dy);
-    PF_ASSERT(dx.ndim == 3 && cuda_rows(dy) == dx.shape[0] && cuda_cols(dy) == dx.shape[2]);
+    pf_shape_pool(dy, dx);
     int64_t B = dx.shape[0], P = dx.shape[1], C = dx.shape[2];
     if (!B || !P || !C) return;
     meanpool_bwd_kernel<<<cuda_blocks(B * P * C), CUDA_THREADS, 0, pf_cuda_ctx()->stream>>>(
@@ -119,10 +116,8 @@ void cuda_cls_token_fwd(pf_tensor y, pf_tensor x, pf_tensor cls, pf_tensor pos) 
     CUDA_F32(x);
     CUDA_F32(cls);
     CUDA_F32_OPT(pos);
-    PF_ASSERT(x.ndim == 3 && y.ndim == 3);
+    pf_shape_cls_token(y, x, cls, pos);
     int64_t B = x.shape[0], P = x.shape[1], C = x.shape[2];
-    PF_ASSERT(y.shape[0] == B && y.shape[1] == P + 1 && y.shape[2] == C && pf_numel(cls) == C);
-    PF_ASSERT(!pf_present(pos) || pf_numel(pos) == (P + 1) * C);
     if (!B || !C) return;
     cls_token_fwd_kernel<<<cuda_blocks(B * (P + 1) * C), CUDA_THREADS, 0,
                            pf_cuda_ctx()->stream>>>(cuda_f(y), cuda_f(x), cuda_f(cls),
@@ -137,12 +132,8 @@ void cuda_cls_token_bwd(pf_tensor dx, pf_tensor dcls, pf_tensor dpos, pf_tensor 
     CUDA_F32_OPT(dcls);
     CUDA_F32_OPT(dpos);
     CUDA_F32(dy);
-    PF_ASSERT(dy.ndim == 3);
+    pf_shape_cls_token_bwd(dx, dcls, dpos, dy);
     int64_t B = dy.shape[0], T = dy.shape[1], C = dy.shape[2];
-    PF_ASSERT(!pf_present(dx) || (dx.ndim == 3 && dx.shape[0] == B && dx.shape[1] == T - 1 &&
-                                  dx.shape[2] == C));
-    PF_ASSERT(!pf_present(dcls) || pf_numel(dcls) == C);
-    PF_ASSERT(!pf_present(dpos) || pf_numel(dpos) == T * C);
     const float *DY = cuda_f(dy);
     if (pf_present(dx))
         cuda_copy_rows(cuda_f(dx), (T - 1) * C, DY + C, T * C, B, (T - 1) * C, true);
@@ -154,7 +145,7 @@ void cuda_cls_token_bwd(pf_tensor dx, pf_tensor dcls, pf_tensor dpos, pf_tensor 
 void cuda_cls_select_fwd(pf_tensor y, pf_tensor x) {
     CUDA_F32(y);
     CUDA_F32(x);
-    PF_ASSERT(x.ndim == 3 && cuda_rows(y) == x.shape[0] && cuda_cols(y) == x.shape[2]);
+    pf_shape_pool(y, x);
     int64_t B = x.shape[0], T = x.shape[1], C = x.shape[2];
     cuda_copy_rows(cuda_f(y), C, cuda_f(x), T * C, B, C, false);
 }
@@ -163,7 +154,7 @@ void cuda_cls_select_fwd(pf_tensor y, pf_tensor x) {
 void cuda_cls_select_bwd(pf_tensor dx, pf_tensor dy) {
     CUDA_F32(dx);
     CUDA_F32(dy);
-    PF_ASSERT(dx.ndim == 3 && cuda_rows(dy) == dx.shape[0] && cuda_cols(dy) == dx.shape[2]);
+    pf_shape_pool(dy, dx);
     int64_t B = dx.shape[0], T = dx.shape[1], C = dx.shape[2];
     cuda_copy_rows(cuda_f(dx), T * C, cuda_f(dy), C, B, C, true);
 }

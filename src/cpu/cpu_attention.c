@@ -5,27 +5,13 @@
 
 #include "cpu_ops.h"
 
-typedef struct {
-    int64_t B, T, C, NH, hd;
-} att_dims;
-
-static att_dims check_dims(pf_tensor qkv, pf_tensor att, int n_head) {
-    PF_ASSERT(qkv.ndim == 3 && att.ndim == 4 && n_head > 0);
-    att_dims d = {qkv.shape[0], qkv.shape[1], qkv.shape[2] / 3, n_head, 0};
-    PF_ASSERT(qkv.shape[2] == 3 * d.C && d.C % n_head == 0);
-    d.hd = d.C / n_head;
-    PF_ASSERT(att.shape[0] == d.B && att.shape[1] == d.NH && att.shape[2] == d.T &&
-              att.shape[3] == d.T);
-    return d;
-}
-
 // att[B,NH,T,T] = softmax(q k^T / sqrt(hd)) (causal: future keys masked, stored as 0);
 // out[B,T,C] = att v, heads concatenated.
 void cpu_attention_fwd(pf_tensor out, pf_tensor att, pf_tensor qkv, int n_head, bool causal) {
     CPU_F32(out);
     CPU_F32(att);
     CPU_F32(qkv);
-    att_dims d = check_dims(qkv, att, n_head);
+    pf_attention_shape d = pf_shape_attention(qkv, att, n_head);
     int64_t B = d.B, T = d.T, C = d.C, NH = d.NH, hd = d.hd;
     PF_ASSERT(cpu_rows(out) == B * T && cpu_cols(out) == C);
     const float *QKV = cpu_f(qkv);
@@ -73,7 +59,7 @@ void cpu_attention_bwd(pf_tensor dqkv, pf_tensor datt, pf_tensor dout, pf_tensor
     CPU_F32(dout);
     CPU_F32(qkv);
     CPU_F32(att);
-    att_dims d = check_dims(qkv, att, n_head);
+    pf_attention_shape d = pf_shape_attention(qkv, att, n_head);
     int64_t B = d.B, T = d.T, C = d.C, NH = d.NH, hd = d.hd;
     PF_ASSERT(pf_numel(dqkv) == pf_numel(qkv) && pf_numel(datt) == pf_numel(att));
     PF_ASSERT(cpu_rows(dout) == B * T && cpu_cols(dout) == C);

@@ -11,9 +11,8 @@ typedef struct {
 static xent_dims check_dims(pf_tensor logits, pf_tensor targets, int V, float smoothing) {
     CPU_F32(logits);
     CPU_I32(targets);
-    xent_dims d = {cpu_rows(logits), cpu_cols(logits)};
-    PF_ASSERT(pf_numel(targets) == d.N);
-    PF_ASSERT(V > 0 && V <= d.Vp && smoothing >= 0 && smoothing <= 1);
+    xent_dims d;
+    pf_shape_xent(logits, targets, V, smoothing, &d.N, &d.Vp);
     return d;
 }
 

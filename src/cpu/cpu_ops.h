@@ -9,6 +9,7 @@
 #define PF_CPU_OPS_H
 
 #include "backend.h"
+#include "op_shapes.h"
 #include "common.h"
 
 // A present fp32 tensor on the host. Macros, so a failure names the op's file:line.

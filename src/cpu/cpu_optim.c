@@ -11,8 +11,7 @@ void cpu_adamw(pf_tensor p, pf_tensor g, pf_tensor m, pf_tensor v, const pf_adam
     CPU_F32(g);
     CPU_F32(m);
     CPU_F32(v);
-    int64_t n = pf_numel(p);
-    PF_ASSERT(pf_numel(g) == n && pf_numel(m) == n && pf_numel(v) == n && a->step >= 1);
+    int64_t n = pf_shape_adamw(p, g, m, v, a);
     float b1 = a->beta1, b2 = a->beta2, lr = a->lr, eps = a->eps, wd = a->weight_decay;
     float gs = a->grad_scale;
     float c1 = (float)(1.0 - pow(b1, a->step)), c2 = (float)(1.0 - pow(b2, a->step));

@@ -19,8 +19,7 @@ static void transpose(float *y, const float *x, int64_t B, int64_t R, int64_t K,
 void cpu_transpose_fwd(pf_tensor y, pf_tensor x) {
     CPU_F32(y);
     CPU_F32(x);
-    PF_ASSERT(x.ndim == 3 && y.ndim == 3 && y.shape[0] == x.shape[0] &&
-              y.shape[1] == x.shape[2] && y.shape[2] == x.shape[1]);
+    pf_shape_transpose(x, y);
     transpose(cpu_f(y), cpu_f(x), x.shape[0], x.shape[1], x.shape[2], false);
 }
 
@@ -28,8 +27,7 @@ void cpu_transpose_fwd(pf_tensor y, pf_tensor x) {
 void cpu_transpose_bwd(pf_tensor dx, pf_tensor dy) {
     CPU_F32(dx);
     CPU_F32(dy);
-    PF_ASSERT(dx.ndim == 3 && dy.ndim == 3 && dy.shape[0] == dx.shape[0] &&
-              dy.shape[1] == dx.shape[2] && dy.shape[2] == dx.shape[1]);
+    pf_shape_transpose(dx, dy);
     transpose(cpu_f(dx), cpu_f(dy), dy.shape[0], dy.shape[1], dy.shape[2], true);
 }
 
@@ -37,8 +35,7 @@ void cpu_transpose_bwd(pf_tensor dx, pf_tensor dy) {
 void cpu_meanpool_fwd(pf_tensor y, pf_tensor x) {
     CPU_F32(y);
     CPU_F32(x);
-    PF_ASSERT(x.ndim == 3 && x.shape[1] > 0 && cpu_rows(y) == x.shape[0] &&
-              cpu_cols(y) == x.shape[2]);
+    pf_shape_pool(y, x);
     int64_t B = x.shape[0], P = x.shape[1], C = x.shape[2];
     const float *X = cpu_f(x);
     float *Y = cpu_f(y);
@@ -55,7 +52,7 @@ void cpu_meanpool_fwd(pf_tensor y, pf_tensor x) {
 void cpu_meanpool_bwd(pf_tensor dx, pf_tensor dy) {
     CPU_F32(dx);
     CPU_F32(dy);
-    PF_ASSERT(dx.ndim == 3 && cpu_rows(dy) == dx.shape[0] && cpu_cols(dy) == dx.shape[2]);
+    pf_shape_pool(dy, dx);
     int64_t B = dx.shape[0], P = dx.shape[1], C = dx.shape[2];
     const float *DY = cpu_f(dy);
     float *DX = cpu_f(dx);
@@ -73,10 +70,8 @@ void cpu_cls_token_fwd(pf_tensor y, pf_tensor x, pf_tensor cls, pf_tensor pos) {
     CPU_F32(x);
     CPU_F32(cls);
     CPU_F32_OPT(pos);
-    PF_ASSERT(x.ndim == 3 && y.ndim == 3);
+    pf_shape_cls_token(y, x, cls, pos);
     int64_t B = x.shape[0], P = x.shape[1], C = x.shape[2];
-    PF_ASSERT(y.shape[0] == B && y.shape[1] == P + 1 && y.shape[2] == C && pf_numel(cls) == C);
-    PF_ASSERT(!pf_present(pos) || pf_numel(pos) == (P + 1) * C);
     const float *X = cpu_f(x), *CLS = cpu_f(cls), *POS = cpu_f(pos);
     float *Y = cpu_f(y);
 #pragma omp parallel for schedule(static)
@@ -93,12 +88,8 @@ void cpu_cls_token_bwd(pf_tensor dx, pf_tensor dcls, pf_tensor dpos, pf_tensor d
     CPU_F32_OPT(dcls);
     CPU_F32_OPT(dpos);
     CPU_F32(dy);
-    PF_ASSERT(dy.ndim == 3);
+    pf_shape_cls_token_bwd(dx, dcls, dpos, dy);
     int64_t B = dy.shape[0], T = dy.shape[1], C = dy.shape[2];
-    PF_ASSERT(!pf_present(dx) || (dx.ndim == 3 && dx.shape[0] == B && dx.shape[1] == T - 1 &&
-                                  dx.shape[2] == C));
-    PF_ASSERT(!pf_present(dcls) || pf_numel(dcls) == C);
-    PF_ASSERT(!pf_present(dpos) || pf_numel(dpos) == T * C);
     const float *DY = cpu_f(dy);
     float *DX = cpu_f(dx), *DCLS = cpu_f(dcls), *DPOS = cpu_f(dpos);
     // One (t, c) element per iteration, summed over b in order.
@@ -120,7 +111,7 @@ void cpu_cls_token_bwd(pf_tensor dx, pf_tensor dcls, pf_tensor dpos, pf_tensor d
 void cpu_cls_select_fwd(pf_tensor y, pf_tensor x) {
     CPU_F32(y);
     CPU_F32(x);
-    PF_ASSERT(x.ndim == 3 && cpu_rows(y) == x.shape[0] && cpu_cols(y) == x.shape[2]);
+    pf_shape_pool(y, x);
     int64_t B = x.shape[0], T = x.shape[1], C = x.shape[2];
     const float *X = cpu_f(x);
     float *Y = cpu_f(y);
@@ -133,7 +124,7 @@ void cpu_cls_select_fwd(pf_tensor y, pf_tensor x) {
 void cpu_cls_select_bwd(pf_tensor dx, pf_tensor dy) {
     CPU_F32(dx);
     CPU_F32(dy);
-    PF_ASSERT(dx.ndim == 3 && cpu_rows(dy) == dx.shape[0] && cpu_cols(dy) == dx.shape[2]);
+    pf_shape_pool(dy, dx);
     int64_t B = dx.shape[0], T = dx.shape[1], C = dx.shape[2];
     const float *DY = cpu_f(dy);
     float *DX = cpu_f(dx);
