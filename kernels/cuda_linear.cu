@@ -13,6 +13,20 @@ void cuda_sgemm(bool ta, bool tb, int M, int N, int K, float alpha, const float 
                              lda, &beta, C, ldc));
 }
 
+static cudaDataType_t cuda_type(pf_dtype dt) {
+    PF_ASSERT(dt == PF_F32 || dt == PF_BF16);
+    return dt == PF_BF16 ? CUDA_R_16BF : CUDA_R_32F;
+}
+
+void cuda_gemm(bool ta, bool tb, int M, int N, int K, float alpha, const void *A, int lda,
+               const void *B, int ldb, pf_dtype ab_dtype, float beta, void *C, int ldc,
+               pf_dtype c_dtype) {
+    if (!M || !N) return;
+    CUBLAS_CHECK(cublasGemmEx(pf_cuda_ctx()->cublas, op(tb), op(ta), N, M, K, &alpha, B,
+                              cuda_type(ab_dtype), ldb, A, cuda_type(ab_dtype), lda, &beta, C,
+                              cuda_type(c_dtype), ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
 void cuda_sgemm_strided(bool ta, bool tb, int M, int N, int K, float alpha, const float *A,
                         int lda, int64_t sa, const float *B, int ldb, int64_t sb, float beta,
                         float *C, int ldc, int64_t sc, int batch) {

@@ -3,7 +3,12 @@
 // include this.
 //
 // Like the CPU backend, every op treats a tensor of any rank as a matrix [rows, cols] with
-// cols = the last dim. Tensors are fp32 device pointers (ids and targets int32).
+// cols = the last dim.
+// Dtypes: activations (x, y, dy, dx, qkv, xv ...) and the compute copies of weights passed to
+// forward/backward ops are fp32 or bf16, the same dtype within one call ("act" tensors);
+// weight gradients (dw, dS, dU, dV, db, dg), saved statistics (mean, rstd, lse), losses,
+// master weights and AdamW moments are always fp32; ids and targets int32. Every kernel
+// accumulates in fp32 whatever its input dtype (bf16 x bf16 products on tensor cores).
 // Ordering: every kernel and cuBLAS call goes to one stream (pf_cuda_ctx()->stream, the
 // legacy default stream), so ops run in call order and scratch memory can be reused by the
 // next op without extra synchronisation.
@@ -37,6 +42,12 @@ void *cuda_scratch(size_t bytes);
 #define CUDA_I32(t) PF_ASSERT(pf_present(t) && (t).dtype == PF_I32 && (t).device == PF_DEV_CUDA)
 #define CUDA_F32_OPT(t) \
     PF_ASSERT(!pf_present(t) || ((t).dtype == PF_F32 && (t).device == PF_DEV_CUDA))
+// A present activation tensor of dtype dt (fp32 or bf16), or an optional one.
+#define CUDA_ACT(t, dt)                                                                    \
+    PF_ASSERT(pf_present(t) && (t).dtype == (dt) && ((dt) == PF_F32 || (dt) == PF_BF16) && \
+              (t).device == PF_DEV_CUDA)
+#define CUDA_ACT_OPT(t, dt) \
+    PF_ASSERT(!pf_present(t) || ((t).dtype == (dt) && (t).device == PF_DEV_CUDA))
 
 static inline int64_t cuda_cols(pf_tensor t) { return t.ndim ? t.shape[t.ndim - 1] : 1; }
 static inline int64_t cuda_rows(pf_tensor t) {
@@ -44,6 +55,30 @@ static inline int64_t cuda_rows(pf_tensor t) {
     return c ? pf_numel(t) / c : 0;
 }
 static inline float *cuda_f(pf_tensor t) { return (float *)t.data; }
+
+#ifdef __CUDACC__
+#include <cuda_bf16.h>
+typedef __nv_bfloat16 bf16;
+
+// Element access in fp32 whatever the storage type; stores round to nearest even.
+__device__ __forceinline__ float cuda_ld(float v) { return v; }
+__device__ __forceinline__ float cuda_ld(bf16 v) { return __bfloat162float(v); }
+template <typename T> __device__ __forceinline__ T cuda_st(float v);
+template <> __device__ __forceinline__ float cuda_st<float>(float v) { return v; }
+template <> __device__ __forceinline__ bf16 cuda_st<bf16>(float v) { return __float2bfloat16_rn(v); }
+
+// Calls f(T{}) with T the C++ type of an activation dtype (float or bf16), so one template
+// serves both: cuda_dispatch(x.dtype, [&](auto tag) { using T = decltype(tag); ... });
+template <typename F>
+static inline void cuda_dispatch(pf_dtype dt, F &&f) {
+    if (dt == PF_BF16)
+        f(bf16{});
+    else {
+        PF_ASSERT(dt == PF_F32);
+        f(float{});
+    }
+}
+#endif
 
 // Blocks for an elementwise kernel over n elements (grid-stride loops cover the rest).
 #define CUDA_THREADS 256
@@ -60,6 +95,11 @@ static inline int cuda_blocks(int64_t n) {
 // reads C (it may hold NaN).
 void cuda_sgemm(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
                 const float *B, int ldb, float beta, float *C, int ldc);
+// Any dtypes: C[M,N] = alpha op(A) op(B) + beta C with A and B of one dtype (fp32 or bf16)
+// and C fp32 or bf16, accumulated in fp32 (cublasGemmEx, CUBLAS_COMPUTE_32F: no TF32).
+void cuda_gemm(bool ta, bool tb, int M, int N, int K, float alpha, const void *A, int lda,
+               const void *B, int ldb, pf_dtype ab_dtype, float beta, void *C, int ldc,
+               pf_dtype c_dtype);
 // The same over `batch` problems whose operands are consecutive at fixed strides.
 void cuda_sgemm_strided(bool ta, bool tb, int M, int N, int K, float alpha, const float *A,
                         int lda, int64_t sa, const float *B, int ldb, int64_t sb, float beta,

@@ -51,4 +51,15 @@ static inline pf_tensor pf_tensor_4d(void *data, pf_dtype dt, pf_device dev, int
 
 static inline int pf_dtype_size(pf_dtype dt) { return dt == PF_BF16 ? 2 : 4; }
 
+// bf16 on the host: the upper 16 bits of an fp32, rounded to nearest even (NaN stays NaN).
+static inline uint16_t pf_bf16_from_f32(float f) {
+    union { float f; uint32_t u; } v = {f};
+    if ((v.u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((v.u >> 16) | 0x40);
+    return (uint16_t)((v.u + 0x7fffu + ((v.u >> 16) & 1u)) >> 16);
+}
+static inline float pf_f32_from_bf16(uint16_t h) {
+    union { uint32_t u; float f; } v = {(uint32_t)h << 16};
+    return v.f;
+}
+
 #endif

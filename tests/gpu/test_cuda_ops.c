@@ -27,6 +27,7 @@
 #include "pattern.h"
 
 #define TOL 1e-4        // fp32 on both sides, different summation orders
+#define BF16_TOL 2e-2   // bf16 inputs and outputs (8 significant bits), fp32 accumulation
 #define MODEL_TOL 1e-3  // per gradient tensor after a whole backward pass
 
 static const pf_backend *CPU = &pf_backend_cpu, *GPU = &pf_backend_cuda;
@@ -52,22 +53,46 @@ static float urand(void) {  // uniform in [-1, 1)
     return (float)((rng_state >> 40) * (1.0 / (1ull << 23)) - 1.0);
 }
 
+// Uploads the host values of b to its device copy, in the device dtype. For a bf16 buffer the
+// host values are rounded to bf16 first, so both backends see the same numbers.
+static void upload_buf(buf *b, const float *values) {
+    size_t n = (size_t)b->n;
+    if (b->dt != PF_BF16) {
+        GPU->upload(b->d, values, sizeof(float) * n);
+        return;
+    }
+    uint16_t *h16 = pf_malloc(sizeof(uint16_t) * (n ? n : 1));
+    for (size_t i = 0; i < n; i++) h16[i] = pf_bf16_from_f32(values[i]);
+    GPU->upload(b->d, h16, sizeof(uint16_t) * n);
+    free(h16);
+}
+
+// Re-rounds the host copy of a bf16 buffer (after the test changed it) and uploads it.
+static void sync_buf(buf *b) {
+    float *h = b->h;
+    if (b->dt == PF_BF16)
+        for (int64_t i = 0; i < b->n; i++) h[i] = pf_f32_from_bf16(pf_bf16_from_f32(h[i]));
+    upload_buf(b, h);
+}
+
+// A buffer of dtype dt on the device. The CPU copy is fp32 (int32 for PF_I32) holding the
+// same values: the CPU reference computes in fp32 on the bf16-rounded inputs.
 static buf make(buf_kind kind, pf_dtype dt, int ndim, int64_t s0, int64_t s1, int64_t s2,
                 int64_t s3) {
     buf b = {.dt = dt, .ndim = ndim, .shape = {s0, s1, s2, s3}, .n = 1, .kind = kind};
     for (int i = 0; i < ndim; i++) b.n *= b.shape[i];
     size_t bytes = sizeof(float) * (size_t)b.n;
     b.h = pf_malloc(bytes ? bytes : 4);
-    b.d = GPU->alloc(bytes);
+    b.d = GPU->alloc((size_t)b.n * pf_dtype_size(dt));
     float *h = b.h;
     for (int64_t i = 0; i < b.n; i++) h[i] = urand();
     if (kind == OUT) {
         float *nan = pf_malloc(bytes ? bytes : 4);
         for (int64_t i = 0; i < b.n; i++) nan[i] = NAN;
-        GPU->upload(b.d, nan, bytes);
+        upload_buf(&b, nan);
         free(nan);
     } else {
-        GPU->upload(b.d, b.h, bytes);
+        sync_buf(&b);
     }
     if (kind == ACC) {
         b.init = pf_malloc(bytes ? bytes : 4);
@@ -80,6 +105,11 @@ static buf make(buf_kind kind, pf_dtype dt, int ndim, int64_t s0, int64_t s1, in
 #define F2(k, a, b) make(k, PF_F32, 2, a, b, 0, 0)
 #define F3(k, a, b, c) make(k, PF_F32, 3, a, b, c, 0)
 #define F4(k, a, b, c, d) make(k, PF_F32, 4, a, b, c, d)
+// Activation-dtype buffers (fp32 or bf16: the op is tested in both).
+#define A1(dt, k, a) make(k, dt, 1, a, 0, 0, 0)
+#define A2(dt, k, a, b) make(k, dt, 2, a, b, 0, 0)
+#define A3(dt, k, a, b, c) make(k, dt, 3, a, b, c, 0)
+#define A4(dt, k, a, b, c, d) make(k, dt, 4, a, b, c, d)
 
 // An int32 input with the given host values.
 static buf ints(int ndim, int64_t s0, int64_t s1, const int32_t *v) {
@@ -93,11 +123,12 @@ static buf ints(int ndim, int64_t s0, int64_t s1, const int32_t *v) {
 static void scale_buf(buf *b, float s) {
     float *h = b->h;
     for (int64_t i = 0; i < b->n; i++) h[i] *= s;
-    GPU->upload(b->d, b->h, sizeof(float) * (size_t)b->n);
+    sync_buf(b);
 }
 
 static pf_tensor view(const buf *b, void *data, pf_device dev) {
-    pf_tensor t = {.data = data, .dtype = b->dt, .device = dev, .ndim = b->ndim};
+    pf_dtype dt = dev == PF_DEV_CPU && b->dt == PF_BF16 ? PF_F32 : b->dt;
+    pf_tensor t = {.data = data, .dtype = dt, .device = dev, .ndim = b->ndim};
     for (int i = 0; i < b->ndim; i++) t.shape[i] = b->shape[i];
     return t;
 }
@@ -134,7 +165,13 @@ static void cmp_tol(const char *what, const buf *b, double tol) {
     GPU->synchronize();
     size_t bytes = sizeof(float) * (size_t)b->n;
     float *g = pf_malloc(bytes ? bytes : 4);
-    GPU->download(g, b->d, bytes);
+    if (b->dt == PF_BF16) {
+        uint16_t *g16 = (uint16_t *)g;  // converted in place from the back
+        GPU->download(g16, b->d, sizeof(uint16_t) * (size_t)b->n);
+        for (int64_t i = b->n - 1; i >= 0; i--) g[i] = pf_f32_from_bf16(g16[i]);
+    } else {
+        GPU->download(g, b->d, bytes);
+    }
     const float *c = b->h;
     double diff = 0, ref = 0;
     bool nan = false;
@@ -222,7 +259,7 @@ static void test_pixelfly(int64_t N, int out, int in, int bs, int nf, int rank, 
     end();
 
     // Backward reads xv as an input: give both sides the CPU forward's.
-    GPU->upload(xv.d, xv.h, sizeof(float) * (size_t)xv.n);
+    sync_buf(&xv);
     buf dy = F2(IN, N, out), dx = F2(ACC, N, in), dS = F4(ACC, bs, nf + 1, p.ob, p.ib),
         dU = F2(ACC, out, r1), dV = F2(ACC, r1, in), db = F1(ACC, out), dxv = F2(OUT, N, r1);
     begin("pixelfly_bwd %s dx=%d", shape, with_dx);
