@@ -2,6 +2,7 @@
 # when nvcc is found, or with CUDA=1; CUDA=0 forces a CPU-only build).
 #   make test        CPU test suite (Check)          make test-mpi   MPI/checkpoint fault tests
 #   make test-gpu    every CUDA op against the CPU   make test-slurm a real Slurm job
+#   make gpu-bundle  binaries + libraries for a lent GPU machine (tests/gpu/session.sh)
 #   make bench       pfbench kernels: Pixelfly vs dense layers, side by side
 #   make deps        install Debian packages
 #   make quickstart  Fashion-MNIST: Pixelfly Mixer vs dense, side by side
@@ -37,10 +38,10 @@ ifeq ($(CUDA),1)
   NVFLAGS  := -O3 -std=c++20 -DPF_CUDA -Isrc -Ikernels -Icomm \
               -gencode=arch=compute_90a,code=sm_90a -gencode=arch=compute_80,code=sm_80 \
               -Xcompiler -Wall,-Wextra,-Wno-missing-field-initializers --expt-relaxed-constexpr -Werror all-warnings
-  LDLIBS   += -L$(CUDA_HOME)/lib64 -L$(CUDA_HOME)/lib -lcublasLt -lcublas -lnccl -lcudart -lstdc++
+  LDLIBS   += -L$(CUDA_HOME)/lib64 -L$(CUDA_HOME)/lib -lcublasLt -lcublas -lcusparse -lnccl -lcudart -lstdc++
 endif
 
-.PHONY: all test test-mpi test-gpu test-slurm bench deps clean quickstart
+.PHONY: all test test-mpi test-gpu test-slurm bench deps clean quickstart gpu-bundle
 all: $(TOOLS) $(TESTS)
 
 $(BUILD)/libpixelfly.a: $(LIB_OBJ)
@@ -71,6 +72,9 @@ $(BUILD)/tests/gpu/test_cuda_ops: $(BUILD)/tests/gpu/test_cuda_ops.o $(BUILD)/li
 
 test-gpu:
 	tests/gpu/run.sh
+
+gpu-bundle:
+	tests/gpu/bundle.sh
 
 test-mpi: $(TOOLS)
 	tests/mpi/run.sh

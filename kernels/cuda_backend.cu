@@ -1,9 +1,13 @@
 // cuda_backend.cu: the CUDA backend's runtime context, memory functions and op table.
 //
-// fp32 through the interface: activations, weights, gradients and optimizer state are fp32
-// device arrays; GEMMs run in cuBLAS (fp32, default math mode: no TF32), every other op in
-// the kernels of kernels/cuda_*.cu. Each op is tested against the CPU reference by
-// tests/gpu/test_cuda_ops.c.
+// bf16 compute: activations and the compute copy of the weights (pf_arena.weights) are bf16,
+// master weights, gradients and AdamW moments fp32 (kernels/cuda_ops.h states the rule per
+// tensor). Dense GEMMs run in cuBLAS (bf16 in, fp32 accumulation), Pixelfly and attention in
+// our tensor-core kernels, every other op in the kernels of kernels/cuda_*.cu. Each op also
+// accepts fp32 activations, and tests/gpu/test_cuda_ops.c checks both dtypes against the CPU
+// reference.
+#include <string.h>
+
 #include "cuda_ops.h"
 
 static pf_cuda_context make_context(void) {
@@ -28,8 +32,40 @@ void *cuda_scratch(size_t bytes) {
         if (c->scratch) CUDA_CHECK(cudaFree(c->scratch));  // waits for its last users
         CUDA_CHECK(cudaMalloc(&c->scratch, bytes));
         c->scratch_bytes = bytes;
+        cuda_note_memory();
     }
     return c->scratch;
+}
+
+size_t cuda_note_memory(void) {
+    size_t free_b = 0, total_b = 0;
+    CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+    pf_cuda_context *c = pf_cuda_ctx();
+    if (total_b - free_b > c->mem_peak) c->mem_peak = total_b - free_b;
+    return total_b - free_b;
+}
+
+// Dense bf16 tensor-core peaks from NVIDIA's datasheets (without 2:4 sparsity), matched on
+// the device name; 0 for any other card (run.peak_tflops supplies one).
+static double known_peak_tflops(const char *name) {
+    if (strstr(name, "H100") && strstr(name, "PCIe")) return 756.0;
+    if (strstr(name, "H100") && strstr(name, "NVL")) return 835.0;
+    if (strstr(name, "H100") || strstr(name, "H200")) return 989.0;
+    if (strstr(name, "A100")) return 312.0;
+    return 0.0;
+}
+
+static void cuda_device_info(pf_device_info *info) {
+    memset(info, 0, sizeof *info);
+    int dev = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    cudaDeviceProp prop;
+    CUDA_CHECK(cudaGetDeviceProperties(&prop, dev));
+    snprintf(info->name, sizeof info->name, "%s", prop.name);
+    info->mem_total = (double)prop.totalGlobalMem;
+    info->mem_used = (double)cuda_note_memory();
+    info->mem_peak = (double)pf_cuda_ctx()->mem_peak;
+    info->peak_tflops = known_peak_tflops(prop.name);
 }
 
 static void *cuda_alloc(size_t bytes) {
@@ -41,6 +77,7 @@ static void *cuda_alloc(size_t bytes) {
         PF_FATAL("cudaMalloc of %zu bytes failed (%s); %zu of %zu bytes free on the device",
                  bytes, cudaGetErrorString(err), free_b, total_b);
     }
+    cuda_note_memory();
     return p;
 }
 
@@ -53,6 +90,11 @@ static void cuda_upload(void *dst, const void *src, size_t bytes) {
 static void cuda_download(void *dst, const void *src, size_t bytes) {
     CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
 }
+// Asynchronous on the context stream, like the ops; the caller synchronizes to time it.
+static void cuda_copy(void *dst, const void *src, size_t bytes) {
+    CUDA_CHECK(
+        cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, pf_cuda_ctx()->stream));
+}
 static void cuda_synchronize(void) { CUDA_CHECK(cudaDeviceSynchronize()); }
 static bool cuda_supports(pf_op op) { return (unsigned)op < PF_OP_COUNT; }
 
@@ -64,14 +106,16 @@ bool pf_cuda_available(void) {
 extern "C" const pf_backend pf_backend_cuda = {
     .name = "cuda",
     .device = PF_DEV_CUDA,
-    .act_dtype = PF_F32,
+    .act_dtype = PF_BF16,
     .alloc = cuda_alloc,
     .free = cuda_free,
     .zero = cuda_zero,
     .upload = cuda_upload,
     .download = cuda_download,
+    .copy = cuda_copy,
     .synchronize = cuda_synchronize,
     .supports = cuda_supports,
+    .device_info = cuda_device_info,
 
     .linear_fwd = cuda_linear_fwd,
     .linear_bwd = cuda_linear_bwd,
@@ -100,4 +144,5 @@ extern "C" const pf_backend pf_backend_cuda = {
     .adamw = cuda_adamw,
     .sumsq = cuda_sumsq,
     .scale = cuda_scale,
+    .convert = cuda_convert,
 };

@@ -1,9 +1,11 @@
-// cuda_common.h: checked CUDA and cuBLAS calls (file:line and the error string, then abort).
+// cuda_common.h: checked CUDA, cuBLAS and cuSPARSE calls (file:line and the error string,
+// then abort).
 #ifndef PF_CUDA_COMMON_H
 #define PF_CUDA_COMMON_H
 
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
+#include <cusparse.h>
 
 #include "common.h"
 
@@ -23,6 +25,14 @@
         if (st_ != CUBLAS_STATUS_SUCCESS)                                                    \
             pf_fatal_at(__FILE__, __LINE__, "%s: %s (status %d)", #call,                     \
                         cublasGetStatusString(st_), (int)st_);                               \
+    } while (0)
+
+#define CUSPARSE_CHECK(call)                                                                 \
+    do {                                                                                     \
+        cusparseStatus_t st_ = (call);                                                       \
+        if (st_ != CUSPARSE_STATUS_SUCCESS)                                                  \
+            pf_fatal_at(__FILE__, __LINE__, "%s: %s (status %d)", #call,                     \
+                        cusparseGetErrorString(st_), (int)st_);                              \
     } while (0)
 
 #endif

@@ -1,5 +1,7 @@
 // cuda_elementwise.cu: GELU, additions, bias broadcast and strided row copies; one element
-// per thread in grid-stride loops.
+// per thread in grid-stride loops. Every kernel is a template on the act dtype T (float or
+// bf16): elements are read as fp32 (cuda_ld), computed in fp32 and rounded once on store
+// (cuda_st).
 #include "cuda_ops.h"
 
 #define GELU_K 0.7978845608028654f  // sqrt(2/pi)
@@ -8,95 +10,123 @@
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n);              \
          i += (int64_t)gridDim.x * blockDim.x)
 
-// y[i] = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), x, y: [n]
-__global__ static void gelu_fwd_kernel(float *y, const float *x, int64_t n) {
+// y[i] = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), x, y: [n] of T
+template <typename T>
+__global__ static void gelu_fwd_kernel(T *y, const T *x, int64_t n) {
     GRID_STRIDE(i, n) {
-        float v = x[i];
-        y[i] = 0.5f * v * (1.0f + tanhf(GELU_K * (v + 0.044715f * v * v * v)));
+        float v = cuda_ld(x[i]);
+        y[i] = cuda_st<T>(0.5f * v * (1.0f + tanhf(GELU_K * (v + 0.044715f * v * v * v))));
     }
 }
 
-// dx[i] += gelu'(x[i]) dy[i]
-__global__ static void gelu_bwd_kernel(float *dx, const float *dy, const float *x, int64_t n) {
+// dx[i] += gelu'(x[i]) dy[i], dx, dy, x: [n] of T
+template <typename T>
+__global__ static void gelu_bwd_kernel(T *dx, const T *dy, const T *x, int64_t n) {
     GRID_STRIDE(i, n) {
-        float v = x[i];
+        float v = cuda_ld(x[i]);
         float t = tanhf(GELU_K * (v + 0.044715f * v * v * v));
         float sech2 = 1.0f - t * t;
         float grad = 0.5f * (1.0f + t) +
                      0.5f * v * sech2 * GELU_K * (1.0f + 3.0f * 0.044715f * v * v);
-        dx[i] += grad * dy[i];
+        dx[i] = cuda_st<T>(cuda_ld(dx[i]) + grad * cuda_ld(dy[i]));
     }
 }
 
-// y[i] = a[i] + b[i]; y may alias a or b (each element is read before it is written)
-__global__ static void add_kernel(float *y, const float *a, const float *b, int64_t n) {
-    GRID_STRIDE(i, n) y[i] = a[i] + b[i];
+// y[i] = a[i] + b[i] of T; y may alias a or b (each element is read before it is written)
+template <typename T>
+__global__ static void add_kernel(T *y, const T *a, const T *b, int64_t n) {
+    GRID_STRIDE(i, n) y[i] = cuda_st<T>(cuda_ld(a[i]) + cuda_ld(b[i]));
 }
 
-// y[n, c] += b[c], y: [N, C] as N*C elements
-__global__ static void add_bias_kernel(float *y, const float *b, int64_t NC, int64_t C) {
-    GRID_STRIDE(i, NC) y[i] += b[i % C];
+// y[n, c] += b[c], y: [N, C] as N*C elements of T, b: [C] of T
+template <typename T>
+__global__ static void add_bias_kernel(T *y, const T *b, int64_t NC, int64_t C) {
+    GRID_STRIDE(i, NC) y[i] = cuda_st<T>(cuda_ld(y[i]) + cuda_ld(b[i % C]));
 }
 
-// y[r*ldy + j] (+)= x[r*ldx + j] for r < R, j < L
-__global__ static void copy_rows_kernel(float *y, int64_t ldy, const float *x, int64_t ldx,
-                                        int64_t R, int64_t L, bool add) {
+// y[r*ldy + j] (+)= x[r*ldx + j] for r < R, j < L, x and y of T (a plain copy is exact)
+template <typename T>
+__global__ static void copy_rows_kernel(T *y, int64_t ldy, const T *x, int64_t ldx, int64_t R,
+                                        int64_t L, bool add) {
     GRID_STRIDE(i, R * L) {
         int64_t r = i / L, j = i % L;
-        float v = x[r * ldx + j];
-        y[r * ldy + j] = add ? y[r * ldy + j] + v : v;
+        T v = x[r * ldx + j];
+        y[r * ldy + j] = add ? cuda_st<T>(cuda_ld(y[r * ldy + j]) + cuda_ld(v)) : v;
     }
 }
 
 static cudaStream_t stream(void) { return pf_cuda_ctx()->stream; }
 
+// y = gelu(x); x, y act dtype
 void cuda_gelu_fwd(pf_tensor y, pf_tensor x) {
-    CUDA_F32(y);
-    CUDA_F32(x);
+    pf_dtype dt = x.dtype;
+    CUDA_ACT(y, dt);
+    CUDA_ACT(x, dt);
     int64_t n = pf_numel(x);
     PF_ASSERT(pf_numel(y) == n);
     if (!n) return;
-    gelu_fwd_kernel<<<cuda_blocks(n), CUDA_THREADS, 0, stream()>>>(cuda_f(y), cuda_f(x), n);
-    CUDA_CHECK_LAUNCH();
+    cuda_dispatch(dt, [&](auto tag) {
+        using T = decltype(tag);
+        gelu_fwd_kernel<T><<<cuda_blocks(n), CUDA_THREADS, 0, stream()>>>((T *)y.data,
+                                                                          (const T *)x.data, n);
+        CUDA_CHECK_LAUNCH();
+    });
 }
 
+// dx += gelu'(x) dy; dx, dy, x act dtype
 void cuda_gelu_bwd(pf_tensor dx, pf_tensor dy, pf_tensor x) {
-    CUDA_F32(dx);
-    CUDA_F32(dy);
-    CUDA_F32(x);
+    pf_dtype dt = x.dtype;
+    CUDA_ACT(dx, dt);
+    CUDA_ACT(dy, dt);
+    CUDA_ACT(x, dt);
     int64_t n = pf_numel(x);
     PF_ASSERT(pf_numel(dx) == n && pf_numel(dy) == n);
     if (!n) return;
-    gelu_bwd_kernel<<<cuda_blocks(n), CUDA_THREADS, 0, stream()>>>(cuda_f(dx), cuda_f(dy),
-                                                                   cuda_f(x), n);
-    CUDA_CHECK_LAUNCH();
+    cuda_dispatch(dt, [&](auto tag) {
+        using T = decltype(tag);
+        gelu_bwd_kernel<T><<<cuda_blocks(n), CUDA_THREADS, 0, stream()>>>(
+            (T *)dx.data, (const T *)dy.data, (const T *)x.data, n);
+        CUDA_CHECK_LAUNCH();
+    });
 }
 
+// y = a + b; y, a, b act dtype (y may alias a or b)
 void cuda_add(pf_tensor y, pf_tensor a, pf_tensor b) {
-    CUDA_F32(y);
-    CUDA_F32(a);
-    CUDA_F32(b);
+    pf_dtype dt = y.dtype;
+    CUDA_ACT(y, dt);
+    CUDA_ACT(a, dt);
+    CUDA_ACT(b, dt);
     int64_t n = pf_numel(y);
     PF_ASSERT(pf_numel(a) == n && pf_numel(b) == n);
     if (!n) return;
-    add_kernel<<<cuda_blocks(n), CUDA_THREADS, 0, stream()>>>(cuda_f(y), cuda_f(a), cuda_f(b),
-                                                              n);
-    CUDA_CHECK_LAUNCH();
+    cuda_dispatch(dt, [&](auto tag) {
+        using T = decltype(tag);
+        add_kernel<T><<<cuda_blocks(n), CUDA_THREADS, 0, stream()>>>(
+            (T *)y.data, (const T *)a.data, (const T *)b.data, n);
+        CUDA_CHECK_LAUNCH();
+    });
 }
 
-// dst += src
+// dst += src; dst, src act dtype
 void cuda_accumulate(pf_tensor dst, pf_tensor src) { cuda_add(dst, dst, src); }
 
-void cuda_add_bias(float *y, const float *b, int64_t N, int64_t C) {
+void cuda_add_bias(void *y, const void *b, pf_dtype dt, int64_t N, int64_t C) {
     if (!N || !C) return;
-    add_bias_kernel<<<cuda_blocks(N * C), CUDA_THREADS, 0, stream()>>>(y, b, N * C, C);
-    CUDA_CHECK_LAUNCH();
+    cuda_dispatch(dt, [&](auto tag) {
+        using T = decltype(tag);
+        add_bias_kernel<T><<<cuda_blocks(N * C), CUDA_THREADS, 0, stream()>>>(
+            (T *)y, (const T *)b, N * C, C);
+        CUDA_CHECK_LAUNCH();
+    });
 }
 
-void cuda_copy_rows(float *y, int64_t ldy, const float *x, int64_t ldx, int64_t R, int64_t L,
-                    bool add) {
+void cuda_copy_rows(void *y, int64_t ldy, const void *x, int64_t ldx, pf_dtype dt, int64_t R,
+                    int64_t L, bool add) {
     if (!R || !L) return;
-    copy_rows_kernel<<<cuda_blocks(R * L), CUDA_THREADS, 0, stream()>>>(y, ldy, x, ldx, R, L,
-                                                                       add);
-    CUDA_CHECK_LAUNCH();
+    cuda_dispatch(dt, [&](auto tag) {
+        using T = decltype(tag);
+        copy_rows_kernel<T><<<cuda_blocks(R * L), CUDA_THREADS, 0, stream()>>>(
+            (T *)y, ldy, (const T *)x, ldx, R, L, add);
+        CUDA_CHECK_LAUNCH();
+    });
 }

@@ -29,9 +29,14 @@ typedef struct {
     cudaStream_t stream;  // 0: the legacy default stream
     void *scratch;        // device scratch owned by the context, see cuda_scratch()
     size_t scratch_bytes;
+    size_t mem_peak;      // the most device memory seen in use (cuda_note_memory)
 } pf_cuda_context;
 
 pf_cuda_context *pf_cuda_ctx(void);
+
+// Samples the device's memory in use (total - free: this process's allocations, its CUDA
+// context and any other process on the GPU) into the context's peak; returns it.
+size_t cuda_note_memory(void);
 
 // Device scratch of at least `bytes`, valid until the next call (any op may call it; the
 // single stream orders the uses). Growing it synchronises the device.
@@ -88,38 +93,32 @@ static inline int cuda_blocks(int64_t n) {
 }
 
 // ---- GEMM (cuda_linear.cu) -----------------------------------------------------------------
-// Row-major GEMMs with cblas_sgemm(CblasRowMajor, ...) semantics:
-//   C[M,N] = alpha op(A)[M,K] op(B)[K,N] + beta C,  op = transpose when ta / tb.
-// A row-major matrix is the column-major transpose with the same leading dimension, so each
-// wrapper calls cuBLAS with the operands swapped: C^T = op(B)^T op(A)^T. beta = 0 never
-// reads C (it may hold NaN).
-void cuda_sgemm(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
-                const float *B, int ldb, float beta, float *C, int ldc);
-// Any dtypes: C[M,N] = alpha op(A) op(B) + beta C with A and B of one dtype (fp32 or bf16)
-// and C fp32 or bf16, accumulated in fp32 (cublasGemmEx, CUBLAS_COMPUTE_32F: no TF32).
+// Row-major GEMM with cblas_sgemm(CblasRowMajor, ...) semantics:
+//   C[M,N] = alpha op(A)[M,K] op(B)[K,N] + beta C,  op = transpose when ta / tb,
+// A and B of one dtype (fp32 or bf16), C fp32 or bf16, accumulated in fp32 (cublasGemmEx,
+// CUBLAS_COMPUTE_32F: no TF32). A row-major matrix is the column-major transpose with the
+// same leading dimension, so cuBLAS gets the operands swapped: C^T = op(B)^T op(A)^T.
+// beta = 0 never reads C (it may hold NaN).
 void cuda_gemm(bool ta, bool tb, int M, int N, int K, float alpha, const void *A, int lda,
                const void *B, int ldb, pf_dtype ab_dtype, float beta, void *C, int ldc,
                pf_dtype c_dtype);
-// The same over `batch` problems whose operands are consecutive at fixed strides.
-void cuda_sgemm_strided(bool ta, bool tb, int M, int N, int K, float alpha, const float *A,
-                        int lda, int64_t sa, const float *B, int ldb, int64_t sb, float beta,
-                        float *C, int ldc, int64_t sc, int batch);
-// The same over `batch` problems given by device arrays of device pointers.
-void cuda_sgemm_batched(bool ta, bool tb, int M, int N, int K, float alpha,
-                        const float *const *A, int lda, const float *const *B, int ldb,
-                        float beta, float *const *C, int ldc, int batch);
 
 // ---- shared kernels (cuda_reduce.cu, cuda_elementwise.cu) ------------------------------------
+// `dt` is the dtype (fp32 or bf16) of the act arrays passed as void*; float* arrays are fp32.
+// Sums accumulate in fp32 or wider whatever dt is.
 // out[c] += sum_n x[n*ld + c] for n < N, c < C; each column summed over n in one fixed order.
-void cuda_colsum_add(float *out, const float *x, int64_t N, int64_t C, int64_t ld);
+// out fp32 (a gradient), x act dtype dt.
+void cuda_colsum_add(float *out, const void *x, pf_dtype dt, int64_t N, int64_t C, int64_t ld);
 // out[c] += sum_n dy[n,c] * (x[n,c] - mean[n]) * rstd[n]   (layernorm dgamma), dy, x: [N, C]
-void cuda_colsum_xhat_add(float *out, const float *dy, const float *x, const float *mean,
-                          const float *rstd, int64_t N, int64_t C);
-// y[n, c] += b[c] for y: [N, C]
-void cuda_add_bias(float *y, const float *b, int64_t N, int64_t C);
-// y[r*ldy + j] (+)= x[r*ldx + j] for r < R, j < L: strided row copies (add = accumulate).
-void cuda_copy_rows(float *y, int64_t ldy, const float *x, int64_t ldx, int64_t R, int64_t L,
-                    bool add);
+// act dtype dt; out, mean, rstd fp32.
+void cuda_colsum_xhat_add(float *out, const void *dy, const void *x, pf_dtype dt,
+                          const float *mean, const float *rstd, int64_t N, int64_t C);
+// y[n, c] += b[c] for y: [N, C]; y and b act dtype dt.
+void cuda_add_bias(void *y, const void *b, pf_dtype dt, int64_t N, int64_t C);
+// y[r*ldy + j] (+)= x[r*ldx + j] for r < R, j < L: strided row copies (add = accumulate);
+// y and x act dtype dt, strides in elements.
+void cuda_copy_rows(void *y, int64_t ldy, const void *x, int64_t ldx, pf_dtype dt, int64_t R,
+                    int64_t L, bool add);
 
 // ---- block and warp reductions (device code) -------------------------------------------------
 // Fixed trees (shuffle down, then lane 0 broadcasts), so the result is the same on every run
@@ -178,9 +177,9 @@ void cuda_add(pf_tensor y, pf_tensor a, pf_tensor b);
 void cuda_accumulate(pf_tensor dst, pf_tensor src);
 
 // cuda_attention.cu
-void cuda_attention_fwd(pf_tensor out, pf_tensor att, pf_tensor qkv, int n_head, bool causal);
-void cuda_attention_bwd(pf_tensor dqkv, pf_tensor datt, pf_tensor dout, pf_tensor qkv,
-                        pf_tensor att, int n_head, bool causal);
+void cuda_attention_fwd(pf_tensor out, pf_tensor lse, pf_tensor qkv, int n_head, bool causal);
+void cuda_attention_bwd(pf_tensor dqkv, pf_tensor dout, pf_tensor qkv, pf_tensor out,
+                        pf_tensor lse, int n_head, bool causal);
 
 // cuda_loss.cu
 void cuda_xent_fwd(pf_tensor losses, pf_tensor logits, pf_tensor targets, int V,
@@ -204,6 +203,7 @@ void cuda_cls_select_bwd(pf_tensor dx, pf_tensor dy);
 
 // cuda_optim.cu
 void cuda_adamw(pf_tensor p, pf_tensor g, pf_tensor m, pf_tensor v, const pf_adamw_args *a);
+void cuda_convert(pf_tensor dst, pf_tensor src);
 
 // cuda_reduce.cu
 double cuda_sumsq(pf_tensor x);

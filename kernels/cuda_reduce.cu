@@ -8,19 +8,20 @@
 #define COLSUM_LANES 16  // rows processed side by side per column
 
 // out[c] += sum_n v(n, c) over rows n < N, v = x[n*ld + c], or, with mean/rstd given,
-// v = x[n*ld + c] * (xn[n*ld + c] - mean[n]) * rstd[n] (layernorm dgamma).
+// v = x[n*ld + c] * (xn[n*ld + c] - mean[n]) * rstd[n] (layernorm dgamma). x, xn: T (fp32 or
+// bf16, read as fp32); out, mean, rstd fp32; the sums in double.
 // Block (32, COLSUM_LANES) owns 32 columns: lane y sums rows y, y + LANES, ... in order
 // (coalesced across the 32 columns), then thread y == 0 adds the LANES partials in order.
-__global__ static void colsum_kernel(float *out, const float *x, const float *xn,
-                                     const float *mean, const float *rstd, int64_t N,
-                                     int64_t C, int64_t ld) {
+template <typename T>
+__global__ static void colsum_kernel(float *out, const T *x, const T *xn, const float *mean,
+                                     const float *rstd, int64_t N, int64_t C, int64_t ld) {
     __shared__ double part[COLSUM_LANES][32];
     int64_t c = (int64_t)blockIdx.x * 32 + threadIdx.x;
     double s = 0;
     if (c < C)
         for (int64_t n = threadIdx.y; n < N; n += COLSUM_LANES) {
-            float v = x[n * ld + c];
-            if (xn) v *= (xn[n * ld + c] - mean[n]) * rstd[n];
+            float v = cuda_ld(x[n * ld + c]);
+            if (xn) v *= (cuda_ld(xn[n * ld + c]) - mean[n]) * rstd[n];
             s += v;
         }
     part[threadIdx.y][threadIdx.x] = s;
@@ -32,23 +33,30 @@ __global__ static void colsum_kernel(float *out, const float *x, const float *xn
     }
 }
 
-static void colsum_launch(float *out, const float *x, const float *xn, const float *mean,
-                          const float *rstd, int64_t N, int64_t C, int64_t ld) {
+static void colsum_launch(float *out, const void *x, const void *xn, pf_dtype dt,
+                          const float *mean, const float *rstd, int64_t N, int64_t C,
+                          int64_t ld) {
     if (!C) return;
     dim3 block(32, COLSUM_LANES);
-    colsum_kernel<<<(unsigned)((C + 31) / 32), block, 0, pf_cuda_ctx()->stream>>>(
-        out, x, xn, mean, rstd, N, C, ld);
-    CUDA_CHECK_LAUNCH();
+    cuda_dispatch(dt, [&](auto tag) {
+        using T = decltype(tag);
+        colsum_kernel<T><<<(unsigned)((C + 31) / 32), block, 0, pf_cuda_ctx()->stream>>>(
+            out, (const T *)x, (const T *)xn, mean, rstd, N, C, ld);
+        CUDA_CHECK_LAUNCH();
+    });
 }
 
-void cuda_colsum_add(float *out, const float *x, int64_t N, int64_t C, int64_t ld) {
-    colsum_launch(out, x, NULL, NULL, NULL, N, C, ld);
+void cuda_colsum_add(float *out, const void *x, pf_dtype dt, int64_t N, int64_t C, int64_t ld) {
+    colsum_launch(out, x, NULL, dt, NULL, NULL, N, C, ld);
 }
 
-void cuda_colsum_xhat_add(float *out, const float *dy, const float *x, const float *mean,
-                          const float *rstd, int64_t N, int64_t C) {
-    colsum_launch(out, dy, x, mean, rstd, N, C, C);
+void cuda_colsum_xhat_add(float *out, const void *dy, const void *x, pf_dtype dt,
+                          const float *mean, const float *rstd, int64_t N, int64_t C) {
+    colsum_launch(out, dy, x, dt, mean, rstd, N, C, C);
 }
+
+// sumsq and scale run on gradient arenas and other fp32 state only: fp32 by the dtype rules
+// (cuda_ops.h), so they take no dtype and CUDA_F32 rejects a bf16 tensor.
 
 // part[i] = sum of x[j]^2 over chunk i (double); one block per chunk.
 __global__ static void sumsq_chunks_kernel(double *part, const float *x, int64_t n) {
@@ -69,7 +77,7 @@ __global__ static void sum_kernel(double *total, const double *part, int64_t n) 
 }
 
 double cuda_sumsq(pf_tensor x) {
-    CUDA_F32(x);
+    CUDA_F32(x);  // fp32 only (gradients), never an act tensor
     int64_t n = pf_numel(x), nchunk = (n + SUMSQ_CHUNK - 1) / SUMSQ_CHUNK;
     if (!n) return 0;
     double *part = (double *)cuda_scratch(sizeof(double) * (size_t)(nchunk + 1));
@@ -91,7 +99,7 @@ __global__ static void scale_kernel(float *x, float s, int64_t n) {
 }
 
 void cuda_scale(pf_tensor x, float s) {
-    CUDA_F32(x);
+    CUDA_F32(x);  // fp32 only (gradients), never an act tensor
     int64_t n = pf_numel(x);
     if (!n) return;
     scale_kernel<<<cuda_blocks(n), CUDA_THREADS, 0, pf_cuda_ctx()->stream>>>(cuda_f(x), s, n);

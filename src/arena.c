@@ -60,10 +60,17 @@ void pf_arena_alloc(pf_arena *a, const pf_layout *l, const pf_backend *be) {
         *bufs[i] = be->alloc(bytes);
         be->zero(*bufs[i], bytes);
     }
+    a->weights = a->params;
+    if (be->act_dtype != PF_F32) {
+        size_t wbytes = (size_t)pf_dtype_size(be->act_dtype) * (size_t)l->numel;
+        a->weights = be->alloc(wbytes);
+        be->zero(a->weights, wbytes);
+    }
 }
 
 void pf_arena_free(pf_arena *a) {
     if (!a->be) return;
+    if (a->weights != a->params) a->be->free(a->weights);
     float *bufs[4] = {a->params, a->grads, a->m, a->v};
     for (int i = 0; i < 4; i++) a->be->free(bufs[i]);
     memset(a, 0, sizeof *a);
@@ -76,4 +83,20 @@ pf_tensor pf_arena_view(const pf_arena *a, const float *base, int idx) {
                    .device = a->be->device, .ndim = p->ndim};
     memcpy(t.shape, p->shape, sizeof(int64_t) * p->ndim);
     return t;
+}
+
+pf_tensor pf_arena_weight(const pf_arena *a, int idx) {
+    if (idx < 0) return pf_none();
+    pf_dtype dt = a->be->act_dtype;
+    pf_tensor t = pf_arena_view(a, a->params, idx);
+    t.dtype = dt;
+    t.data = (char *)a->weights + (size_t)pf_dtype_size(dt) * a->layout->params[idx].offset;
+    return t;
+}
+
+void pf_arena_sync_weights(const pf_arena *a) {
+    if (a->weights == (void *)a->params) return;
+    int64_t n = a->layout->numel;
+    a->be->convert(pf_tensor_1d(a->weights, a->be->act_dtype, a->be->device, n),
+                   pf_tensor_1d(a->params, PF_F32, a->be->device, n));
 }

@@ -41,15 +41,26 @@ int pf_layout_find(const pf_layout *l, const char *name);  // index or -1
 int64_t pf_param_numel(const pf_param_info *p);
 int64_t pf_layout_param_count(const pf_layout *l);  // sum of parameter sizes, no gaps
 
-// One buffer of the layout on a backend, or the absent tensor for index -1.
 typedef struct {
     const pf_layout *layout;
     const struct pf_backend *be;
     float *params, *grads, *m, *v;  // each layout->numel floats, on the backend's device
+    // The weights that forward and backward ops read, in the backend's activation dtype:
+    // the params buffer itself when that is fp32 (the CPU), else a bf16 copy of it that
+    // pf_arena_sync_weights refreshes. Master weights, gradients and moments stay fp32.
+    void *weights;
 } pf_arena;
 
 void pf_arena_alloc(pf_arena *a, const pf_layout *l, const struct pf_backend *be);
 void pf_arena_free(pf_arena *a);
+// Parameter idx of one fp32 buffer (params, grads, m or v), or the absent tensor for idx -1.
 pf_tensor pf_arena_view(const pf_arena *a, const float *base, int idx);
+// Parameter idx of the weights ops compute with (activation dtype), or absent for idx -1.
+pf_tensor pf_arena_weight(const pf_arena *a, int idx);
+// Rounds the fp32 params into the compute copy (nothing to do when they are one buffer).
+// Costs one pass over the arena (6 bytes per parameter in bf16); the model runs it before
+// every forward pass, so no writer of params (init, AdamW, resume, broadcast) can leave the
+// copy stale.
+void pf_arena_sync_weights(const pf_arena *a);
 
 #endif

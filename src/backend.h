@@ -57,6 +57,15 @@ typedef struct {
     float grad_scale;  // gradients are multiplied by this first (clipping, averaging)
 } pf_adamw_args;
 
+// What the backend runs on, for logs, summaries and model FLOP utilisation.
+typedef struct {
+    char name[256];       // the GPU's name, or the CPU's model name
+    double mem_total;     // bytes: the GPU's memory, or the host's physical memory
+    double mem_used;      // bytes held now: backend allocations (GPU) or resident set (CPU)
+    double mem_peak;      // the most held at once so far, same measure
+    double peak_tflops;   // dense bf16 tensor-core peak of a known GPU; 0 when unknown
+} pf_device_info;
+
 typedef struct pf_backend {
     const char *name;
     pf_device device;
@@ -69,8 +78,12 @@ typedef struct pf_backend {
     void (*zero)(void *p, size_t bytes);
     void (*upload)(void *dst, const void *host_src, size_t bytes);
     void (*download)(void *host_dst, const void *src, size_t bytes);
+    // Device-to-device copy of non-overlapping buffers, in call order with the ops (the CUDA
+    // one is asynchronous: synchronize() before timing it).
+    void (*copy)(void *dst, const void *src, size_t bytes);
     void (*synchronize)(void);
     bool (*supports)(pf_op op);
+    void (*device_info)(pf_device_info *info);
 
     // y[N,out] = x[N,in] w[out,in]^T + b[out]
     void (*linear_fwd)(pf_tensor y, pf_tensor x, pf_tensor w, pf_tensor b);
@@ -99,13 +112,18 @@ typedef struct pf_backend {
     void (*add)(pf_tensor y, pf_tensor a, pf_tensor b);  // y = a + b (y may alias a or b)
     void (*accumulate)(pf_tensor dst, pf_tensor src);    // dst += src
 
-    // Multi-head attention. qkv: [B,T,3C] laid out as [q | k | v], each C = n_head * hd.
-    // att[B,NH,T,T] = softmax(q k^T / sqrt(hd)) (causal: future keys masked), saved;
-    // out[B,T,C] = att v, heads concatenated.
-    void (*attention_fwd)(pf_tensor out, pf_tensor att, pf_tensor qkv, int n_head, bool causal);
-    // datt [B,NH,T,T] is scratch (overwritten); dqkv += ...
-    void (*attention_bwd)(pf_tensor dqkv, pf_tensor datt, pf_tensor dout, pf_tensor qkv,
-                          pf_tensor att, int n_head, bool causal);
+    // Multi-head attention, flash-style: the [B,NH,T,T] probabilities are never stored.
+    // qkv: [B,T,3C] laid out as [q | k | v], each C = n_head * hd; out, dout: [B,T,C], heads
+    // concatenated (qkv, out, dout, dqkv: act tensors, one dtype per call); lse: [B,NH,T] fp32.
+    // Per (b, h), with s[t,t2] = q_t . k_t2 / sqrt(hd) over the visible keys (causal: t2 <= t):
+    //   lse[t] = log sum_t2 exp(s[t,t2])   (saved for backward)
+    //   P[t,t2] = exp(s[t,t2] - lse[t]);   out[t] = sum_t2 P[t,t2] v_t2
+    void (*attention_fwd)(pf_tensor out, pf_tensor lse, pf_tensor qkv, int n_head, bool causal);
+    // Recomputes P from q, k and lse; with D[t] = dout_t . out_t:
+    //   dP = dout v^T;  dS = P * (dP - D) / sqrt(hd)
+    //   dq += dS k;  dk += dS^T q;  dv += P^T dout   (into the matching columns of dqkv)
+    void (*attention_bwd)(pf_tensor dqkv, pf_tensor dout, pf_tensor qkv, pf_tensor out,
+                          pf_tensor lse, int n_head, bool causal);
 
     // Softmax cross-entropy. logits[N,Vp], only the first V columns are real classes (the
     // rest is vocabulary padding, excluded from the softmax). targets[N] int32.
@@ -146,6 +164,13 @@ typedef struct pf_backend {
 
     double (*sumsq)(pf_tensor x);          // sum of squares, accumulated in double
     void (*scale)(pf_tensor x, float s);   // x *= s
+
+    // dst = src elementwise with a dtype conversion between fp32 and bf16, either direction
+    // (or a copy for equal dtypes); same numel, shapes may differ; bf16 rounds to nearest even.
+    // Refreshes the bf16 compute copy of the weights after each optimizer step and converts
+    // uploaded inputs. Always supported (no pf_op); the CPU backend computes in fp32 and
+    // accepts fp32 -> fp32 only.
+    void (*convert)(pf_tensor dst, pf_tensor src);
 } pf_backend;
 
 extern const pf_backend pf_backend_cpu;

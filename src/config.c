@@ -73,6 +73,8 @@ static const key_def SCHEMA[] = {
     K("run", "checkpoint_every", T_INT, checkpoint_every, "0", 0, "steps between saves (0: end)"),
     K("run", "keep_checkpoints", T_INT, keep_checkpoints, "3", 0, "checkpoints kept"),
     K("run", "bucket_bytes", T_INT64, bucket_bytes, "26214400", 0, "all-reduce bucket size"),
+    K("run", "peak_tflops", T_FLOAT, peak_tflops, "0", 0,
+      "device peak TFLOP/s for MFU (0: the bf16 peak of a known GPU, none on CPU)"),
 };
 #define NKEYS (int)(sizeof SCHEMA / sizeof SCHEMA[0])
 

@@ -53,6 +53,7 @@ typedef struct {
     pf_backend_choice backend;
     int checkpoint_every, keep_checkpoints;
     int64_t bucket_bytes;  // all-reduce bucket size
+    float peak_tflops;     // per-device peak for model FLOP utilisation; 0: known GPUs only
 } pf_config;
 
 void pf_config_defaults(pf_config *c);

@@ -60,18 +60,22 @@ void pf_linear_init(const pf_linear *l, const pf_layout *lay, float *host, float
 
 int pf_linear_rank(const pf_linear *l) { return l->pixelfly ? l->pat.rank : 0; }
 
+// The layer's gradients (fp32) or, with base NULL, the weights ops compute with.
 static pf_pixelfly_w pixelfly_view(const pf_linear *l, const pf_arena *a, const float *base) {
-    return (pf_pixelfly_w){.S = pf_arena_view(a, base, l->S), .U = pf_arena_view(a, base, l->U),
-                           .V = pf_arena_view(a, base, l->V), .b = pf_arena_view(a, base, l->b)};
+    int idx[4] = {l->S, l->U, l->V, l->b};
+    pf_tensor t[4];
+    for (int i = 0; i < 4; i++)
+        t[i] = base ? pf_arena_view(a, base, idx[i]) : pf_arena_weight(a, idx[i]);
+    return (pf_pixelfly_w){.S = t[0], .U = t[1], .V = t[2], .b = t[3]};
 }
 
 void pf_linear_forward(const pf_linear *l, const pf_arena *a, pf_tensor y, pf_tensor xv,
                        pf_tensor x) {
     const pf_backend *be = a->be;
     if (l->pixelfly)
-        be->pixelfly_fwd(&l->pat, y, xv, x, pixelfly_view(l, a, a->params));
+        be->pixelfly_fwd(&l->pat, y, xv, x, pixelfly_view(l, a, NULL));
     else
-        be->linear_fwd(y, x, pf_arena_view(a, a->params, l->w), pf_arena_view(a, a->params, l->b));
+        be->linear_fwd(y, x, pf_arena_weight(a, l->w), pf_arena_weight(a, l->b));
 }
 
 void pf_linear_backward(const pf_linear *l, const pf_arena *a, pf_tensor dx, pf_tensor dy,
@@ -79,11 +83,11 @@ void pf_linear_backward(const pf_linear *l, const pf_arena *a, pf_tensor dx, pf_
     const pf_backend *be = a->be;
     if (l->pixelfly) {
         be->pixelfly_bwd(&l->pat, dx, pixelfly_view(l, a, a->grads), dxv, dy, x, xv,
-                         pixelfly_view(l, a, a->params));
+                         pixelfly_view(l, a, NULL));
         return;
     }
     be->linear_bwd(dx, pf_arena_view(a, a->grads, l->w), pf_arena_view(a, a->grads, l->b), dy, x,
-                   pf_arena_view(a, a->params, l->w));
+                   pf_arena_weight(a, l->w));
 }
 
 int64_t pf_linear_params(const pf_linear *l) {

@@ -2,13 +2,15 @@
 
 #include "common.h"
 
-pf_attention_shape pf_shape_attention(pf_tensor qkv, pf_tensor att, int n_head) {
-    PF_ASSERT(qkv.ndim == 3 && att.ndim == 4 && n_head > 0);
+pf_attention_shape pf_shape_attention(pf_tensor qkv, pf_tensor out, pf_tensor lse,
+                                      int n_head) {
+    PF_ASSERT(qkv.ndim == 3 && n_head > 0);
     pf_attention_shape d = {qkv.shape[0], qkv.shape[1], qkv.shape[2] / 3, n_head, 0};
     PF_ASSERT(qkv.shape[2] == 3 * d.C && d.C % n_head == 0);
     d.hd = d.C / n_head;
-    PF_ASSERT(att.shape[0] == d.B && att.shape[1] == d.NH && att.shape[2] == d.T &&
-              att.shape[3] == d.T);
+    PF_ASSERT(pf_rows(out) == d.B * d.T && pf_cols(out) == d.C);
+    PF_ASSERT(lse.ndim == 3 && lse.shape[0] == d.B && lse.shape[1] == d.NH &&
+              lse.shape[2] == d.T);
     return d;
 }
 

@@ -25,8 +25,8 @@ typedef struct {
     int64_t B, T, C, NH, hd;
 } pf_attention_shape;
 
-// qkv [B,T,3C], att [B,NH,T,T], C divisible by n_head.
-pf_attention_shape pf_shape_attention(pf_tensor qkv, pf_tensor att, int n_head);
+// qkv [B,T,3C], out [B,T,C] (or dout), lse [B,NH,T], C divisible by n_head.
+pf_attention_shape pf_shape_attention(pf_tensor qkv, pf_tensor out, pf_tensor lse, int n_head);
 // logits [N,Vp] with 0 < V <= Vp, targets [N], smoothing in [0, 1]; returns {N, Vp}.
 void pf_shape_xent(pf_tensor logits, pf_tensor targets, int V, float smoothing, int64_t *N,
                    int64_t *Vp);

@@ -30,11 +30,14 @@ typedef struct {
     bool tty;
     FILE *metrics;
     int64_t step;       // optimizer steps done
+    int64_t start_step; // the step this process started from (0, or the resumed one)
     // all-reduce buckets over the gradient arena: bucket i covers [i*elems, (i+1)*elems)
     int64_t bucket_elems, n_buckets, next_bucket;  // buckets are launched from the last down
     pf_comm_request *reqs;
     float *scalar;      // one float on the backend, for averaging the loss over ranks
     double t_start;
+    double flops_per_sample;  // training FLOPs of one sample (nonzero work only)
+    double peak_tflops;       // per-device peak for MFU; 0: unknown, no MFU reported
 } trainer;
 
 const pf_backend *pf_select_backend(int choice) {
@@ -128,16 +131,7 @@ static int train_step(trainer *t, step_result *r) {
     float clip = 1.0f;
     double norm = pf_grad_norm(be, t->arena->grads, lay->numel, c->grad_clip, &clip);
     r->lr = lr_at(c, t->step);
-    for (int i = 0; i < lay->count; i++) {
-        const pf_param_info *p = &lay->params[i];
-        pf_adamw_args a = {.lr = r->lr, .beta1 = c->beta1, .beta2 = c->beta2, .eps = c->eps,
-                           .weight_decay = p->no_decay ? 0.0f : c->weight_decay,
-                           .step = (int)(t->step + 1), .grad_scale = clip};
-        be->adamw(pf_arena_view(t->arena, t->arena->params, i),
-                  pf_arena_view(t->arena, t->arena->grads, i),
-                  pf_arena_view(t->arena, t->arena->m, i), pf_arena_view(t->arena, t->arena->v, i),
-                  &a);
-    }
+    pf_model_adamw_step(t->model, r->lr, (int)(t->step + 1), clip);
     be->synchronize();
     r->loss = average_over_ranks(t, loss);
     r->grad_norm = (float)norm;
@@ -188,26 +182,44 @@ static double samples_per_step(const trainer *t) {
     return (double)t->cfg->batch_size * t->cfg->grad_accum * t->world;
 }
 
+// Model FLOP/s of one device over `seconds` of `samples` (all ranks'), in TFLOP/s; and the
+// model FLOP utilisation against the device peak, as a JSON value (null when unknown).
+static double device_tflops(const trainer *t, double samples, double seconds) {
+    return t->flops_per_sample * samples / t->world / seconds / 1e12;
+}
+static void format_mfu(const trainer *t, double tflops, char *buf, size_t len) {
+    if (t->peak_tflops > 0) snprintf(buf, len, "%.4f", tflops / t->peak_tflops);
+    else snprintf(buf, len, "null");
+}
+
 static void log_step(trainer *t, const step_result *r) {
     const pf_config *c = t->cfg;
     double rows = samples_per_step(t) * pf_model_rows_per_sample(t->model);
     double rate = rows / r->seconds;
     double bytes = t->world > 1 ? 4.0 * t->arena->layout->numel : 0;
+    double tflops = device_tflops(t, samples_per_step(t), r->seconds);
+    char mfu[32];
+    format_mfu(t, tflops, mfu, sizeof mfu);
+    pf_device_info dev;
+    t->be->device_info(&dev);
     fprintf(t->metrics,
             "{\"step\": %lld, \"loss\": %.6f, \"lr\": %.6g, \"grad_norm\": %.6g, "
-            "\"%s\": %.1f, \"step_ms\": %.3f, \"elapsed_s\": %.3f, \"allreduce_bytes\": %.0f}\n",
+            "\"%s\": %.1f, \"step_ms\": %.3f, \"elapsed_s\": %.3f, \"allreduce_bytes\": %.0f, "
+            "\"model_tflops\": %.4g, \"mfu\": %s, \"mem_mb\": %.1f}\n",
             (long long)t->step, r->loss, r->lr, r->grad_norm,
             is_text(t) ? "tokens_per_s" : "images_per_s", rate, 1e3 * r->seconds,
-            pf_now() - t->t_start, bytes);
+            pf_now() - t->t_start, bytes, tflops, mfu, dev.mem_used / 1e6);
     fflush(t->metrics);
     if (t->opts->quiet) return;
     if (!t->tty && t->step % c->log_every != 0 && t->step != c->steps) return;
     char eta[32];
     double elapsed = pf_now() - t->t_start;
     format_duration(elapsed / t->step * (c->steps - t->step), eta, sizeof eta);
-    printf("%sstep %lld/%lld | loss %.4f | lr %.2e | norm %.2f | %.0f %s/s | ETA %s%s",
+    char util[32] = "";
+    if (t->peak_tflops > 0) snprintf(util, sizeof util, " | MFU %.1f%%", 100 * tflops / t->peak_tflops);
+    printf("%sstep %lld/%lld | loss %.4f | lr %.2e | norm %.2f | %.0f %s/s%s | ETA %s%s",
            t->tty ? "\r\033[K" : "", (long long)t->step, (long long)c->steps, r->loss, r->lr,
-           r->grad_norm, rate, is_text(t) ? "tok" : "img", eta, t->tty ? "" : "\n");
+           r->grad_norm, rate, is_text(t) ? "tok" : "img", util, eta, t->tty ? "" : "\n");
     fflush(stdout);
 }
 
@@ -387,15 +399,24 @@ static void write_summary(trainer *t, const eval_result *e, double train_seconds
         return;
     }
     int64_t params = pf_layout_param_count(t->arena->layout);
-    double flops = pf_model_train_flops(t->model, false);
+    pf_device_info dev;
+    t->be->device_info(&dev);
+    // Over the whole run, evaluation and checkpoints included: a lower bound on the step rate.
+    double tflops = device_tflops(t, (double)(t->step - t->start_step) * samples_per_step(t),
+                                  train_seconds);
+    char mfu[32];
+    format_mfu(t, tflops, mfu, sizeof mfu);
     fprintf(f,
             "{\"model\": \"%s\", \"steps\": %lld, \"world\": %d, \"backend\": \"%s\", "
+            "\"device\": \"%s\", \"mem_peak_mb\": %.1f, "
             "\"params\": %lld, \"train_flops_per_sample\": %.6g, "
             "\"dense_train_flops_per_sample\": %.6g, \"train_seconds\": %.3f, "
+            "\"model_tflops\": %.4g, \"mfu\": %s, "
             "\"final_loss\": %.6f, \"val_loss\": %.6f, ",
             is_text(t) ? "gpt2" : (t->cfg->model == PF_MODEL_VIT ? "vit" : "mixer"),
-            (long long)t->step, t->world, t->be->name, (long long)params, flops,
-            pf_model_train_flops(t->model, true), train_seconds, last_loss, e->loss);
+            (long long)t->step, t->world, t->be->name, dev.name, dev.mem_peak / 1e6,
+            (long long)params, t->flops_per_sample, pf_model_train_flops(t->model, true),
+            train_seconds, tflops, mfu, last_loss, e->loss);
     if (is_text(t)) fprintf(f, "\"val_ppl\": %.4f}\n", e->ppl);
     else fprintf(f, "\"val_top1\": %.6f, \"val_top5\": %.6f}\n", e->top1, e->top5);
     fclose(f);
@@ -424,6 +445,10 @@ static int setup(trainer *t) {
                         "GPU yet; check its results against run.backend = cpu\n");
     if (!(t->model = pf_model_create(c, t->be, c->batch_size))) return -1;
     t->arena = pf_model_arena(t->model);
+    t->flops_per_sample = pf_model_train_flops(t->model, false);
+    pf_device_info dev;
+    t->be->device_info(&dev);
+    t->peak_tflops = c->peak_tflops > 0 ? c->peak_tflops : dev.peak_tflops;
     pf_model_init_params(t->model, c->seed);
     // Identical seeds give identical parameters already; the broadcast makes it a guarantee.
     pf_comm_broadcast(t->comm, t->arena->params, sizeof(float) * t->arena->layout->numel, 0);
@@ -461,13 +486,17 @@ int pf_train(const pf_config *cfg, const pf_train_opts *opts, pf_comm *comm) {
     int exit_code = PF_EXIT_FAILURE;
     if (agree(&t, setup(&t)) < 0) goto done;
     if (opts->resume && resume(&t) < 0) goto done;
+    t.start_step = t.step;
     if (agree(&t, open_outputs(&t)) < 0) goto done;
     pf_signals_install();
     if (t.lead && !opts->quiet) {
-        printf("pftrain: %s on %s, %d rank%s, global batch %.0f, %lld parameters\n",
+        pf_device_info dev;
+        t.be->device_info(&dev);
+        printf("pftrain: %s on %s (%s, %.1f GB), %d rank%s, global batch %.0f, %lld "
+               "parameters\n",
                is_text(&t) ? "gpt2" : (cfg->model == PF_MODEL_VIT ? "vit" : "mixer"),
-               t.be->name, t.world, t.world > 1 ? "s" : "", samples_per_step(&t),
-               (long long)pf_layout_param_count(t.arena->layout));
+               t.be->name, dev.name, dev.mem_total / 1e9, t.world, t.world > 1 ? "s" : "",
+               samples_per_step(&t), (long long)pf_layout_param_count(t.arena->layout));
         fflush(stdout);
     }
     t.t_start = pf_now();

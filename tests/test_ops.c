@@ -60,7 +60,7 @@ typedef struct {
     grad_var var[MAX_VARS];
     float *out, *dout;  // the output the loss reads, and R = dL/dout
     int64_t nout;
-    float *aux[4];      // saved state and scratch (mean/rstd, att/datt, xv/dxv)
+    float *aux[4];      // saved state and scratch (mean/rstd, lse, xv/dxv)
     int32_t *ids;       // integer input (token ids, targets)
     pf_pattern pat;
     float *bufs[MAX_BUFS];
@@ -306,24 +306,24 @@ static void add_ref(const op_case *oc, op_ctx *c, double *y) {
     for (int i = 0; i < oc->d[0] * oc->d[1]; i++) y[i] = (double)X(c, 0)[i] + X(c, 1)[i];
 }
 
-// ---- attention: d = {B, T, NH, hd}, flag causal; var qkv; aux att, datt ----
+// ---- attention: d = {B, T, NH, hd}, flag causal; var qkv; aux lse ----
+// Backward reads out and lse as the forward left them (a wrong lse fails the gradients).
 
 static void attention_build(const op_case *oc, op_ctx *c) {
     int B = oc->d[0], T = oc->d[1], NH = oc->d[2], C = NH * oc->d[3];
     var(c, 0, "qkv", (int64_t)B * T * 3 * C, 1, false);
-    c->aux[0] = buf(c, (int64_t)B * NH * T * T);
-    c->aux[1] = buf(c, (int64_t)B * NH * T * T);
+    c->aux[0] = buf(c, (int64_t)B * NH * T);
     set_out(c, (int64_t)B * T * C);
 }
 static void attention_fwd(const op_case *oc, op_ctx *c) {
     int B = oc->d[0], T = oc->d[1], NH = oc->d[2], C = NH * oc->d[3];
-    be->attention_fwd(t3(c->out, B, T, C), t4(c->aux[0], B, NH, T, T), t3(X(c, 0), B, T, 3 * C),
+    be->attention_fwd(t3(c->out, B, T, C), t3(c->aux[0], B, NH, T), t3(X(c, 0), B, T, 3 * C),
                       NH, oc->flag);
 }
 static void attention_bwd(const op_case *oc, op_ctx *c) {
     int B = oc->d[0], T = oc->d[1], NH = oc->d[2], C = NH * oc->d[3];
-    be->attention_bwd(t3(G(c, 0), B, T, 3 * C), t4(c->aux[1], B, NH, T, T), t3(c->dout, B, T, C),
-                      t3(X(c, 0), B, T, 3 * C), t4(c->aux[0], B, NH, T, T), NH, oc->flag);
+    be->attention_bwd(t3(G(c, 0), B, T, 3 * C), t3(c->dout, B, T, C), t3(X(c, 0), B, T, 3 * C),
+                      t3(c->out, B, T, C), t3(c->aux[0], B, NH, T), NH, oc->flag);
 }
 static void attention_ref(const op_case *oc, op_ctx *c, double *y) {
     int B = oc->d[0], T = oc->d[1], NH = oc->d[2], hd = oc->d[3], C = NH * hd;
@@ -529,6 +529,8 @@ static const op_case cases[] = {
     {OP(attention), {2, 5, 2, 3}, 0, true, false, TOL},
     {OP(attention), {2, 5, 2, 3}, 0, false, false, TOL},
     {OP(attention), {1, 1, 1, 4}, 0, true, false, TOL},
+    {OP(attention), {1, 1, 1, 4}, 0, false, false, TOL},
+    {OP(attention), {1, 9, 3, 2}, 0, true, false, TOL},
     // xent: {N, V, Vp, ignored row}, f = label smoothing
     {OP(xent), {5, 7, 10, 3}, 0.0f, false, false, TOL},
     {OP(xent), {5, 7, 10, 2}, 0.1f, false, false, TOL},
@@ -945,6 +947,27 @@ START_TEST(test_memory) {
 }
 END_TEST
 
+// convert on the CPU backend: fp32 -> fp32 only (a copy), any shapes of the same numel,
+// every element written, and in place (dst aliasing src) a no-op.
+START_TEST(test_convert) {
+    float src[13], dst[13];
+    for (int i = 0; i < 13; i++) {
+        src[i] = (float)i * 0.37f - 2.0f;
+        dst[i] = NAN;
+    }
+    src[5] = -0.0f;
+    src[6] = 1e-40f;  // a denormal copies bit for bit
+    be->convert(t1(dst, 13), t1(src, 13));
+    ck_assert(!memcmp(dst, src, sizeof src));
+    float dst2[13];
+    be->convert(t2(dst2, 1, 13), t1(src, 13));
+    ck_assert(!memcmp(dst2, src, sizeof src));
+    be->convert(t1(dst, 13), t1(dst, 13));
+    ck_assert(!memcmp(dst, src, sizeof src));
+    be->convert(t1(dst, 0), t1(src, 0));  // empty: nothing to do
+}
+END_TEST
+
 START_TEST(test_add_aliasing) {
     float a[5] = {1, 2, 3, 4, 5}, b[5] = {10, 20, 30, 40, 50};
     be->add(t1(a, 5), t1(a, 5), t1(b, 5));
@@ -974,6 +997,7 @@ Suite *pf_test_suite(void) {
     tc = tcase_create("backend");
     tcase_add_test(tc, test_supports_and_names);
     tcase_add_test(tc, test_memory);
+    tcase_add_test(tc, test_convert);
     tcase_add_test(tc, test_add_aliasing);
     suite_add_tcase(s, tc);
     return s;

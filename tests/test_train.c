@@ -4,6 +4,7 @@
 // small Pixelfly MLP-Mixer on Fashion-MNIST reaches a test accuracy far above chance.
 // Each test makes its own shards with pfdata in a temporary folder.
 #include <check.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -144,6 +145,12 @@ START_TEST(test_gpt2_learns_and_is_deterministic) {
            first, last, summary_field("run1", "val_loss"), t1 - t0);
     ck_assert_msg(last < 0.75 * first, "loss %.3f -> %.3f: not learning", first, last);
     ck_assert(summary_field("run1", "val_loss") < 0.8 * first);
+    // Model FLOP/s = FLOPs per sample x samples / seconds (4 samples a step, one rank).
+    double flops = summary_field("run1", "train_flops_per_sample");
+    double tflops = summary_field("run1", "model_tflops");
+    double expect = flops * 4 * GPT2_STEPS / summary_field("run1", "train_seconds") / 1e12;
+    ck_assert_msg(fabs(tflops - expect) <= 1e-3 * expect, "model_tflops %g, expected %g", tflops,
+                  expect);
 }
 END_TEST
 

@@ -91,12 +91,28 @@ static int cmd_train(int argc, char **argv) {
 static int cmd_summary(int argc, char **argv) {
     pf_config cfg;
     if (load_config(&cfg, argc, argv, 2, NULL, NULL) < 0) return PF_EXIT_USAGE;
-    pf_model *m = pf_model_create(&cfg, &pf_backend_cpu, 1);
+    // On the configured backend (one sample), so memory is counted in its activation dtype.
+    const pf_backend *be = pf_select_backend(cfg.backend);
+    if (!be) {
+        fprintf(stderr, "pftrain: %s\n", pf_errmsg());
+        return PF_EXIT_USAGE;
+    }
+    pf_model *m = pf_model_create(&cfg, be, 1);
     if (!m) {
         fprintf(stderr, "pftrain: %s: %s\n", argv[2], pf_errmsg());
         return PF_EXIT_USAGE;
     }
     pf_model_summary(m, stdout);
+    pf_device_info dev;
+    be->device_info(&dev);
+    double peak = cfg.peak_tflops > 0 ? cfg.peak_tflops : dev.peak_tflops;
+    printf("device: %s, %.1f GB", dev.name, dev.mem_total / 1e9);
+    if (peak > 0)
+        printf("; at %.0f TFLOP/s peak a step of train.batch_size %d takes >= %.2f ms\n", peak,
+               cfg.batch_size,
+               1e3 * pf_model_train_flops(m, false) * cfg.batch_size / (peak * 1e12));
+    else
+        printf(" (no peak FLOP/s known: set run.peak_tflops for MFU)\n");
     pf_model_free(m);
     return PF_EXIT_OK;
 }

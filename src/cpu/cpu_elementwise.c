@@ -1,5 +1,7 @@
-// cpu_elementwise.c: GELU and additions, one element per iteration.
+// cpu_elementwise.c: GELU, additions and the dtype conversion (fp32 only here), one element
+// per iteration.
 #include <math.h>
+#include <string.h>
 
 #include "cpu_ops.h"
 
@@ -68,4 +70,14 @@ void cpu_accumulate(pf_tensor dst, pf_tensor src) {
     float *D = cpu_f(dst);
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; i++) D[i] += S[i];
+}
+
+// dst = src (same numel). The CPU backend computes in fp32, so this is a copy: a bf16 tensor
+// here is a caller bug and fails the assertion. memmove: dst may alias src.
+void cpu_convert(pf_tensor dst, pf_tensor src) {
+    CPU_F32(dst);
+    CPU_F32(src);
+    int64_t n = pf_numel(src);
+    PF_ASSERT(pf_numel(dst) == n);
+    if (n) memmove(cpu_f(dst), cpu_f(src), sizeof(float) * (size_t)n);
 }

@@ -1,7 +1,9 @@
 // cpu_memory.c: host memory for the CPU backend. "Device" memory is ordinary host memory,
 // 64-byte aligned so that every row of a parameter arena starts on a cache line.
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "cpu_ops.h"
@@ -30,3 +32,35 @@ void cpu_copy(void *dst, const void *src, size_t bytes) { memcpy(dst, src, bytes
 void cpu_synchronize(void) {}
 
 bool cpu_supports(pf_op op) { return (unsigned)op < PF_OP_COUNT; }
+
+// The first "model name" of /proc/cpuinfo, or "unknown CPU".
+static void cpu_model_name(char *out, size_t len) {
+    snprintf(out, len, "unknown CPU");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f) return;
+    char line[512];
+    while (fgets(line, sizeof line, f)) {
+        char *colon = strchr(line, ':');
+        if (strncmp(line, "model name", 10) || !colon) continue;
+        colon += 1 + strspn(colon + 1, " \t");
+        colon[strcspn(colon, "\n")] = 0;
+        snprintf(out, len, "%s", colon);
+        break;
+    }
+    fclose(f);
+}
+
+// Memory is the process's resident set (VmRSS now, ru_maxrss at peak); no peak FLOP/s is
+// claimed for a CPU (run.peak_tflops sets one for MFU).
+void cpu_device_info(pf_device_info *info) {
+    memset(info, 0, sizeof *info);
+    cpu_model_name(info->name, sizeof info->name);
+    info->mem_total = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) == 0) info->mem_peak = 1024.0 * (double)ru.ru_maxrss;
+    FILE *f = fopen("/proc/self/statm", "r");
+    long pages_total = 0, pages_resident = 0;
+    if (f && fscanf(f, "%ld %ld", &pages_total, &pages_resident) == 2)
+        info->mem_used = (double)pages_resident * (double)sysconf(_SC_PAGESIZE);
+    if (f) fclose(f);
+}

@@ -47,6 +47,7 @@ void cpu_zero(void *p, size_t bytes);
 void cpu_copy(void *dst, const void *src, size_t bytes);
 void cpu_synchronize(void);
 bool cpu_supports(pf_op op);
+void cpu_device_info(pf_device_info *info);
 
 // cpu_linear.c
 void cpu_linear_fwd(pf_tensor y, pf_tensor x, pf_tensor w, pf_tensor b);
@@ -70,11 +71,12 @@ void cpu_gelu_fwd(pf_tensor y, pf_tensor x);
 void cpu_gelu_bwd(pf_tensor dx, pf_tensor dy, pf_tensor x);
 void cpu_add(pf_tensor y, pf_tensor a, pf_tensor b);
 void cpu_accumulate(pf_tensor dst, pf_tensor src);
+void cpu_convert(pf_tensor dst, pf_tensor src);
 
 // cpu_attention.c
-void cpu_attention_fwd(pf_tensor out, pf_tensor att, pf_tensor qkv, int n_head, bool causal);
-void cpu_attention_bwd(pf_tensor dqkv, pf_tensor datt, pf_tensor dout, pf_tensor qkv,
-                       pf_tensor att, int n_head, bool causal);
+void cpu_attention_fwd(pf_tensor out, pf_tensor lse, pf_tensor qkv, int n_head, bool causal);
+void cpu_attention_bwd(pf_tensor dqkv, pf_tensor dout, pf_tensor qkv, pf_tensor out,
+                       pf_tensor lse, int n_head, bool causal);
 
 // cpu_loss.c
 void cpu_xent_fwd(pf_tensor losses, pf_tensor logits, pf_tensor targets, int V,

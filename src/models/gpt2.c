@@ -17,8 +17,9 @@ typedef struct {
     pf_ln lnf;
     pf_block_scratch scratch;
     int32_t *ids, *targets;          // device [N]
-    float *x0, *hf, *logits, *losses;
-    float *dres, *dhf, *dlogits;     // backward buffers
+    void *x0, *hf, *logits;          // activations
+    float *losses;                   // [N]
+    void *dres, *dhf, *dlogits;      // backward buffers
     float *host_losses;              // [N]
     int32_t *host_targets;           // [N], copy of the batch's targets for counting
     int64_t count;                   // non-ignored targets of the last forward
@@ -43,13 +44,13 @@ static int gpt2_declare(pf_model *m) {
     // The tied LM head: a dense linear over wte, counted in the FLOPs like any other.
     m->other_macs_per_sample += (int64_t)T * g->Vp * C;
     pf_block_scratch_alloc(m, &g->scratch, B, T, C, c->n_head, H, pf_max_rank(c));
-    g->ids = (int32_t *)pf_act(m, N);
-    g->targets = (int32_t *)pf_act(m, N);
+    g->ids = pf_act_i32(m, N);
+    g->targets = pf_act_i32(m, N);
     g->x0 = pf_act(m, N * C);
     g->hf = pf_act(m, N * C);
     g->logits = pf_act(m, N * g->Vp);
     g->dlogits = pf_act(m, N * g->Vp);
-    g->losses = pf_act(m, N);
+    g->losses = pf_act_f32(m, N);
     g->dres = pf_act(m, N * C);
     g->dhf = pf_act(m, N * C);
     g->host_losses = pf_calloc(N, sizeof(float));
@@ -75,7 +76,7 @@ static void gpt2_init(pf_model *m, float *host, pf_rng *rng) {
     pf_ln_init(m, &g->lnf, host);
 }
 
-static float *last_output(pf_model *m) {
+static void *last_output(pf_model *m) {
     gpt2 *g = m->impl;
     return m->cfg.n_layer ? g->blocks[m->cfg.n_layer - 1].y : g->x0;
 }
@@ -90,7 +91,7 @@ static float gpt2_forward(pf_model *m, const pf_batch *batch, pf_eval_stats *sta
     memcpy(g->host_targets, batch->targets, sizeof(int32_t) * N);
     pf_tensor ids = pf_tensor_2d(g->ids, PF_I32, be->device, B, T);
     be->embedding_fwd(pf_act3(m, g->x0, B, T, C), ids, pf_param(m, g->wte), pf_param(m, g->wpe));
-    float *x = g->x0;
+    void *x = g->x0;
     for (int l = 0; l < m->cfg.n_layer; l++) {
         pf_block_forward(m, &g->blocks[l], x);
         x = g->blocks[l].y;
@@ -120,13 +121,13 @@ static void gpt2_backward(pf_model *m, float scale, pf_grads_ready_fn ready, voi
         return;
     }
     pf_tensor logits = pf_act2(m, g->logits, N, g->Vp), dlogits = pf_act2(m, g->dlogits, N, g->Vp);
-    be->zero(g->dlogits, sizeof(float) * N * g->Vp);
+    be->zero(g->dlogits, pf_act_bytes(m, N * g->Vp));
     be->xent_bwd(dlogits, logits, pf_tensor_1d(g->targets, PF_I32, be->device, N), g->V, -1, 0.0f,
                  scale / (float)g->count);
-    be->zero(g->dhf, sizeof(float) * N * C);
+    be->zero(g->dhf, pf_act_bytes(m, N * C));
     be->linear_bwd(pf_act2(m, g->dhf, N, C), pf_grad(m, g->wte), pf_none(), dlogits,
                    pf_act2(m, g->hf, N, C), pf_param(m, g->wte));
-    be->zero(g->dres, sizeof(float) * N * C);
+    be->zero(g->dres, pf_act_bytes(m, N * C));
     pf_ln_backward(m, &g->lnf, pf_act2(m, g->dres, N, C), pf_act2(m, g->dhf, N, C),
                    pf_act2(m, last_output(m), N, C));
     // wte and wpe come first in the layout and are final only after the embedding backward;
@@ -143,7 +144,7 @@ static void gpt2_backward(pf_model *m, float scale, pf_grads_ready_fn ready, voi
 void pf_gpt2_logits_row(pf_model *m, int64_t row, float *host) {
     gpt2 *g = m->impl;
     PF_ASSERT(m->cfg.model == PF_MODEL_GPT2 && row >= 0 && row < (int64_t)m->B * g->T);
-    m->be->download(host, g->logits + row * g->Vp, sizeof(float) * g->V);
+    pf_act_download(m, host, pf_act_at(m, g->logits, row * g->Vp), g->V);
 }
 
 const pf_model_vtable pf_gpt2_vtable = {

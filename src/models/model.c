@@ -16,27 +16,72 @@ static const pf_model_vtable *vtable_for(pf_model_kind k) {
     return NULL;
 }
 
-float *pf_act(pf_model *m, int64_t n) {
+static void *act_alloc(pf_model *m, size_t bytes) {
     if (m->n_acts == m->cap_acts) {
         m->cap_acts = m->cap_acts ? 2 * m->cap_acts : 64;
         m->acts = pf_realloc(m->acts, sizeof(void *) * m->cap_acts);
     }
-    size_t bytes = sizeof(float) * (size_t)(n > 0 ? n : 1);
-    float *p = m->be->alloc(bytes);
+    bytes = bytes ? bytes : 4;
+    void *p = m->be->alloc(bytes);
     m->be->zero(p, bytes);
     m->acts[m->n_acts++] = p;
+    m->act_bytes += (int64_t)bytes;
     return p;
 }
 
-pf_tensor pf_act2(const pf_model *m, float *d, int64_t a, int64_t b) {
-    return pf_tensor_2d(d, PF_F32, m->be->device, a, b);
+size_t pf_act_bytes(const pf_model *m, int64_t n) {
+    return (size_t)pf_dtype_size(m->be->act_dtype) * (size_t)(n > 0 ? n : 0);
+}
+void *pf_act(pf_model *m, int64_t n) { return act_alloc(m, pf_act_bytes(m, n)); }
+float *pf_act_f32(pf_model *m, int64_t n) { return act_alloc(m, sizeof(float) * (size_t)n); }
+int32_t *pf_act_i32(pf_model *m, int64_t n) { return act_alloc(m, sizeof(int32_t) * (size_t)n); }
+void *pf_act_at(const pf_model *m, void *base, int64_t i) {
+    return (char *)base + pf_act_bytes(m, i);
 }
 
-pf_tensor pf_act3(const pf_model *m, float *d, int64_t a, int64_t b, int64_t c) {
-    return pf_tensor_3d(d, PF_F32, m->be->device, a, b, c);
+pf_tensor pf_act2(const pf_model *m, void *d, int64_t a, int64_t b) {
+    return pf_tensor_2d(d, m->be->act_dtype, m->be->device, a, b);
 }
 
-pf_tensor pf_param(const pf_model *m, int idx) { return pf_arena_view(&m->arena, m->arena.params, idx); }
+pf_tensor pf_act3(const pf_model *m, void *d, int64_t a, int64_t b, int64_t c) {
+    return pf_tensor_3d(d, m->be->act_dtype, m->be->device, a, b, c);
+}
+
+// The fp32 staging buffer, grown to n floats (bf16 activations only).
+static float *staging(pf_model *m, int64_t n) {
+    if (n > m->staging_n) {
+        if (m->staging) m->be->free(m->staging);
+        m->staging = m->be->alloc(sizeof(float) * (size_t)n);
+        m->staging_n = n;
+    }
+    return m->staging;
+}
+
+void pf_act_upload(pf_model *m, void *dst, const float *host, int64_t n) {
+    const pf_backend *be = m->be;
+    if (be->act_dtype == PF_F32) {
+        be->upload(dst, host, sizeof(float) * (size_t)n);
+        return;
+    }
+    float *f = staging(m, n);
+    be->upload(f, host, sizeof(float) * (size_t)n);
+    be->convert(pf_tensor_1d(dst, be->act_dtype, be->device, n),
+                pf_tensor_1d(f, PF_F32, be->device, n));
+}
+
+void pf_act_download(pf_model *m, float *host, const void *src, int64_t n) {
+    const pf_backend *be = m->be;
+    if (be->act_dtype == PF_F32) {
+        be->download(host, src, sizeof(float) * (size_t)n);
+        return;
+    }
+    float *f = staging(m, n);
+    be->convert(pf_tensor_1d(f, PF_F32, be->device, n),
+                pf_tensor_1d((void *)src, be->act_dtype, be->device, n));
+    be->download(host, f, sizeof(float) * (size_t)n);
+}
+
+pf_tensor pf_param(const pf_model *m, int idx) { return pf_arena_weight(&m->arena, idx); }
 pf_tensor pf_grad(const pf_model *m, int idx) { return pf_arena_view(&m->arena, m->arena.grads, idx); }
 
 int pf_model_linear(pf_model *m, pf_linear *l, const char *name, int in, int out, bool bias,
@@ -79,8 +124,8 @@ void pf_ln_declare(pf_model *m, pf_ln *ln, const char *name, int C, int64_t N) {
     ln->g = pf_model_param(m, pname, 1, (int64_t[]){C}, true);
     snprintf(pname, sizeof pname, "%s.b", name);
     ln->b = pf_model_param(m, pname, 1, (int64_t[]){C}, true);
-    ln->mean = pf_act(m, N);
-    ln->rstd = pf_act(m, N);
+    ln->mean = pf_act_f32(m, N);
+    ln->rstd = pf_act_f32(m, N);
 }
 
 void pf_ln_init(pf_model *m, const pf_ln *ln, float *host) {
@@ -125,7 +170,7 @@ void pf_mlp_init(pf_model *m, const pf_mlp *mlp, float *host, float std, float o
     pf_linear_init(&mlp->fc2, &m->layout, host, out_std, rng);
 }
 
-static pf_tensor xv_view(pf_model *m, float *d, int64_t N, const pf_linear *l) {
+static pf_tensor xv_view(pf_model *m, void *d, int64_t N, const pf_linear *l) {
     int r = pf_linear_rank(l);
     return r ? pf_act2(m, d, N, r) : pf_none();
 }
@@ -139,13 +184,13 @@ void pf_mlp_forward(pf_model *m, pf_mlp *mlp, pf_tensor y, pf_tensor x) {
 }
 
 void pf_mlp_backward(pf_model *m, pf_mlp *mlp, pf_tensor dx, pf_tensor dy, pf_tensor x,
-                     float *df, float *dg, float *dxv) {
+                     void *df, void *dg, void *dxv) {
     int64_t N = mlp->N, H = mlp->fc1.out;
     pf_tensor tdg = pf_act2(m, dg, N, H), tdf = pf_act2(m, df, N, H);
-    m->be->zero(dg, sizeof(float) * N * H);
+    m->be->zero(dg, pf_act_bytes(m, N * H));
     pf_linear_backward(&mlp->fc2, &m->arena, tdg, dy, pf_act2(m, mlp->g, N, H),
                        xv_view(m, mlp->g_xv, N, &mlp->fc2), xv_view(m, dxv, N, &mlp->fc2));
-    m->be->zero(df, sizeof(float) * N * H);
+    m->be->zero(df, pf_act_bytes(m, N * H));
     m->be->gelu_bwd(tdf, tdg, pf_act2(m, mlp->f, N, H));
     pf_linear_backward(&mlp->fc1, &m->arena, dx, tdf, x, xv_view(m, mlp->f_xv, N, &mlp->fc1),
                        xv_view(m, dxv, N, &mlp->fc1));
@@ -173,14 +218,14 @@ int pf_block_declare(pf_model *m, pf_block *blk, int layer, int B, int T, int C,
     blk->h1 = pf_act(m, N * C);
     blk->qkv_out = pf_act(m, N * 3 * C);
     blk->qkv_xv = pf_act(m, N * pf_linear_rank(&blk->qkv));
-    blk->att = pf_act(m, (int64_t)B * NH * T * T);
+    blk->lse = pf_act_f32(m, (int64_t)B * NH * T);  // attention saves no T x T matrix
     blk->a = pf_act(m, N * C);
     blk->a_xv = pf_act(m, N * pf_linear_rank(&blk->proj));
     blk->x2 = pf_act(m, N * C);
     blk->h2 = pf_act(m, N * C);
     blk->y = pf_act(m, N * C);
-    // q k^T and att v: 2 * T * T * C multiply-adds per sequence (half of it when causal is
-    // not exploited; we count the full square, as the kernels compute it).
+    // q k^T and P v: 2 * T * T * C multiply-adds per sequence forward (causal halves the work
+    // the kernels do; we count the full square). Backward also recomputes q k^T.
     m->other_macs_per_sample += 2LL * T * T * C;
     return 0;
 }
@@ -197,7 +242,7 @@ void pf_block_init(pf_model *m, const pf_block *blk, float *host, pf_rng *rng) {
     pf_mlp_init(m, &blk->mlp, host, c->init_std, out_std, rng);
 }
 
-void pf_block_forward(pf_model *m, pf_block *blk, float *x) {
+void pf_block_forward(pf_model *m, pf_block *blk, void *x) {
     const pf_backend *be = m->be;
     int64_t N = (int64_t)blk->B * blk->T, C = blk->C;
     blk->x = x;
@@ -206,7 +251,7 @@ void pf_block_forward(pf_model *m, pf_block *blk, float *x) {
     pf_linear_forward(&blk->qkv, &m->arena, pf_act2(m, blk->qkv_out, N, 3 * C),
                       xv_view(m, blk->qkv_xv, N, &blk->qkv), th1);
     be->attention_fwd(pf_act3(m, blk->a, blk->B, blk->T, C),
-                      pf_tensor_4d(blk->att, PF_F32, be->device, blk->B, blk->NH, blk->T, blk->T),
+                      pf_tensor_3d(blk->lse, PF_F32, be->device, blk->B, blk->NH, blk->T),
                       pf_act3(m, blk->qkv_out, blk->B, blk->T, 3 * C), blk->NH, blk->causal);
     pf_tensor tx2 = pf_act2(m, blk->x2, N, C), th2 = pf_act2(m, blk->h2, N, C);
     pf_linear_forward(&blk->proj, &m->arena, tx2, xv_view(m, blk->a_xv, N, &blk->proj),
@@ -218,10 +263,10 @@ void pf_block_forward(pf_model *m, pf_block *blk, float *x) {
     be->add(ty, ty, tx2);
 }
 
-void pf_block_backward(pf_model *m, pf_block *blk, float *dres, const pf_block_scratch *s) {
+void pf_block_backward(pf_model *m, pf_block *blk, void *dres, const pf_block_scratch *s) {
     const pf_backend *be = m->be;
     int64_t N = (int64_t)blk->B * blk->T, C = blk->C;
-    size_t act_bytes = sizeof(float) * N * C;
+    size_t act_bytes = pf_act_bytes(m, N * C);
     pf_tensor tdres = pf_act2(m, dres, N, C), tdh = pf_act2(m, s->dh, N, C);
     // MLP branch: y = x2 + mlp(ln2(x2))
     be->zero(s->dh, act_bytes);
@@ -234,10 +279,10 @@ void pf_block_backward(pf_model *m, pf_block *blk, float *dres, const pf_block_s
                        xv_view(m, s->dxv, N, &blk->proj));
     be->zero(s->dqkv, 3 * act_bytes);
     be->attention_bwd(pf_act3(m, s->dqkv, blk->B, blk->T, 3 * C),
-                      pf_tensor_4d(s->datt, PF_F32, be->device, blk->B, blk->NH, blk->T, blk->T),
                       pf_act3(m, s->da, blk->B, blk->T, C),
                       pf_act3(m, blk->qkv_out, blk->B, blk->T, 3 * C),
-                      pf_tensor_4d(blk->att, PF_F32, be->device, blk->B, blk->NH, blk->T, blk->T),
+                      pf_act3(m, blk->a, blk->B, blk->T, C),
+                      pf_tensor_3d(blk->lse, PF_F32, be->device, blk->B, blk->NH, blk->T),
                       blk->NH, blk->causal);
     be->zero(s->dh, act_bytes);
     pf_linear_backward(&blk->qkv, &m->arena, tdh, pf_act2(m, s->dqkv, N, 3 * C),
@@ -256,7 +301,7 @@ void pf_block_scratch_alloc(pf_model *m, pf_block_scratch *s, int B, int T, int 
     s->dh = pf_act(m, N * C);
     s->da = pf_act(m, N * C);
     s->dqkv = pf_act(m, N * 3 * C);
-    s->datt = pf_act(m, (int64_t)B * NH * T * T);
+    (void)NH;  // attention backward needs no [B, NH, T, T] scratch any more
     s->df = pf_act(m, N * hidden);
     s->dg = pf_act(m, N * hidden);
     s->dxv = pf_act(m, N * max_rank);
@@ -284,6 +329,7 @@ void pf_model_free(pf_model *m) {
     if (m->impl && m->vt->free) m->vt->free(m);
     for (int i = 0; i < m->n_acts; i++) m->be->free(m->acts[i]);
     free(m->acts);
+    if (m->staging) m->be->free(m->staging);
     pf_arena_free(&m->arena);
     pf_layout_free(&m->layout);
     free(m->impl);
@@ -301,6 +347,7 @@ void pf_model_init_params(pf_model *m, uint64_t seed) {
 }
 
 float pf_model_forward(pf_model *m, const pf_batch *batch, pf_eval_stats *stats) {
+    pf_arena_sync_weights(&m->arena);
     return m->vt->forward(m, batch, stats);
 }
 
@@ -311,6 +358,19 @@ void pf_model_backward(pf_model *m, float scale, pf_grads_ready_fn ready, void *
 pf_arena *pf_model_arena(pf_model *m) { return &m->arena; }
 const pf_layout *pf_model_layout(const pf_model *m) { return &m->layout; }
 int64_t pf_model_rows_per_sample(const pf_model *m) { return m->rows_per_sample; }
+
+void pf_model_adamw_step(pf_model *m, float lr, int step, float grad_scale) {
+    const pf_config *c = &m->cfg;
+    pf_arena *a = &m->arena;
+    for (int i = 0; i < m->layout.count; i++) {
+        pf_adamw_args args = {.lr = lr, .beta1 = c->beta1, .beta2 = c->beta2, .eps = c->eps,
+                              .weight_decay = m->layout.params[i].no_decay ? 0.0f
+                                                                           : c->weight_decay,
+                              .step = step, .grad_scale = grad_scale};
+        m->be->adamw(pf_arena_view(a, a->params, i), pf_arena_view(a, a->grads, i),
+                     pf_arena_view(a, a->m, i), pf_arena_view(a, a->v, i), &args);
+    }
+}
 
 double pf_model_train_flops(const pf_model *m, bool dense_twin) {
     double macs = (double)m->other_macs_per_sample;
@@ -348,4 +408,9 @@ void pf_model_summary(const pf_model *m, FILE *f) {
             rows > 1 ? "token" : "image", flops / rows, dense_flops / rows, dense_flops / flops);
     fprintf(f, "arena: %lld floats (%.1f MB) x 4 buffers (params, grads, AdamW m, v)\n",
             (long long)m->layout.numel, 4.0 * m->layout.numel / 1e6);
+    double per_sample = (double)m->act_bytes / m->B;
+    fprintf(f, "memory on %s: arena %.1f MB + activations %.2f MB per sample (%.1f MB at "
+               "train.batch_size %d)\n",
+            m->be->name, 16.0 * m->layout.numel / 1e6, per_sample / 1e6,
+            (16.0 * m->layout.numel + per_sample * c->batch_size) / 1e6, c->batch_size);
 }

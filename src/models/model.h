@@ -45,6 +45,11 @@ typedef void (*pf_grads_ready_fn)(void *ctx, int64_t from);
 // Adds d(scale * mean loss)/d(params) into the gradient arena; `ready` may be NULL.
 void pf_model_backward(pf_model *m, float scale, pf_grads_ready_fn ready, void *ctx);
 
+// One AdamW step over every parameter (train.beta1/beta2/eps/weight_decay of the model's
+// config; no weight decay on no_decay tensors) at learning rate lr, with the gradients
+// multiplied by grad_scale first (clipping, averaging); step is 1-based.
+void pf_model_adamw_step(pf_model *m, float lr, int step, float grad_scale);
+
 pf_arena *pf_model_arena(pf_model *m);
 const pf_layout *pf_model_layout(const pf_model *m);
 int64_t pf_model_rows_per_sample(const pf_model *m);  // tokens per sequence, or 1 per image

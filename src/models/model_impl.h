@@ -24,6 +24,9 @@ struct pf_model {
     int64_t other_macs_per_sample;              // q k^T and att v, forward
     void **acts;                               // activation buffers, freed with the model
     int n_acts, cap_acts;
+    int64_t act_bytes;                         // their total size (at micro-batch B)
+    float *staging;                            // fp32 device buffer for host transfers of
+    int64_t staging_n;                         // bf16 activations (pf_act_upload/download)
     void *impl;                                // the model kind's own state
 };
 
@@ -38,12 +41,22 @@ struct pf_model_vtable {
 
 extern const pf_model_vtable pf_gpt2_vtable, pf_vit_vtable, pf_mixer_vtable;
 
-// A zeroed activation buffer of n floats on the backend, freed with the model.
-float *pf_act(pf_model *m, int64_t n);
-pf_tensor pf_act2(const pf_model *m, float *d, int64_t a, int64_t b);  // device-tagged view
-pf_tensor pf_act3(const pf_model *m, float *d, int64_t a, int64_t b, int64_t c);
-pf_tensor pf_param(const pf_model *m, int idx);
-pf_tensor pf_grad(const pf_model *m, int idx);
+// Zeroed buffers on the backend, freed with the model: n activations in the backend's
+// activation dtype (fp32 on the CPU, bf16 on CUDA), or n fp32 values (statistics, losses),
+// or n int32 (token ids, labels).
+void *pf_act(pf_model *m, int64_t n);
+float *pf_act_f32(pf_model *m, int64_t n);
+int32_t *pf_act_i32(pf_model *m, int64_t n);
+size_t pf_act_bytes(const pf_model *m, int64_t n);  // of n activations
+void *pf_act_at(const pf_model *m, void *base, int64_t i);  // &base[i] of an activation buffer
+// Device-tagged views of an activation buffer, in the activation dtype.
+pf_tensor pf_act2(const pf_model *m, void *d, int64_t a, int64_t b);
+pf_tensor pf_act3(const pf_model *m, void *d, int64_t a, int64_t b, int64_t c);
+// n activations between the host (fp32) and an activation buffer, converted on the device.
+void pf_act_upload(pf_model *m, void *dst, const float *host, int64_t n);
+void pf_act_download(pf_model *m, float *host, const void *src, int64_t n);
+pf_tensor pf_param(const pf_model *m, int idx);  // the weights ops compute with
+pf_tensor pf_grad(const pf_model *m, int idx);   // fp32
 int pf_model_linear(pf_model *m, pf_linear *l, const char *name, int in, int out, bool bias,
                     pf_layer_spec spec, int64_t rows_per_sample);
 int pf_model_param(pf_model *m, const char *name, int ndim, const int64_t *shape, bool no_decay);
@@ -64,7 +77,7 @@ void pf_ln_backward(pf_model *m, const pf_ln *ln, pf_tensor dx, pf_tensor dy, pf
 typedef struct {
     pf_linear fc1, fc2;
     int64_t N;
-    float *f, *f_xv, *g, *g_xv;  // fc1 output, its xv, gelu output, fc2's xv
+    void *f, *f_xv, *g, *g_xv;  // fc1 output, its xv, gelu output, fc2's xv
 } pf_mlp;
 int pf_mlp_declare(pf_model *m, pf_mlp *mlp, const char *name, int64_t N, int in, int hidden,
                    int out, pf_layer_spec s1, pf_layer_spec s2);
@@ -73,7 +86,7 @@ void pf_mlp_init(pf_model *m, const pf_mlp *mlp, float *host, float std, float o
 void pf_mlp_forward(pf_model *m, pf_mlp *mlp, pf_tensor y, pf_tensor x);
 // scratch: dg, df [N, H] and dxv [N, max rank]
 void pf_mlp_backward(pf_model *m, pf_mlp *mlp, pf_tensor dx, pf_tensor dy, pf_tensor x,
-                     float *df, float *dg, float *dxv);
+                     void *df, void *dg, void *dxv);
 
 // Pre-LN transformer block over [B, T, C]: x2 = x + proj(attn(qkv(ln1 x))),
 // y = x2 + mlp(ln2 x2). Shared by GPT-2 (causal) and ViT.
@@ -83,21 +96,22 @@ typedef struct {
     pf_mlp mlp;
     int B, T, C, NH;
     bool causal;
-    float *x;  // input (the previous block's output; not owned)
-    float *h1, *qkv_out, *qkv_xv, *att, *a, *a_xv, *x2, *h2, *y;
+    void *x;  // input (the previous block's output; not owned)
+    void *h1, *qkv_out, *qkv_xv, *a, *a_xv, *x2, *h2, *y;
+    float *lse;  // [B, NH, T]
 } pf_block;
 
 // Backward scratch shared by all blocks of a model (sized for the largest).
 typedef struct {
-    float *dh, *dqkv, *datt, *da, *df, *dg, *dxv;
+    void *dh, *dqkv, *da, *df, *dg, *dxv;
 } pf_block_scratch;
 
 int pf_block_declare(pf_model *m, pf_block *blk, int layer, int B, int T, int C, int NH,
                      int hidden, bool causal);
 void pf_block_init(pf_model *m, const pf_block *blk, float *host, pf_rng *rng);
-void pf_block_forward(pf_model *m, pf_block *blk, float *x);
+void pf_block_forward(pf_model *m, pf_block *blk, void *x);
 // dres: [B*T, C] gradient of the block output on entry, of its input on return.
-void pf_block_backward(pf_model *m, pf_block *blk, float *dres, const pf_block_scratch *s);
+void pf_block_backward(pf_model *m, pf_block *blk, void *dres, const pf_block_scratch *s);
 // Arena offset of the block's first parameter (its parameters are declared contiguously).
 int64_t pf_block_first_offset(const pf_model *m, const pf_block *blk);
 void pf_block_scratch_alloc(pf_model *m, pf_block_scratch *s, int B, int T, int C, int NH,

@@ -18,7 +18,7 @@
 typedef struct {
     pf_ln ln1, ln2;
     pf_mlp token, channel;
-    float *x, *h1, *h1t, *tt, *tok, *x2, *h2, *y;  // x: input, not owned
+    void *x, *h1, *h1t, *tt, *tok, *x2, *h2, *y;  // x: input, not owned
 } mixer_block;
 
 typedef struct {
@@ -30,9 +30,11 @@ typedef struct {
     mixer_block *mblocks;        // Mixer
     pf_ln lnf;
     pf_block_scratch scratch;
-    float *dtok_t, *dtok;        // Mixer backward: [B*D, P] and [B, P, D]
-    float *patches_host, *patches, *xp, *x0, *hf, *pooled, *logits, *losses;
-    float *dres, *dhf, *dpooled, *dlogits, *dxp;
+    void *dtok_t, *dtok;         // Mixer backward: [B*D, P] and [B, P, D]
+    float *patches_host;         // [B, P, patch_dim] on the host
+    void *patches, *xp, *x0, *hf, *pooled, *logits;
+    float *losses;               // [B]
+    void *dres, *dhf, *dpooled, *dlogits, *dxp;
     int32_t *labels, *labels_b;  // device [B]; labels_b: the mixing partners' labels
     float *host_logits, *host_losses;
     int32_t *host_labels;
@@ -128,9 +130,9 @@ static int vision_declare(pf_model *m, bool vit) {
     v->hf = pf_act(m, NT * v->D);
     v->pooled = pf_act(m, (int64_t)B * v->D);
     v->logits = pf_act(m, (int64_t)B * v->K);
-    v->losses = pf_act(m, B);
-    v->labels = (int32_t *)pf_act(m, B);
-    v->labels_b = (int32_t *)pf_act(m, B);
+    v->losses = pf_act_f32(m, B);
+    v->labels = pf_act_i32(m, B);
+    v->labels_b = pf_act_i32(m, B);
     v->dres = pf_act(m, NT * v->D);
     v->dhf = pf_act(m, NT * v->D);
     v->dpooled = pf_act(m, (int64_t)B * v->D);
@@ -178,7 +180,7 @@ static void vision_init(pf_model *m, float *host, pf_rng *rng) {
     pf_linear_init(&v->head, &m->layout, host, c->init_std, rng);
 }
 
-static void mixer_block_forward(pf_model *m, vision *v, mixer_block *mb, float *x) {
+static void mixer_block_forward(pf_model *m, vision *v, mixer_block *mb, void *x) {
     const pf_backend *be = m->be;
     int B = m->B, P = v->P, D = v->D;
     int64_t N = (int64_t)B * P;
@@ -197,12 +199,12 @@ static void mixer_block_forward(pf_model *m, vision *v, mixer_block *mb, float *
     be->add(ty, ty, tx2);
 }
 
-static void mixer_block_backward(pf_model *m, vision *v, mixer_block *mb, float *dres) {
+static void mixer_block_backward(pf_model *m, vision *v, mixer_block *mb, void *dres) {
     const pf_backend *be = m->be;
     const pf_block_scratch *s = &v->scratch;
     int B = m->B, P = v->P, D = v->D;
     int64_t N = (int64_t)B * P;
-    size_t bytes = sizeof(float) * N * D;
+    size_t bytes = pf_act_bytes(m, N * D);
     pf_tensor tdres = pf_act2(m, dres, N, D), tdh = pf_act2(m, s->dh, N, D);
     be->zero(s->dh, bytes);
     pf_mlp_backward(m, &mb->channel, tdh, tdres, pf_act2(m, mb->h2, N, D), s->df, s->dg, s->dxv);
@@ -219,7 +221,7 @@ static void mixer_block_backward(pf_model *m, vision *v, mixer_block *mb, float 
     pf_ln_backward(m, &mb->ln1, tdres, tdh, pf_act2(m, mb->x, N, D));
 }
 
-static float *blocks_output(pf_model *m) {
+static void *blocks_output(pf_model *m) {
     vision *v = m->impl;
     int L = m->cfg.n_layer;
     return v->vit ? v->blocks[L - 1].y : v->mblocks[L - 1].y;
@@ -246,12 +248,12 @@ static float vision_forward(pf_model *m, const pf_batch *batch, pf_eval_stats *s
     int64_t NP = (int64_t)B * v->P, NT = (int64_t)B * v->T;
     patchify(batch->images, B, c->image_size, c->image_size, c->channels, c->patch_size,
              v->patches_host);
-    be->upload(v->patches, v->patches_host, sizeof(float) * NP * v->patch_dim);
+    pf_act_upload(m, v->patches, v->patches_host, NP * v->patch_dim);
     be->upload(v->labels, batch->labels, sizeof(int32_t) * B);
     memcpy(v->host_labels, batch->labels, sizeof(int32_t) * B);
     pf_linear_forward(&v->stem, &m->arena, pf_act2(m, v->xp, NP, D), pf_none(),
                       pf_act2(m, v->patches, NP, v->patch_dim));
-    float *x = v->x0;
+    void *x = v->x0;
     if (v->vit) {
         be->cls_token_fwd(pf_act3(m, v->x0, B, v->T, D), pf_act3(m, v->xp, B, v->P, D),
                           pf_param(m, v->cls), pf_param(m, v->pos));
@@ -284,7 +286,7 @@ static float vision_forward(pf_model *m, const pf_batch *batch, pf_eval_stats *s
     int valid = 0;
     for (int b = 0; b < B; b++) valid += v->host_labels[b] >= 0;
     if (stats) {
-        be->download(v->host_logits, v->logits, sizeof(float) * B * K);
+        pf_act_download(m, v->host_logits, v->logits, (int64_t)B * K);
         for (int b = 0; b < B; b++) {
             const float *row = v->host_logits + (size_t)b * K;
             int label = v->host_labels[b], above = 0;
@@ -306,21 +308,21 @@ static void vision_backward(pf_model *m, float scale, pf_grads_ready_fn ready, v
     int B = m->B, D = v->D, K = v->K;
     int64_t NP = (int64_t)B * v->P, NT = (int64_t)B * v->T;
     pf_tensor logits = pf_act2(m, v->logits, B, K), dlogits = pf_act2(m, v->dlogits, B, K);
-    be->zero(v->dlogits, sizeof(float) * B * K);
+    be->zero(v->dlogits, pf_act_bytes(m, (int64_t)B * K));
     be->xent_bwd(dlogits, logits, pf_tensor_1d(v->labels, PF_I32, be->device, B), K, -1,
                  v->smoothing, scale * v->lam / (float)B);
     if (v->mixed)
         be->xent_bwd(dlogits, logits, pf_tensor_1d(v->labels_b, PF_I32, be->device, B), K, -1,
                      v->smoothing, scale * (1.0f - v->lam) / (float)B);
-    be->zero(v->dpooled, sizeof(float) * B * D);
+    be->zero(v->dpooled, pf_act_bytes(m, (int64_t)B * D));
     pf_tensor dpooled = pf_act2(m, v->dpooled, B, D);
     pf_linear_backward(&v->head, &m->arena, dpooled, dlogits, pf_act2(m, v->pooled, B, D),
                        pf_none(), pf_none());
-    be->zero(v->dhf, sizeof(float) * NT * D);
+    be->zero(v->dhf, pf_act_bytes(m, NT * D));
     pf_tensor dhf3 = pf_act3(m, v->dhf, B, v->T, D);
     if (v->vit) be->cls_select_bwd(dhf3, dpooled);
     else be->meanpool_bwd(dhf3, dpooled);
-    be->zero(v->dres, sizeof(float) * NT * D);
+    be->zero(v->dres, pf_act_bytes(m, NT * D));
     pf_ln_backward(m, &v->lnf, pf_act2(m, v->dres, NT, D), pf_act2(m, v->dhf, NT, D),
                    pf_act2(m, blocks_output(m), NT, D));
     for (int l = c->n_layer - 1; l >= 0; l--) {
@@ -332,9 +334,9 @@ static void vision_backward(pf_model *m, float scale, pf_grads_ready_fn ready, v
             if (ready) ready(ctx, m->layout.params[v->mblocks[l].ln1.g].offset);
         }
     }
-    float *dxp = v->dres;
+    void *dxp = v->dres;
     if (v->vit) {
-        be->zero(v->dxp, sizeof(float) * NP * D);
+        be->zero(v->dxp, pf_act_bytes(m, NP * D));
         be->cls_token_bwd(pf_act3(m, v->dxp, B, v->P, D), pf_grad(m, v->cls), pf_grad(m, v->pos),
                           pf_act3(m, v->dres, B, v->T, D));
         dxp = v->dxp;

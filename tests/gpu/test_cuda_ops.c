@@ -8,8 +8,10 @@
 // Error = max |cuda - cpu| / max |cpu| per output (on increments for accumulated ones).
 //
 // Then whole training steps of tiny models (GPT-2, ViT, Mixer; Pixelfly and dense): the same
-// init seed and batch on both backends, loss and gradient norm within TOL, every parameter
-// tensor's gradient within MODEL_TOL of the CPU's.
+// init seed and batch on both backends; the GPU computes in bf16, so the loss agrees to 1e-2,
+// the gradient norm to 2e-2 and each parameter tensor's gradient to MODEL_TOL of its largest
+// element (the same bounds tests/test_bf16.c holds a bf16 emulation on the CPU to), then
+// 50 training steps on the GPU with falling loss.
 //
 // Standalone (no Check: the GPU machines lack libcheck). Prints one line per case and
 // "N passed, N failed"; exits 1 on any failure, 0 with a SKIP line when no device is visible.
@@ -28,7 +30,7 @@
 
 #define TOL 1e-4        // fp32 on both sides, different summation orders
 #define BF16_TOL 2e-2   // bf16 inputs and outputs (8 significant bits), fp32 accumulation
-#define MODEL_TOL 1e-3  // per gradient tensor after a whole backward pass
+#define MODEL_TOL 0.1   // per gradient tensor after a whole backward pass in bf16
 
 static const pf_backend *CPU = &pf_backend_cpu, *GPU = &pf_backend_cuda;
 
@@ -205,24 +207,40 @@ static void end(void) {
 
 // ---- linear -----------------------------------------------------------------------------
 
-static void test_linear(int64_t N, int64_t in, int64_t out, bool bias, bool with_dx) {
-    buf x = F2(IN, N, in), w = F2(IN, out, in), b = F1(IN, out), y = F2(OUT, N, out);
+// An accumulated bf16 output: its start values are scaled down (host copy, start values and
+// device copy alike) so that the bf16 rounding of start + increment stays small next to the
+// increment the comparison looks at. fp32 outputs keep full-size start values.
+static void shrink_bf16_start(buf *b) {
+    if (b->dt != PF_BF16) return;
+    scale_buf(b, 1.0f / 64);
+    memcpy(b->init, b->h, sizeof(float) * (size_t)b->n);
+}
+
+// x, w, b, y, dy, dx in dt; dw, db fp32.
+static void test_linear(pf_dtype dt, int64_t N, int64_t in, int64_t out, bool bias,
+                        bool with_dx) {
+    const char *dn = dt == PF_BF16 ? "bf16" : "f32";
+    double tol = dt == PF_BF16 ? BF16_TOL : TOL;
+    buf x = A2(dt, IN, N, in), w = A2(dt, IN, out, in), b = A1(dt, IN, out),
+        y = A2(dt, OUT, N, out);
     pf_tensor bc = bias ? tc(&b) : pf_none(), bg = bias ? tg(&b) : pf_none();
-    begin("linear_fwd N=%ld in=%ld out=%ld bias=%d", (long)N, (long)in, (long)out, bias);
+    begin("linear_fwd %s N=%ld in=%ld out=%ld bias=%d", dn, (long)N, (long)in, (long)out, bias);
     CPU->linear_fwd(tc(&y), tc(&x), tc(&w), bc);
     GPU->linear_fwd(tg(&y), tg(&x), tg(&w), bg);
-    cmp("y", &y);
+    cmp_tol("y", &y, tol);
     end();
 
-    buf dy = F2(IN, N, out), dx = F2(ACC, N, in), dw = F2(ACC, out, in), db = F1(ACC, out);
-    begin("linear_bwd N=%ld in=%ld out=%ld bias=%d dx=%d", (long)N, (long)in, (long)out, bias,
-          with_dx);
+    buf dy = A2(dt, IN, N, out), dx = A2(dt, ACC, N, in), dw = F2(ACC, out, in),
+        db = F1(ACC, out);
+    shrink_bf16_start(&dx);
+    begin("linear_bwd %s N=%ld in=%ld out=%ld bias=%d dx=%d", dn, (long)N, (long)in, (long)out,
+          bias, with_dx);
     CPU->linear_bwd(with_dx ? tc(&dx) : pf_none(), tc(&dw), bias ? tc(&db) : pf_none(),
                     tc(&dy), tc(&x), tc(&w));
     GPU->linear_bwd(with_dx ? tg(&dx) : pf_none(), tg(&dw), bias ? tg(&db) : pf_none(),
                     tg(&dy), tg(&x), tg(&w));
-    cmp("dx", &dx);
-    cmp("dw", &dw);
+    cmp_tol("dx", &dx, tol);
+    cmp("dw", &dw);  // fp32 from the same (rounded) inputs: fp32 tolerance in both dtypes
     cmp("db", &db);
     end();
     buf *all[] = {&x, &w, &b, &y, &dy, &dx, &dw, &db};
@@ -239,29 +257,48 @@ static pf_pixelfly_w pw(const pf_pattern *p, buf *S, buf *U, buf *V, buf *b, boo
                            .b = p->bias ? t(b) : pf_none()};
 }
 
-static void test_pixelfly(int64_t N, int out, int in, int bs, int nf, int rank, bool bias,
-                          bool with_dx) {
+// Whether the device copies of a and b (same dtype and size) hold the same bytes.
+static bool pixelfly_same_bits(const buf *a, const buf *b) {
+    size_t bytes = (size_t)a->n * pf_dtype_size(a->dt);
+    void *ha = pf_malloc(bytes ? bytes : 1), *hb = pf_malloc(bytes ? bytes : 1);
+    GPU->synchronize();
+    GPU->download(ha, a->d, bytes);
+    GPU->download(hb, b->d, bytes);
+    bool same = memcmp(ha, hb, bytes) == 0;
+    free(ha);
+    free(hb);
+    return same;
+}
+
+// Activations and weights in dt (x, y, xv, S, U, V, b, dy, dx, dxv), weight gradients fp32.
+// The CUDA kernels compute in bf16 on tensor cores whatever dt is (fp32 accumulation), so
+// every output is held to BF16_TOL.
+static void test_pixelfly(pf_dtype dt, int64_t N, int out, int in, int bs, int nf, int rank,
+                          bool bias, bool with_dx) {
     pf_pattern p;
     if (pf_pattern_init(&p, out, in, bs, nf, rank, bias)) PF_FATAL("%s", pf_errmsg());
     int64_t r1 = rank ? rank : 1;  // placeholder size for absent low-rank buffers
-    buf x = F2(IN, N, in), S = F4(IN, bs, nf + 1, p.ob, p.ib), U = F2(IN, out, r1),
-        V = F2(IN, r1, in), b = F1(IN, out), y = F2(OUT, N, out), xv = F2(OUT, N, r1);
-    const char *fmt = "N=%ld out=%d in=%d bs=%d nf=%d r=%d bias=%d";
+    buf x = A2(dt, IN, N, in), S = A4(dt, IN, bs, nf + 1, p.ob, p.ib), U = A2(dt, IN, out, r1),
+        V = A2(dt, IN, r1, in), b = A1(dt, IN, out), y = A2(dt, OUT, N, out),
+        xv = A2(dt, OUT, N, r1);
+    const char *fmt = "%s N=%ld out=%d in=%d bs=%d nf=%d r=%d bias=%d";
     char shape[128];
-    snprintf(shape, sizeof shape, fmt, (long)N, out, in, bs, nf, rank, bias);
+    snprintf(shape, sizeof shape, fmt, dt == PF_BF16 ? "bf16" : "fp32", (long)N, out, in, bs,
+             nf, rank, bias);
     begin("pixelfly_fwd %s", shape);
     CPU->pixelfly_fwd(&p, tc(&y), rank ? tc(&xv) : pf_none(), tc(&x),
                       pw(&p, &S, &U, &V, &b, false));
     GPU->pixelfly_fwd(&p, tg(&y), rank ? tg(&xv) : pf_none(), tg(&x),
                       pw(&p, &S, &U, &V, &b, true));
-    cmp("y", &y);
-    if (rank) cmp("xv", &xv);
+    cmp_tol("y", &y, BF16_TOL);
+    if (rank) cmp_tol("xv", &xv, BF16_TOL);
     end();
 
     // Backward reads xv as an input: give both sides the CPU forward's.
     sync_buf(&xv);
-    buf dy = F2(IN, N, out), dx = F2(ACC, N, in), dS = F4(ACC, bs, nf + 1, p.ob, p.ib),
-        dU = F2(ACC, out, r1), dV = F2(ACC, r1, in), db = F1(ACC, out), dxv = F2(OUT, N, r1);
+    buf dy = A2(dt, IN, N, out), dx = A2(dt, ACC, N, in), dS = F4(ACC, bs, nf + 1, p.ob, p.ib),
+        dU = F2(ACC, out, r1), dV = F2(ACC, r1, in), db = F1(ACC, out),
+        dxv = A2(dt, OUT, N, r1);
     begin("pixelfly_bwd %s dx=%d", shape, with_dx);
     CPU->pixelfly_bwd(&p, with_dx ? tc(&dx) : pf_none(), pw(&p, &dS, &dU, &dV, &db, false),
                       rank ? tc(&dxv) : pf_none(), tc(&dy), tc(&x), rank ? tc(&xv) : pf_none(),
@@ -269,42 +306,57 @@ static void test_pixelfly(int64_t N, int out, int in, int bs, int nf, int rank, 
     GPU->pixelfly_bwd(&p, with_dx ? tg(&dx) : pf_none(), pw(&p, &dS, &dU, &dV, &db, true),
                       rank ? tg(&dxv) : pf_none(), tg(&dy), tg(&x), rank ? tg(&xv) : pf_none(),
                       pw(&p, &S, &U, &V, &b, true));
-    cmp("dx", &dx);
-    cmp("dS", &dS);
-    cmp("dU", &dU);
-    cmp("dV", &dV);
-    cmp("db", &db);
-    if (rank) cmp("dxv", &dxv);
+    cmp_tol("dx", &dx, BF16_TOL);
+    cmp_tol("dS", &dS, BF16_TOL);
+    cmp_tol("dU", &dU, BF16_TOL);
+    cmp_tol("dV", &dV, BF16_TOL);
+    cmp_tol("db", &db, BF16_TOL);
+    if (rank) cmp_tol("dxv", &dxv, BF16_TOL);
+    // Deterministic: dS again from the same start (split over tokens and reduced in a fixed
+    // order when N is large) has the same bits.
+    buf dS2 = F4(ACC, bs, nf + 1, p.ob, p.ib);
+    GPU->upload(dS2.d, dS.init, sizeof(float) * (size_t)dS.n);
+    GPU->pixelfly_bwd(&p, pf_none(), (pf_pixelfly_w){.S = tg(&dS2)}, pf_none(), tg(&dy), tg(&x),
+                      pf_none(), pw(&p, &S, &U, &V, &b, true));
+    if (!pixelfly_same_bits(&dS, &dS2)) {
+        case_ok = false;
+        snprintf(case_worst, sizeof case_worst, "dS differs between two runs");
+    }
     end();
-    buf *all[] = {&x, &S, &U, &V, &b, &y, &xv, &dy, &dx, &dS, &dU, &dV, &db, &dxv};
+    buf *all[] = {&x, &S, &U, &V, &b, &y, &xv, &dy, &dx, &dS, &dU, &dV, &db, &dxv, &dS2};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) release(all[i]);
 }
 
 // ---- layernorm ----------------------------------------------------------------------------
 
-static void test_layernorm(int64_t N, int64_t C, bool bias, bool with_dx) {
-    buf x = F2(IN, N, C), g = F1(IN, C), b = F1(IN, C), y = F2(OUT, N, C), mean = F1(OUT, N),
-        rstd = F1(OUT, N);
+// x, g, b, y, dy, dx in dt; mean, rstd, dg, db fp32.
+static void test_layernorm(pf_dtype dt, int64_t N, int64_t C, bool bias, bool with_dx) {
+    const char *dn = dt == PF_BF16 ? "bf16" : "f32";
+    double tol = dt == PF_BF16 ? BF16_TOL : TOL;
+    buf x = A2(dt, IN, N, C), g = A1(dt, IN, C), b = A1(dt, IN, C), y = A2(dt, OUT, N, C),
+        mean = F1(OUT, N), rstd = F1(OUT, N);
     scale_buf(&x, 3.0f);
-    begin("layernorm_fwd N=%ld C=%ld bias=%d", (long)N, (long)C, bias);
+    begin("layernorm_fwd %s N=%ld C=%ld bias=%d", dn, (long)N, (long)C, bias);
     CPU->layernorm_fwd(tc(&y), tc(&mean), tc(&rstd), tc(&x), tc(&g), bias ? tc(&b) : pf_none(),
                        1e-5f);
     GPU->layernorm_fwd(tg(&y), tg(&mean), tg(&rstd), tg(&x), tg(&g), bias ? tg(&b) : pf_none(),
                        1e-5f);
-    cmp("y", &y);
-    cmp("mean", &mean);
+    cmp_tol("y", &y, tol);
+    cmp("mean", &mean);  // fp32 statistics of the same (rounded) x
     cmp("rstd", &rstd);
     end();
 
-    GPU->upload(mean.d, mean.h, sizeof(float) * (size_t)N);
-    GPU->upload(rstd.d, rstd.h, sizeof(float) * (size_t)N);
-    buf dy = F2(IN, N, C), dx = F2(ACC, N, C), dg = F1(ACC, C), db = F1(ACC, C);
-    begin("layernorm_bwd N=%ld C=%ld dx=%d", (long)N, (long)C, with_dx);
+    // Backward reads mean and rstd as saved by a forward: give both sides the CPU's.
+    sync_buf(&mean);
+    sync_buf(&rstd);
+    buf dy = A2(dt, IN, N, C), dx = A2(dt, ACC, N, C), dg = F1(ACC, C), db = F1(ACC, C);
+    shrink_bf16_start(&dx);
+    begin("layernorm_bwd %s N=%ld C=%ld dx=%d", dn, (long)N, (long)C, with_dx);
     CPU->layernorm_bwd(with_dx ? tc(&dx) : pf_none(), tc(&dg), tc(&db), tc(&dy), tc(&x), tc(&g),
                        tc(&mean), tc(&rstd));
     GPU->layernorm_bwd(with_dx ? tg(&dx) : pf_none(), tg(&dg), tg(&db), tg(&dy), tg(&x), tg(&g),
                        tg(&mean), tg(&rstd));
-    cmp("dx", &dx);
+    cmp_tol("dx", &dx, tol);
     cmp("dg", &dg);
     cmp("db", &db);
     end();
@@ -314,45 +366,53 @@ static void test_layernorm(int64_t N, int64_t C, bool bias, bool with_dx) {
 
 // ---- elementwise ---------------------------------------------------------------------------
 
-static void test_elementwise(int64_t n) {
-    buf x = F1(IN, n), y = F1(OUT, n), dy = F1(IN, n), dx = F1(ACC, n);
+// gelu, add, accumulate in dt; scale (fp32 only: it runs on gradients) once, with dt = f32.
+static void test_elementwise(pf_dtype dt, int64_t n) {
+    const char *dn = dt == PF_BF16 ? "bf16" : "f32";
+    double tol = dt == PF_BF16 ? BF16_TOL : TOL;
+    buf x = A1(dt, IN, n), y = A1(dt, OUT, n), dy = A1(dt, IN, n), dx = A1(dt, ACC, n);
     scale_buf(&x, 4.0f);
-    begin("gelu_fwd n=%ld", (long)n);
+    shrink_bf16_start(&dx);
+    begin("gelu_fwd %s n=%ld", dn, (long)n);
     CPU->gelu_fwd(tc(&y), tc(&x));
     GPU->gelu_fwd(tg(&y), tg(&x));
-    cmp("y", &y);
+    cmp_tol("y", &y, tol);
     end();
-    begin("gelu_bwd n=%ld", (long)n);
+    begin("gelu_bwd %s n=%ld", dn, (long)n);
     CPU->gelu_bwd(tc(&dx), tc(&dy), tc(&x));
     GPU->gelu_bwd(tg(&dx), tg(&dy), tg(&x));
-    cmp("dx", &dx);
+    cmp_tol("dx", &dx, tol);
     end();
 
-    buf a = F1(IN, n), b = F1(IN, n), s = F1(OUT, n), acc = F1(ACC, n);
-    begin("add n=%ld", (long)n);
+    buf a = A1(dt, IN, n), b = A1(dt, IN, n), s = A1(dt, OUT, n), acc = A1(dt, ACC, n);
+    shrink_bf16_start(&acc);
+    begin("add %s n=%ld", dn, (long)n);
     CPU->add(tc(&s), tc(&a), tc(&b));
     GPU->add(tg(&s), tg(&a), tg(&b));
-    cmp("y", &s);
+    cmp_tol("y", &s, tol);
     end();
-    begin("accumulate n=%ld", (long)n);
+    begin("accumulate %s n=%ld", dn, (long)n);
     CPU->accumulate(tc(&acc), tc(&a));
     GPU->accumulate(tg(&acc), tg(&a));
-    cmp("dst", &acc);
+    cmp_tol("dst", &acc, tol);
     end();
     // y aliasing b: b is an input, so compare it as an overwritten output.
-    begin("add aliased (y = b) n=%ld", (long)n);
+    begin("add aliased (y = b) %s n=%ld", dn, (long)n);
     CPU->add(tc(&b), tc(&a), tc(&b));
     GPU->add(tg(&b), tg(&a), tg(&b));
-    cmp("y", &b);
+    cmp_tol("y", &b, tol);
     end();
 
-    buf sc = F1(ACC, n);
-    begin("scale n=%ld", (long)n);
-    CPU->scale(tc(&sc), -0.37f);
-    GPU->scale(tg(&sc), -0.37f);
-    cmp("x", &sc);
-    end();
-    buf *all[] = {&x, &y, &dy, &dx, &a, &b, &s, &acc, &sc};
+    if (dt == PF_F32) {
+        buf sc = F1(ACC, n);
+        begin("scale n=%ld", (long)n);
+        CPU->scale(tc(&sc), -0.37f);
+        GPU->scale(tg(&sc), -0.37f);
+        cmp("x", &sc);
+        end();
+        release(&sc);
+    }
+    buf *all[] = {&x, &y, &dy, &dx, &a, &b, &s, &acc};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) release(all[i]);
 }
 
@@ -370,51 +430,65 @@ static void test_sumsq(int64_t n) {
 
 // ---- attention ----------------------------------------------------------------------------
 
-static void test_attention(int64_t B, int64_t T, int64_t C, int NH, bool causal) {
-    buf qkv = F3(IN, B, T, 3 * C), out = F3(OUT, B, T, C), att = F4(OUT, B, NH, T, T);
+// qkv, out, dout, dqkv in dt; lse fp32. The CUDA kernels multiply on bf16 tensor cores
+// (q, k, v, dout, P and dS rounded to bf16) whatever dt, so every case is held to BF16_TOL.
+// Head dims must be 16, 32, 64 or 128 (the kernels' templates).
+static void test_attention(pf_dtype dt, int64_t B, int64_t T, int64_t C, int NH, bool causal) {
+    const char *dn = dt == PF_BF16 ? "bf16" : "f32";
+    buf qkv = A3(dt, IN, B, T, 3 * C), out = A3(dt, OUT, B, T, C), lse = F3(OUT, B, NH, T);
     scale_buf(&qkv, 2.0f);
     char shape[96];
-    snprintf(shape, sizeof shape, "B=%ld T=%ld C=%ld NH=%d causal=%d", (long)B, (long)T,
-             (long)C, NH, causal);
+    snprintf(shape, sizeof shape, "%s B=%ld T=%ld C=%ld NH=%d hd=%ld causal=%d", dn, (long)B,
+             (long)T, (long)C, NH, (long)(C / NH), causal);
     begin("attention_fwd %s", shape);
-    CPU->attention_fwd(tc(&out), tc(&att), tc(&qkv), NH, causal);
-    GPU->attention_fwd(tg(&out), tg(&att), tg(&qkv), NH, causal);
-    cmp("out", &out);
-    cmp("att", &att);
+    CPU->attention_fwd(tc(&out), tc(&lse), tc(&qkv), NH, causal);
+    GPU->attention_fwd(tg(&out), tg(&lse), tg(&qkv), NH, causal);
+    cmp_tol("out", &out, BF16_TOL);
+    // lse's error is absolute (a log): hold it to BF16_TOL * max(1, max|lse|), since with
+    // T = 1 lse is a single raw score that may lie near 0.
+    double lse_max = 0;
+    for (int64_t i = 0; i < lse.n; i++) lse_max = fmax(lse_max, fabs(((float *)lse.h)[i]));
+    cmp_tol("lse", &lse, lse_max < 1 ? BF16_TOL / fmax(lse_max, 1e-30) : BF16_TOL);
     end();
 
-    // Backward reads att as saved by a forward: give both sides the CPU's.
-    GPU->upload(att.d, att.h, sizeof(float) * (size_t)att.n);
-    buf dout = F3(IN, B, T, C), dqkv = F3(ACC, B, T, 3 * C), datt = F4(OUT, B, NH, T, T);
+    // Backward reads out and lse as saved by a forward: give both sides the CPU's (out
+    // rounded to dt first, so both compute D = rowsum(dout * out) from the same values).
+    sync_buf(&out);
+    sync_buf(&lse);
+    buf dout = A3(dt, IN, B, T, C), dqkv = A3(dt, ACC, B, T, 3 * C);
+    shrink_bf16_start(&dqkv);
     begin("attention_bwd %s", shape);
-    CPU->attention_bwd(tc(&dqkv), tc(&datt), tc(&dout), tc(&qkv), tc(&att), NH, causal);
-    GPU->attention_bwd(tg(&dqkv), tg(&datt), tg(&dout), tg(&qkv), tg(&att), NH, causal);
-    cmp("dqkv", &dqkv);
-    cmp("datt", &datt);
+    CPU->attention_bwd(tc(&dqkv), tc(&dout), tc(&qkv), tc(&out), tc(&lse), NH, causal);
+    GPU->attention_bwd(tg(&dqkv), tg(&dout), tg(&qkv), tg(&out), tg(&lse), NH, causal);
+    cmp_tol("dqkv", &dqkv, BF16_TOL);
     end();
-    buf *all[] = {&qkv, &out, &att, &dout, &dqkv, &datt};
+    buf *all[] = {&qkv, &out, &lse, &dout, &dqkv};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) release(all[i]);
 }
 
 // ---- cross-entropy --------------------------------------------------------------------------
 
-static void test_xent(int64_t N, int V, int64_t Vp, float smoothing) {
-    buf logits = F2(IN, N, Vp), losses = F1(OUT, N), dl = F2(ACC, N, Vp);
+// logits, dlogits in dt; losses fp32.
+static void test_xent(pf_dtype dt, int64_t N, int V, int64_t Vp, float smoothing) {
+    const char *dn = dt == PF_BF16 ? "bf16" : "f32";
+    double tol = dt == PF_BF16 ? BF16_TOL : TOL;
+    buf logits = A2(dt, IN, N, Vp), losses = F1(OUT, N), dl = A2(dt, ACC, N, Vp);
     scale_buf(&logits, 5.0f);
+    shrink_bf16_start(&dl);
     int32_t *t = pf_malloc(sizeof(int32_t) * (size_t)N);
     for (int64_t i = 0; i < N; i++)
         t[i] = i % 7 == 3 ? -1 : (int32_t)((urand() + 1) * 0.5f * V) % V;  // some ignored
     buf tg_ = ints(1, N, 0, t);
     free(t);
-    begin("xent_fwd N=%ld V=%d Vp=%ld eps=%g", (long)N, V, (long)Vp, smoothing);
+    begin("xent_fwd %s N=%ld V=%d Vp=%ld eps=%g", dn, (long)N, V, (long)Vp, smoothing);
     CPU->xent_fwd(tc(&losses), tc(&logits), tc(&tg_), V, -1, smoothing);
     GPU->xent_fwd(tg(&losses), tg(&logits), tg(&tg_), V, -1, smoothing);
-    cmp("losses", &losses);
+    cmp("losses", &losses);  // fp32 from the same (rounded) logits
     end();
-    begin("xent_bwd N=%ld V=%d Vp=%ld eps=%g", (long)N, V, (long)Vp, smoothing);
+    begin("xent_bwd %s N=%ld V=%d Vp=%ld eps=%g", dn, (long)N, V, (long)Vp, smoothing);
     CPU->xent_bwd(tc(&dl), tc(&logits), tc(&tg_), V, -1, smoothing, 1.0f / (float)N);
     GPU->xent_bwd(tg(&dl), tg(&logits), tg(&tg_), V, -1, smoothing, 1.0f / (float)N);
-    cmp("dlogits", &dl);
+    cmp_tol("dlogits", &dl, tol);
     end();
     buf *all[] = {&logits, &losses, &dl, &tg_};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) release(all[i]);
@@ -422,28 +496,31 @@ static void test_xent(int64_t N, int V, int64_t Vp, float smoothing) {
 
 // ---- embedding ----------------------------------------------------------------------------
 
-static void test_embedding(int64_t B, int64_t T, int64_t C, int64_t vocab, bool with_wpe,
-                           bool with_dwte) {
+// wte, wpe, y, dy in dt; dwte, dwpe fp32.
+static void test_embedding(pf_dtype dt, int64_t B, int64_t T, int64_t C, int64_t vocab,
+                           bool with_wpe, bool with_dwte) {
+    const char *dn = dt == PF_BF16 ? "bf16" : "f32";
+    double tol = dt == PF_BF16 ? BF16_TOL : TOL;
     int32_t *id = pf_malloc(sizeof(int32_t) * (size_t)(B * T));
     for (int64_t i = 0; i < B * T; i++)  // every 5th token repeats id 1: repeated rows
         id[i] = i % 5 == 0 ? 1 : (int32_t)((urand() + 1) * 0.5f * vocab) % (int32_t)vocab;
     buf ids = ints(2, B, T, id);
     free(id);
-    buf wte = F2(IN, vocab, C), wpe = F2(IN, T + 5, C), y = F3(OUT, B, T, C);
-    begin("embedding_fwd B=%ld T=%ld C=%ld vocab=%ld wpe=%d", (long)B, (long)T, (long)C,
+    buf wte = A2(dt, IN, vocab, C), wpe = A2(dt, IN, T + 5, C), y = A3(dt, OUT, B, T, C);
+    begin("embedding_fwd %s B=%ld T=%ld C=%ld vocab=%ld wpe=%d", dn, (long)B, (long)T, (long)C,
           (long)vocab, with_wpe);
     CPU->embedding_fwd(tc(&y), tc(&ids), tc(&wte), with_wpe ? tc(&wpe) : pf_none());
     GPU->embedding_fwd(tg(&y), tg(&ids), tg(&wte), with_wpe ? tg(&wpe) : pf_none());
-    cmp("y", &y);
+    cmp_tol("y", &y, tol);
     end();
-    buf dy = F3(IN, B, T, C), dwte = F2(ACC, vocab, C), dwpe = F2(ACC, T + 5, C);
-    begin("embedding_bwd B=%ld T=%ld C=%ld vocab=%ld dwte=%d dwpe=%d", (long)B, (long)T,
+    buf dy = A3(dt, IN, B, T, C), dwte = F2(ACC, vocab, C), dwpe = F2(ACC, T + 5, C);
+    begin("embedding_bwd %s B=%ld T=%ld C=%ld vocab=%ld dwte=%d dwpe=%d", dn, (long)B, (long)T,
           (long)C, (long)vocab, with_dwte, with_wpe);
     CPU->embedding_bwd(with_dwte ? tc(&dwte) : pf_none(), with_wpe ? tc(&dwpe) : pf_none(),
                        tc(&dy), tc(&ids));
     GPU->embedding_bwd(with_dwte ? tg(&dwte) : pf_none(), with_wpe ? tg(&dwpe) : pf_none(),
                        tg(&dy), tg(&ids));
-    cmp("dwte", &dwte);
+    cmp("dwte", &dwte);  // fp32 sums of the same (rounded) dy
     cmp("dwpe", &dwpe);
     end();
     buf *all[] = {&ids, &wte, &wpe, &y, &dy, &dwte, &dwpe};
@@ -452,63 +529,101 @@ static void test_embedding(int64_t B, int64_t T, int64_t C, int64_t vocab, bool 
 
 // ---- vision plumbing ----------------------------------------------------------------------
 
-static void test_vision(int64_t B, int64_t P, int64_t C, bool with_pos) {
+// Every x, y, dx, dy, cls, pos in dt; dcls, dpos fp32.
+static void test_vision(pf_dtype dt, int64_t B, int64_t P, int64_t C, bool with_pos) {
+    double tol = dt == PF_BF16 ? BF16_TOL : TOL;
     char shape[64];
-    snprintf(shape, sizeof shape, "B=%ld P=%ld C=%ld", (long)B, (long)P, (long)C);
-    buf x = F3(IN, B, P, C), yt = F3(OUT, B, C, P), dyt = F3(IN, B, C, P), dxt = F3(ACC, B, P, C);
+    snprintf(shape, sizeof shape, "%s B=%ld P=%ld C=%ld", dt == PF_BF16 ? "bf16" : "f32",
+             (long)B, (long)P, (long)C);
+    buf x = A3(dt, IN, B, P, C), yt = A3(dt, OUT, B, C, P), dyt = A3(dt, IN, B, C, P),
+        dxt = A3(dt, ACC, B, P, C);
+    shrink_bf16_start(&dxt);
     begin("transpose_fwd %s", shape);
     CPU->transpose_fwd(tc(&yt), tc(&x));
     GPU->transpose_fwd(tg(&yt), tg(&x));
-    cmp("y", &yt);
+    cmp_tol("y", &yt, tol);
     end();
     begin("transpose_bwd %s", shape);
     CPU->transpose_bwd(tc(&dxt), tc(&dyt));
     GPU->transpose_bwd(tg(&dxt), tg(&dyt));
-    cmp("dx", &dxt);
+    cmp_tol("dx", &dxt, tol);
     end();
 
-    buf ym = F2(OUT, B, C), dym = F2(IN, B, C), dxm = F3(ACC, B, P, C);
+    buf ym = A2(dt, OUT, B, C), dym = A2(dt, IN, B, C), dxm = A3(dt, ACC, B, P, C);
+    shrink_bf16_start(&dxm);
     begin("meanpool_fwd %s", shape);
     CPU->meanpool_fwd(tc(&ym), tc(&x));
     GPU->meanpool_fwd(tg(&ym), tg(&x));
-    cmp("y", &ym);
+    cmp_tol("y", &ym, tol);
     end();
     begin("meanpool_bwd %s", shape);
     CPU->meanpool_bwd(tc(&dxm), tc(&dym));
     GPU->meanpool_bwd(tg(&dxm), tg(&dym));
-    cmp("dx", &dxm);
+    cmp_tol("dx", &dxm, tol);
     end();
 
-    buf cls = F1(IN, C), pos = F2(IN, P + 1, C), yc = F3(OUT, B, P + 1, C),
-        dyc = F3(IN, B, P + 1, C), dxc = F3(ACC, B, P, C), dcls = F1(ACC, C),
+    buf cls = A1(dt, IN, C), pos = A2(dt, IN, P + 1, C), yc = A3(dt, OUT, B, P + 1, C),
+        dyc = A3(dt, IN, B, P + 1, C), dxc = A3(dt, ACC, B, P, C), dcls = F1(ACC, C),
         dpos = F2(ACC, P + 1, C);
+    shrink_bf16_start(&dxc);
     begin("cls_token_fwd %s pos=%d", shape, with_pos);
     CPU->cls_token_fwd(tc(&yc), tc(&x), tc(&cls), with_pos ? tc(&pos) : pf_none());
     GPU->cls_token_fwd(tg(&yc), tg(&x), tg(&cls), with_pos ? tg(&pos) : pf_none());
-    cmp("y", &yc);
+    cmp_tol("y", &yc, tol);
     end();
     begin("cls_token_bwd %s dpos=%d", shape, with_pos);
     CPU->cls_token_bwd(tc(&dxc), tc(&dcls), with_pos ? tc(&dpos) : pf_none(), tc(&dyc));
     GPU->cls_token_bwd(tg(&dxc), tg(&dcls), with_pos ? tg(&dpos) : pf_none(), tg(&dyc));
-    cmp("dx", &dxc);
-    cmp("dcls", &dcls);
+    cmp_tol("dx", &dxc, tol);
+    cmp("dcls", &dcls);  // fp32 sums of the same (rounded) dy
     cmp("dpos", &dpos);
     end();
 
-    buf ys = F2(OUT, B, C), dxs = F3(ACC, B, P + 1, C);
+    buf ys = A2(dt, OUT, B, C), dxs = A3(dt, ACC, B, P + 1, C);
+    shrink_bf16_start(&dxs);
     begin("cls_select_fwd %s", shape);
     CPU->cls_select_fwd(tc(&ys), tc(&dyc));
     GPU->cls_select_fwd(tg(&ys), tg(&dyc));
-    cmp("y", &ys);
+    cmp_tol("y", &ys, tol);
     end();
     begin("cls_select_bwd %s", shape);
     CPU->cls_select_bwd(tc(&dxs), tc(&dym));
     GPU->cls_select_bwd(tg(&dxs), tg(&dym));
-    cmp("dx", &dxs);
+    cmp_tol("dx", &dxs, tol);
     end();
     buf *all[] = {&x, &yt, &dyt, &dxt, &ym, &dym, &dxm, &cls, &pos, &yc, &dyc, &dxc, &dcls,
                   &dpos, &ys, &dxs};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) release(all[i]);
+}
+
+// ---- convert ------------------------------------------------------------------------------
+
+// dst (dtype dd) = src (dtype sd), exactly: the expected values are the source's, rounded on
+// the host (pf_bf16_from_f32, round to nearest even) when dst is bf16. The first source
+// values are rounding ties and a denormal.
+static void test_convert(pf_dtype dd, pf_dtype sd, int64_t n) {
+    buf src = make(IN, sd, 1, n, 0, 0, 0), dst = make(OUT, dd, 1, n, 0, 0, 0);
+    if (sd == PF_F32) {
+        const float special[] = {1.00390625f,  // 1 + 2^-8: tie, rounds down to even 1.0
+                                 1.01171875f,  // 1 + 3*2^-8: tie, rounds up to 1 + 2^-6
+                                 -2.0078125f,  // -(2 + 2^-7): tie, rounds to even -2.0
+                                 1e-39f, -0.0f, 3.0e38f};
+        float *h = src.h;
+        for (int64_t i = 0; i < n && i < (int64_t)(sizeof special / sizeof *special); i++)
+            h[i] = special[i];
+        sync_buf(&src);
+    }
+    begin("convert %s <- %s n=%ld", dd == PF_BF16 ? "bf16" : "f32",
+          sd == PF_BF16 ? "bf16" : "f32", (long)n);
+    CPU->convert(tc(&dst), tc(&src));  // the host copies are fp32: a plain copy
+    float *h = dst.h;
+    if (dd == PF_BF16)
+        for (int64_t i = 0; i < n; i++) h[i] = pf_f32_from_bf16(pf_bf16_from_f32(h[i]));
+    GPU->convert(tg(&dst), tg(&src));
+    cmp_tol("dst", &dst, 0.0);
+    end();
+    release(&src);
+    release(&dst);
 }
 
 // ---- optimizer ----------------------------------------------------------------------------
@@ -597,20 +712,23 @@ static void test_model(const char *name, const char *const *sets) {
     double nc = norm2(gc, &lc), ng = norm2(gg, &lc);
     double e_loss = fabs((double)loss_c - loss_g) / fabs(loss_c);
     double e_norm = fabs(nc - ng) / (nc > 1e-30 ? nc : 1e-30);
-    case_ok = e_loss <= TOL && e_norm <= TOL;
+    case_ok = e_loss <= 1e-2 && e_norm <= 2e-2;
     case_err = e_loss > e_norm ? e_loss : e_norm;
     snprintf(case_worst, sizeof case_worst, "loss %.6f/%.6f |g| %.4g/%.4g", loss_c, loss_g, nc,
              ng);
+    // Relative to at least 1% of the model's largest gradient element: a tensor whose exact
+    // gradient is zero (a bias ahead of a layernorm that cancels it) holds only rounding noise.
+    double gmax = 0;
+    for (int64_t j = 0; j < lc.numel; j++) gmax = fmax(gmax, fabs(gc[j]));
     for (int i = 0; i < lc.count; i++) {
         const pf_param_info *p = &lc.params[i];
-        double diff = 0, ref = 0;
+        double diff = 0, ref = fmax(1e-2 * gmax, 1e-30);
         for (int64_t j = 0; j < pf_param_numel(p); j++) {
             double a = gc[p->offset + j], b = gg[p->offset + j];
             diff = isnan(b) ? INFINITY : fmax(diff, fabs(a - b));
             ref = fmax(ref, fabs(a));
         }
-        double e = diff / (ref > 1e-30 ? ref : 1e-30);
-        if (diff == 0) e = 0;
+        double e = diff / ref;
         if (!(e <= MODEL_TOL)) {
             printf("     %s: gradient max rel err %.2e\n", p->name, e);
             case_ok = false;
@@ -621,6 +739,53 @@ static void test_model(const char *name, const char *const *sets) {
     free(gg);
     free(lc.params);
     free(lg.params);
+}
+
+// TRAIN_STEPS AdamW steps of a model on one fixed batch of random tokens (which it can
+// memorise); returns the first and the last loss.
+enum { TRAIN_STEPS = 50 };
+static void train_fixed_batch(const pf_backend *be, const char *const *sets, float *first,
+                              float *last) {
+    pf_config c;
+    pf_config_defaults(&c);
+    if (pf_config_set(&c, "data.train=unused.h5")) PF_FATAL("%s", pf_errmsg());
+    for (const char *const *s = sets; *s; s++)
+        if (pf_config_set(&c, *s)) PF_FATAL("%s: %s", *s, pf_errmsg());
+    if (pf_config_validate(&c)) PF_FATAL("%s", pf_errmsg());
+    pf_model *m = pf_model_create(&c, be, MB);
+    if (!m) PF_FATAL("%s", pf_errmsg());
+    pf_model_init_params(m, 99);
+    int64_t n = (int64_t)MB * c.seq_len;
+    int32_t *tok = pf_malloc(sizeof(int32_t) * 2 * n);
+    for (int64_t i = 0; i < 2 * n; i++) tok[i] = (int32_t)((urand() + 1) * 0.5f * c.vocab_size) % c.vocab_size;
+    pf_batch batch = {.tokens = tok, .targets = tok + n};
+    pf_arena *a = pf_model_arena(m);
+    for (int step = 1; step <= TRAIN_STEPS; step++) {
+        be->zero(a->grads, sizeof(float) * (size_t)a->layout->numel);
+        float loss = pf_model_forward(m, &batch, NULL);
+        pf_model_backward(m, 1.0f, NULL, NULL);
+        float clip = 1.0f;
+        pf_grad_norm(be, a->grads, a->layout->numel, 1.0f, &clip);
+        pf_model_adamw_step(m, 3e-3f, step, clip);
+        if (step == 1) *first = loss;
+        *last = loss;
+    }
+    free(tok);
+    pf_model_free(m);
+}
+
+// Training on the GPU: the loss falls as it does on the CPU (not bit-exact: another
+// summation order, and bf16 where the GPU computes in it).
+static void test_training(const char *name, const char *const *sets) {
+    float c0, c1, g0, g1;
+    train_fixed_batch(CPU, sets, &c0, &c1);
+    train_fixed_batch(GPU, sets, &g0, &g1);
+    begin("%d training steps %s", TRAIN_STEPS, name);
+    case_ok = isfinite(g1) && g1 < 0.5f * g0 && fabsf(g0 - c0) <= 1e-2f * c0;
+    case_err = fabs((double)g1 - c1) / c1;
+    snprintf(case_worst, sizeof case_worst, "loss cpu %.3f->%.3f gpu %.3f->%.3f", c0, c1, g0,
+             g1);
+    end();
 }
 
 #define GPT2_TINY                                                                         \
@@ -649,46 +814,80 @@ int main(void) {
             n_fail++;
         }
 
-    test_linear(67, 96, 80, true, true);
-    test_linear(67, 96, 80, false, false);
-    test_linear(1, 5, 3, true, true);
-    test_linear(130, 64, 256, true, true);
+    for (int d = 0; d < 2; d++) {  // every shape in fp32, then in bf16
+        pf_dtype dt = d ? PF_BF16 : PF_F32;
+        test_linear(dt, 67, 96, 80, true, true);
+        test_linear(dt, 67, 96, 80, false, false);
+        test_linear(dt, 1, 5, 3, true, true);
+        test_linear(dt, 130, 64, 256, true, true);
+    }
 
-    // (N, out, in, bs, nf, rank, bias, dx)
-    test_pixelfly(67, 64, 64, 4, 1, 0, true, true);
-    test_pixelfly(67, 80, 96, 4, 2, 5, true, true);
-    test_pixelfly(67, 96, 80, 8, 3, 5, false, true);
-    test_pixelfly(5, 128, 64, 8, 2, 0, true, true);
-    test_pixelfly(67, 64, 128, 8, 1, 5, true, false);
-    test_pixelfly(33, 256, 256, 4, 2, 7, true, true);
+    for (int d = 0; d < 2; d++) {  // (N, out, in, bs, nf, rank, bias, dx): fp32, then bf16
+        pf_dtype dt = d ? PF_BF16 : PF_F32;
+        test_pixelfly(dt, 67, 64, 64, 4, 1, 0, true, true);
+        test_pixelfly(dt, 67, 80, 96, 4, 2, 5, true, true);
+        test_pixelfly(dt, 67, 96, 80, 8, 3, 5, false, true);
+        test_pixelfly(dt, 5, 128, 64, 8, 2, 0, true, true);
+        test_pixelfly(dt, 67, 64, 128, 8, 1, 5, true, false);
+        test_pixelfly(dt, 33, 256, 256, 4, 2, 7, true, true);
+        test_pixelfly(dt, 1, 80, 96, 4, 2, 5, true, true);          // one token
+        test_pixelfly(dt, 0, 80, 96, 4, 2, 5, true, true);          // no tokens
+        test_pixelfly(dt, 300, 384, 96, 8, 2, 16, true, true);      // ob 48 != ib 12
+        test_pixelfly(dt, 130, 512, 1024, 4, 1, 3, true, true);     // ob 128, ib 256: wide tiles
+        test_pixelfly(dt, 1000, 128, 64, 4, 2, 8, true, true);      // dS split over tokens
+        test_pixelfly(dt, 256, 3072, 768, 16, 2, 32, true, true);   // GPT-2 fc1 768 -> 3072
+        test_pixelfly(dt, 256, 768, 3072, 16, 2, 32, true, true);   // GPT-2 fc2 3072 -> 768
+    }
 
-    test_layernorm(67, 96, true, true);
-    test_layernorm(5, 1000, false, true);
-    test_layernorm(3, 33, true, false);
-    test_layernorm(4, 2050, true, true);
+    for (int d = 0; d < 2; d++) {
+        pf_dtype dt = d ? PF_BF16 : PF_F32;
+        test_layernorm(dt, 67, 96, true, true);
+        test_layernorm(dt, 5, 1000, false, true);
+        test_layernorm(dt, 3, 33, true, false);
+        test_layernorm(dt, 4, 2050, true, true);
 
-    test_elementwise(1);
-    test_elementwise(1027);
-    test_elementwise(300001);
+        test_elementwise(dt, 1);
+        test_elementwise(dt, 1027);
+        test_elementwise(dt, 300001);
+    }
 
-    test_attention(2, 17, 48, 3, true);
-    test_attention(2, 17, 48, 3, false);
-    test_attention(1, 64, 64, 4, true);
-    test_attention(3, 5, 24, 2, true);
-    test_attention(1, 100, 96, 2, false);
+    for (int d = 0; d < 2; d++) {  // (B, T, C, NH, causal): every head dim, T = 1, T off tile
+        pf_dtype dt = d ? PF_BF16 : PF_F32;
+        test_attention(dt, 2, 17, 48, 3, true);     // hd 16
+        test_attention(dt, 2, 17, 48, 3, false);
+        test_attention(dt, 1, 64, 64, 4, true);     // one full tile
+        test_attention(dt, 3, 5, 64, 2, true);      // hd 32
+        test_attention(dt, 1, 100, 64, 2, false);   // two tiles, the second partial
+        test_attention(dt, 2, 1, 64, 1, true);      // T = 1, hd 64
+        test_attention(dt, 1, 1, 32, 2, false);
+        test_attention(dt, 2, 197, 192, 3, false);  // ViT: 196 patches + class token, hd 64
+        test_attention(dt, 1, 256, 128, 2, true);   // four tiles, causal, hd 64
+        test_attention(dt, 1, 130, 256, 2, true);   // hd 128
+        test_attention(dt, 2, 77, 256, 2, false);
+    }
 
-    test_xent(67, 80, 96, 0.0f);
-    test_xent(67, 80, 96, 0.1f);
-    test_xent(5, 50, 50, 0.0f);
-    test_xent(9, 1000, 1024, 0.2f);
+    for (int d = 0; d < 2; d++) {
+        pf_dtype dt = d ? PF_BF16 : PF_F32;
+        test_xent(dt, 67, 80, 96, 0.0f);
+        test_xent(dt, 67, 80, 96, 0.1f);
+        test_xent(dt, 5, 50, 50, 0.0f);
+        test_xent(dt, 9, 1000, 1024, 0.2f);
 
-    test_embedding(3, 11, 40, 50, true, true);
-    test_embedding(3, 11, 40, 50, false, true);
-    test_embedding(2, 7, 33, 9, true, false);
+        test_embedding(dt, 3, 11, 40, 50, true, true);
+        test_embedding(dt, 3, 11, 40, 50, false, true);
+        test_embedding(dt, 2, 7, 33, 9, true, false);
 
-    test_vision(2, 37, 50, true);
-    test_vision(3, 9, 40, false);
-    test_vision(1, 64, 96, true);
+        test_vision(dt, 2, 37, 50, true);
+        test_vision(dt, 3, 9, 40, false);
+        test_vision(dt, 1, 64, 96, true);
+    }
+
+    for (int d = 0; d < 4; d++) {  // every (dst, src) dtype pair
+        pf_dtype dd = d & 1 ? PF_BF16 : PF_F32, sd = d & 2 ? PF_BF16 : PF_F32;
+        test_convert(dd, sd, 1);
+        test_convert(dd, sd, 1027);
+        test_convert(dd, sd, 300001);
+    }
 
     test_adamw(1031, 1);
     test_adamw(1031, 7);
@@ -707,6 +906,8 @@ int main(void) {
                                      "pixelfly.mlp_fc1=bs=4 nf=2 rank=4",
                                      "pixelfly.mlp_fc2=bs=4 nf=1", "pixelfly.token_fc1=bs=4 nf=2",
                                      "pixelfly.token_fc2=bs=4 nf=1 rank=2", NULL});
+
+    test_training("gpt2-pixelfly", (const char *const[]){GPT2_TINY, PIXELFLY_BLOCK, NULL});
 
     printf("%d passed, %d failed\n", n_pass, n_fail);
     return n_fail ? 1 : 0;

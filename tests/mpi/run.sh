@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # MPI tests (`make test-mpi`): builds the MPI test programs against build/libpixelfly.a with
 # the Makefile's own flags, then runs each case; one PASS/FAIL line per case, then
-# "N passed, N failed"; exits non-zero when any case failed.
+# "N passed, N failed"; exits non-zero when any case failed. The command-line tools are
+# checked here too (the suite that runs the built binaries): pftrain below, pfbench at the end.
 #
 # To add a case: one `run_case NAME EXPECT LIMIT_S COMMAND...` line in the list at the bottom.
-# EXPECT is "ok" (exit 0), or "fail:REGEX" (non-zero exit, output matching the extended
-# REGEX). Either way, a case still running after LIMIT_S seconds is killed and fails.
+# EXPECT is "ok" (exit 0), "ok:REGEX" (exit 0, output matching the extended REGEX), or
+# "fail:REGEX" (non-zero exit, output matching REGEX). Either way, a case still running after
+# LIMIT_S seconds is killed and fails.
 set -u
 cd "$(dirname "$0")/../.." || exit 1
 export BUILD=${BUILD:-build}
@@ -18,8 +20,9 @@ makevar() {
 }
 
 echo "== building $BUILD/libpixelfly.a and the MPI test programs"
-make -s "$BUILD/libpixelfly.a" "$BUILD/pftrain" ||
-  { echo "FAIL build: make $BUILD/libpixelfly.a $BUILD/pftrain"; echo "0 passed, 1 failed"; exit 1; }
+make -s "$BUILD/libpixelfly.a" "$BUILD/pftrain" "$BUILD/pfbench" ||
+  { echo "FAIL build: make $BUILD/libpixelfly.a $BUILD/pftrain $BUILD/pfbench"
+    echo "0 passed, 1 failed"; exit 1; }
 CC=$(makevar CC); CFLAGS=$(makevar CFLAGS); LDLIBS=$(makevar LDLIBS); CUDA=$(makevar CUDA)
 mkdir -p "$BUILD/tests/mpi"
 # shellcheck disable=SC2086  # the flags are word lists
@@ -42,6 +45,10 @@ run_case() {
     why="timed out after ${limit}s"
   elif [ "$expect" = ok ]; then
     if [ $rc -eq 0 ]; then ok=1; else why="exit code $rc, expected 0"; fi
+  elif [ "${expect%%:*}" = ok ]; then
+    if [ $rc -ne 0 ]; then why="exit code $rc, expected 0"
+    elif grep -Eq -- "${expect#ok:}" <<< "$out"; then ok=1
+    else why="exit code 0, but the output does not match /${expect#ok:}/"; fi
   else
     if [ $rc -eq 0 ]; then why="exit code 0, expected a failure"
     elif grep -Eq -- "${expect#fail:}" <<< "$out"; then ok=1
@@ -88,6 +95,18 @@ run_case "train SIGTERM saves, exits 75 (singleton)"    ok 120 bash "$TT" sigter
 run_case "train SIGTERM to one rank: all save, 75 np=2" ok 120 bash "$TT" sigterm 2
 run_case "train kill -9 of one rank ends the job np=2"  ok 90  bash "$TT" kill9 2
 run_case "train resume skips torn/corrupt checkpoints"  ok 90  bash "$TT" corrupt
+
+# pfbench kernels on the CPU backend (no MPI): a tiny run prints every column of a dS row
+# down to the roofline bound ("F"/"M" and "% bound"); an unknown option is refused by name.
+PB=$BUILD/pfbench
+BOUND_ROW='dS +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+x +[0-9]+% +[0-9.]+ [FM] +[0-9]+%'
+run_case "pfbench kernels prints the bound column" "ok:$BOUND_ROW" 60 \
+  env OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=1 "$PB" kernels --tokens 64 --shapes 64x128 \
+  --bs 4 --nf 1 --rank 0,4 --repeat 1
+run_case "pfbench kernels refuses a bad option by name" "fail:unknown option '--bogus'" 30 \
+  "$PB" kernels --bogus 1
+run_case "pfbench kernels refuses a bad value by name" "fail:bad value 'x' for option '--tokens'" \
+  30 "$PB" kernels --tokens x
 
 [ $failed -eq 0 ] || echo "failed cases: ${failed_names[*]}"
 echo "$passed passed, $failed failed"

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# What a session on a lent GPU machine runs, from the repository root, over the bundle that
+# tests/gpu/bundle.sh made (carried as build/gpu-bundle). Logs go to $OUT (or build/gpu-out).
+#   check  the device, missing libraries, every CUDA op against the CPU (test_cuda_ops),
+#          the NCCL communicator on one rank
+#   train  50 steps of GPT-2 tiny Pixelfly on tinyshakespeare with run.backend = cuda
+#   bench  pfbench kernels (GPT-2 small and medium shapes) and pfbench step (dense vs
+#          Pixelfly GPT-2 small and medium)
+#   all    the three in that order
+# Exits non-zero when a stage fails; later stages still run under `all`.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+B=build/gpu-bundle
+OUT=${OUT:-build/gpu-out}
+mkdir -p "$OUT"
+export LD_LIBRARY_PATH="$PWD/$B/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-8} OPENBLAS_NUM_THREADS=1
+[ -x "$B/pftrain" ] || { echo "no $B/pftrain: run tests/gpu/bundle.sh first and carry $B"; exit 2; }
+
+check() {
+  nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,driver_version --format=csv
+  if ldd "$B/pftrain" "$B/test_cuda_ops" | grep 'not found'; then
+    echo "missing libraries: add them to tests/gpu/bundle.sh"; return 1
+  fi
+  "$B/test_cuda_ops" 2>&1 | tee "$OUT/test-gpu.log" || return 1
+  mpirun --allow-run-as-root -np 1 "$B/comm_test" nccl 2>&1 | tee "$OUT/nccl.log"
+}
+
+train() {
+  "$B/pftrain" configs/gpt2-tiny-pixelfly.ini --set run.backend=cuda --set train.steps=50 \
+    --set data.train="$B/data/tinyshakespeare-train.h5" \
+    --set data.val="$B/data/tinyshakespeare-val.h5" --set run.out_dir="$OUT/run-tiny" \
+    --set run.log_every=10 2>&1 | tee "$OUT/train.log" || return 1
+  cp "$OUT/run-tiny/metrics.jsonl" "$OUT/train-metrics.jsonl"
+  rm -rf "$OUT/run-tiny"
+}
+
+bench() {
+  "$B/pfbench" kernels --backend cuda 2>&1 | tee "$OUT/kernels.txt" || return 1
+  "$B/pfbench" step configs/gpt2-small-dense.ini configs/gpt2-small-pixelfly.ini \
+    configs/gpt2-medium-dense.ini configs/gpt2-medium-pixelfly.ini --backend cuda 2>&1 |
+    tee "$OUT/step.txt"
+}
+
+rc=0
+case "${1:-all}" in
+  check | train | bench) "$1" || rc=1 ;;
+  all) for s in check train bench; do echo "== $s"; "$s" || rc=1; done ;;
+  *) echo "usage: tests/gpu/session.sh check|train|bench|all"; exit 2 ;;
+esac
+exit $rc
