@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "interrupt.h"
 
 _Static_assert(sizeof(hid_t) == sizeof(int64_t), "hid_t is stored as int64_t in image_shard.h");
 
@@ -121,6 +122,7 @@ pf_shard_writer *pf_shard_writer_open(const char *out_path, int H, int W, int C)
     size_t len = strlen(out_path) + 32;
     w->tmp_path = pf_malloc(len);
     snprintf(w->tmp_path, len, "%s.tmp.%ld", out_path, (long)getpid());
+    pf_interrupt_track(w->tmp_path);  // before it exists, so an interrupt never misses it
     w->H = H, w->W = W, w->C = C;
     w->img_bytes = (size_t)H * W * C;
     w->images = w->labels = -1;
@@ -244,6 +246,7 @@ static int write_metadata(pf_shard_writer *w, int num_classes, char *const *name
 }
 
 static void writer_free(pf_shard_writer *w) {
+    pf_interrupt_untrack(w->tmp_path);  // renamed or removed by now
     free(w->out_path);
     free(w->tmp_path);
     free(w->buf);

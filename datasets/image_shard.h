@@ -16,7 +16,8 @@
 // The writer appends images in batches (bounded memory whatever N is) and accumulates the
 // channel sums exactly in 64-bit integers; mean/std are derived at the end in double.
 // It writes to OUT.tmp.PID, fsyncs, and renames onto OUT only on success: after any error
-// the temporary is removed and a pre-existing OUT is left untouched.
+// the temporary is removed and a pre-existing OUT is left untouched; pfdata's SIGINT/SIGTERM
+// handler removes it too (the writer names it there: interrupt.h).
 #ifndef PF_IMAGE_SHARD_H
 #define PF_IMAGE_SHARD_H
 

@@ -7,6 +7,7 @@
 
 #include "common.h"
 #include "image_convert.h"
+#include "interrupt.h"
 #include "pfdata.h"
 
 // ---- shared helpers --------------------------------------------------------------------
@@ -290,7 +291,12 @@ int pfdata_images_main(int argc, char **argv) {
         fmt == F_IDX     ? pf_convert_idx
         : fmt == F_CIFAR ? pf_convert_cifar
                          : pf_convert_imagenet;
-    if (convert(&o, n_in, in, &r) < 0) {
+    // Until the shard is renamed into place, Ctrl-C or SIGTERM removes its temporary.
+    pf_interrupt_saved signals;
+    pf_interrupt_begin(&signals);
+    int converted = convert(&o, n_in, in, &r);
+    pf_interrupt_end(&signals);
+    if (converted < 0) {
         fprintf(stderr, "pfdata images: error: %s\n", pf_errmsg());
         rc = PF_EXIT_FAILURE;
         goto out;

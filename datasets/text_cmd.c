@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "interrupt.h"
 #include "pfdata.h"
 #include "text_shard.h"
 #include "tokenizer.h"
@@ -21,7 +22,8 @@ static void usage(FILE *f) {
             "Tokenizes UTF-8 text FILEs, in order, with GPT-2's BPE into the token shard\n"
             "OUT.h5 (dataset /tokens), an end-of-text token after each file.\n"
             "  --vocab DIR   directory with GPT-2's encoder.json and vocab.bpe\n"
-            "  --out OUT.h5  output shard; written to OUT.h5.tmp.PID, then renamed\n"
+            "  --out OUT.h5  output shard; written to OUT.h5.tmp.PID, then renamed (removed\n"
+            "                on failure, Ctrl-C or SIGTERM)\n"
             "  --quiet       no progress bar and no summary line\n"
             "  --help        this text\n");
 }
@@ -141,6 +143,8 @@ int pfdata_text_main(int argc, char **argv) {
     bool quiet = false, options = true;
     char **files = pf_malloc((size_t)argc * sizeof *files);
     int nfiles = 0, rc = PF_EXIT_USAGE;
+    pf_interrupt_saved signals;
+    bool guarded = false;  // the interrupt handler is installed
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (options && (!strcmp(a, "--help") || !strcmp(a, "-h"))) {
@@ -182,6 +186,9 @@ int pfdata_text_main(int argc, char **argv) {
         goto out;
     }
     char *source = join_lines(files, nfiles);
+    // Until the shard is renamed into place, Ctrl-C or SIGTERM removes its temporary.
+    pf_interrupt_begin(&signals);
+    guarded = true;
     // A token is at least one byte: total + one end-of-text per file bounds the count, so
     // a small corpus gets one small chunk.
     pf_text_shard_writer *w = pf_text_shard_create(out, pf_tokenizer_vocab_size(tok),
@@ -217,6 +224,7 @@ int pfdata_text_main(int argc, char **argv) {
                (double)total / 1e6 / dt, (double)ntok / dt);
     rc = PF_EXIT_OK;
 out:
+    if (guarded) pf_interrupt_end(&signals);
     free(files);
     return rc;
 }

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "interrupt.h"
 
 struct pf_text_shard_writer {
     char *path, *tmp;
@@ -68,6 +69,7 @@ static hid_t create_tokens(hid_t file, hid_t file_type, hsize_t chunk) {
 }
 
 static void writer_free(pf_text_shard_writer *w) {
+    pf_interrupt_untrack(w->tmp);  // renamed or removed by now
     free(w->path);
     free(w->tmp);
     free(w->buf);
@@ -83,6 +85,7 @@ pf_text_shard_writer *pf_text_shard_create(const char *path, int vocab_size, int
     size_t n = strlen(path) + 32;
     w->tmp = pf_malloc(n);
     snprintf(w->tmp, n, "%s.tmp.%ld", path, (long)getpid());
+    pf_interrupt_track(w->tmp);  // before it exists, so an interrupt never misses it
     w->vocab_size = vocab_size;
     bool wide = vocab_size > 65535;
     w->elem = wide ? 4 : 2;

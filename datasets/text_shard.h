@@ -15,7 +15,8 @@
 //   every id in /tokens is below vocab_size.
 //
 // Writing is atomic: the file is built as PATH.tmp.PID, fsync'd, then renamed to PATH. On
-// failure or abort the temporary is removed, and a PATH that existed before is untouched.
+// failure or abort the temporary is removed, and a PATH that existed before is untouched;
+// pfdata's SIGINT/SIGTERM handler removes it too (the writer names it there: interrupt.h).
 #ifndef PF_TEXT_SHARD_H
 #define PF_TEXT_SHARD_H
 

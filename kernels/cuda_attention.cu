@@ -435,6 +435,7 @@ static void att_dispatch_hd(int64_t hd, F &&f) {
 // Grid of one CTA per (b, h, tile of 64 rows); opts the kernel into `smem` bytes.
 template <typename K>
 static dim3 att_grid(K kernel, size_t smem, const pf_attention_shape &d) {
+    PF_ASSERT(d.NH <= 65535 && d.B <= 65535);  // gridDim.y, gridDim.z limits
     CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                     (int)smem));
     return dim3((unsigned)((d.T + 63) / 64), (unsigned)d.NH, (unsigned)d.B);

@@ -164,6 +164,16 @@ void cuda_pixelfly_fwd(const pf_pattern *p, pf_tensor y, pf_tensor xv, pf_tensor
 void cuda_pixelfly_bwd(const pf_pattern *p, pf_tensor dx, pf_pixelfly_w dw, pf_tensor dxv,
                        pf_tensor dy, pf_tensor x, pf_tensor xv, pf_pixelfly_w w);
 
+// cuda_mlp.cu: the Pixelfly MLP with recomputed hidden activations, composed of the ops of
+// cuda_pixelfly.cu and cuda_elementwise.cu (the fused on-chip kernel is a later step)
+void cuda_pixelfly_mlp_fwd(const pf_pattern *p1, const pf_pattern *p2, pf_tensor y,
+                           pf_tensor xv1, pf_tensor gv2, pf_tensor x, pf_pixelfly_w w1,
+                           pf_pixelfly_w w2, pf_tensor scratch);
+void cuda_pixelfly_mlp_bwd(const pf_pattern *p1, const pf_pattern *p2, pf_tensor dx,
+                           pf_pixelfly_w dw1, pf_pixelfly_w dw2, pf_tensor dy, pf_tensor x,
+                           pf_tensor xv1, pf_tensor gv2, pf_pixelfly_w w1, pf_pixelfly_w w2,
+                           pf_tensor scratch);
+
 // cuda_norm.cu
 void cuda_layernorm_fwd(pf_tensor y, pf_tensor mean, pf_tensor rstd, pf_tensor x, pf_tensor g,
                         pf_tensor b, float eps);

@@ -13,7 +13,7 @@ const char *pf_op_name(pf_op op) {
         [PF_OP_XENT] = "xent",           [PF_OP_EMBEDDING] = "embedding",
         [PF_OP_TRANSPOSE] = "transpose", [PF_OP_MEANPOOL] = "meanpool",
         [PF_OP_CLS_TOKEN] = "cls_token", [PF_OP_ADAMW] = "adamw",
-        [PF_OP_REDUCE] = "reduce",
+        [PF_OP_REDUCE] = "reduce",       [PF_OP_PIXELFLY_MLP] = "pixelfly_mlp",
     };
     return (unsigned)op < PF_OP_COUNT && names[op] ? names[op] : "unknown";
 }

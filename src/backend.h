@@ -40,6 +40,7 @@ typedef enum {
     PF_OP_CLS_TOKEN,
     PF_OP_ADAMW,
     PF_OP_REDUCE,  // sumsq, scale
+    PF_OP_PIXELFLY_MLP,
     PF_OP_COUNT
 } pf_op;
 
@@ -98,6 +99,28 @@ typedef struct pf_backend {
     // dS += (dy^T x) on the stored blocks only;  dU += dy^T xv;  dV += dxv^T x;  db += sum dy
     void (*pixelfly_bwd)(const pf_pattern *p, pf_tensor dx, pf_pixelfly_w dw, pf_tensor dxv,
                          pf_tensor dy, pf_tensor x, pf_tensor xv, pf_pixelfly_w w);
+
+    // Pixelfly MLP y = fc2(gelu(fc1(x))), both layers Pixelfly (p1: in -> H, p2: H -> out,
+    // p1->out == p2->in == H), whose hidden activations f, g [N, H] are never kept:
+    //   xv1[N,r1] = x V1^T;  f = x S1^T + xv1 U1^T + b1;  g = gelu(f)
+    //   gv2[N,r2] = g V2^T;  y[N,out] = g S2^T + gv2 U2^T + b2
+    // xv1 and gv2 are saved for backward (present iff r1, r2 > 0); f and g live in scratch.
+    // scratch: a 1-D act tensor of at least pf_pixelfly_mlp_scratch_numel(p1, p2, N) elements
+    // (op_shapes.h), owned by the caller, contents undefined before and after either call
+    // (nothing passes from forward to backward through it), so one buffer serves every MLP.
+    void (*pixelfly_mlp_fwd)(const pf_pattern *p1, const pf_pattern *p2, pf_tensor y,
+                             pf_tensor xv1, pf_tensor gv2, pf_tensor x, pf_pixelfly_w w1,
+                             pf_pixelfly_w w2, pf_tensor scratch);
+    // Recomputes f and g from x (one more fc1 forward and GELU), then, with
+    //   dgv2 = dy U2;  dg = dy S2 + dgv2 V2;  df = gelu'(f) dg;  dxv1 = df U1:
+    //   dx += df S1 + dxv1 V1;
+    //   dw2: dS2 += dy^T g (stored blocks);  dU2 += dy^T gv2;  dV2 += dgv2^T g;  db2 += sum dy
+    //   dw1: dS1 += df^T x (stored blocks);  dU1 += df^T xv1;  dV1 += dxv1^T x;  db1 += sum df
+    // exactly pixelfly_bwd of fc2, gelu_bwd, pixelfly_bwd of fc1. Absent dx / gradients skip.
+    void (*pixelfly_mlp_bwd)(const pf_pattern *p1, const pf_pattern *p2, pf_tensor dx,
+                             pf_pixelfly_w dw1, pf_pixelfly_w dw2, pf_tensor dy, pf_tensor x,
+                             pf_tensor xv1, pf_tensor gv2, pf_pixelfly_w w1, pf_pixelfly_w w2,
+                             pf_tensor scratch);
 
     // Over the last dim C of x[N,C]: y = (x - mean) * rstd * g + b; mean[N], rstd[N] saved.
     void (*layernorm_fwd)(pf_tensor y, pf_tensor mean, pf_tensor rstd, pf_tensor x,

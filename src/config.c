@@ -44,6 +44,9 @@ static const key_def SCHEMA[] = {
     K("pixelfly", "mlp_fc2", T_LAYER, mlp_fc2, "dense", 0, "MLP (channel MLP) second layer"),
     K("pixelfly", "token_fc1", T_LAYER, token_fc1, "dense", 0, "mixer token MLP first layer"),
     K("pixelfly", "token_fc2", T_LAYER, token_fc2, "dense", 0, "mixer token MLP second layer"),
+    K("pixelfly", "fuse_mlp", T_BOOL, fuse_mlp, "false", 0,
+      "recompute the MLP hidden activations in backward, saving 2 x N x hidden activations per "
+      "block for one more fc1 forward and GELU per step; needs mlp_fc1 and mlp_fc2 Pixelfly"),
     K("data", "train", T_PATH, train_path, "", 0, "training shard (.h5)"),
     K("data", "val", T_PATH, val_path, "", 0, "validation shard (.h5)"),
     K("train", "batch_size", T_INT, batch_size, "8", 0, "micro-batch per rank"),
@@ -345,6 +348,13 @@ int pf_config_validate(const pf_config *c) {
         REQUIRE(c->cutmix_alpha == 0, "train.cutmix_alpha = %g: cutmix is for vision models; "
                 "set it to 0 for gpt2", c->cutmix_alpha);
     }
+    REQUIRE(!c->fuse_mlp || (c->mlp_fc1.pixelfly && c->mlp_fc2.pixelfly),
+            "pixelfly.fuse_mlp = true needs Pixelfly MLP layers, but %s dense: give %s a "
+            "pattern (e.g. 'bs=4 nf=2 rank=16') or set pixelfly.fuse_mlp = false",
+            c->mlp_fc1.pixelfly ? "pixelfly.mlp_fc2 is"
+            : c->mlp_fc2.pixelfly ? "pixelfly.mlp_fc1 is"
+                                  : "pixelfly.mlp_fc1 and mlp_fc2 are",
+            c->mlp_fc1.pixelfly != c->mlp_fc2.pixelfly ? "it" : "both");
     REQUIRE(c->log_every >= 1, "run.log_every must be >= 1");
     REQUIRE(c->train_path[0], "data.train is not set: give the training shard (.h5) made "
                               "by pfdata, e.g. --set data.train=data/train.h5");

@@ -23,8 +23,9 @@ struct pf_data {
 
 static pf_data *open_tokens(const pf_config *c, const char *path, int B, int rank, int world,
                             bool train) {
+    // Evaluation sees every window; padding rows carry targets -1 (ignored by the loss).
     pf_token_loader *l =
-        pf_token_loader_open(path, B, c->seq_len, rank, world, c->seed, train);
+        pf_token_loader_open(path, B, c->seq_len, rank, world, c->seed, train, !train);
     if (!l) return NULL;
     int vocab = pf_token_loader_vocab_size(l);
     if (vocab > c->vocab_size) {

@@ -69,6 +69,11 @@ static pf_pixelfly_w pixelfly_view(const pf_linear *l, const pf_arena *a, const 
     return (pf_pixelfly_w){.S = t[0], .U = t[1], .V = t[2], .b = t[3]};
 }
 
+pf_pixelfly_w pf_linear_pixelfly_w(const pf_linear *l, const pf_arena *a, bool grads) {
+    PF_ASSERT(l->pixelfly);
+    return pixelfly_view(l, a, grads ? a->grads : NULL);
+}
+
 void pf_linear_forward(const pf_linear *l, const pf_arena *a, pf_tensor y, pf_tensor xv,
                        pf_tensor x) {
     const pf_backend *be = a->be;

@@ -37,6 +37,10 @@ void pf_linear_forward(const pf_linear *l, const pf_arena *a, pf_tensor y, pf_te
 void pf_linear_backward(const pf_linear *l, const pf_arena *a, pf_tensor dx, pf_tensor dy,
                         pf_tensor x, pf_tensor xv, pf_tensor dxv);
 
+// A Pixelfly layer's weights as ops take them: the compute copy (a->weights), or with grads
+// its fp32 gradients (a->grads). For ops that span two layers (pixelfly_mlp).
+pf_pixelfly_w pf_linear_pixelfly_w(const pf_linear *l, const pf_arena *a, bool grads);
+
 int64_t pf_linear_params(const pf_linear *l);  // stored parameters (with bias)
 int64_t pf_linear_macs(const pf_linear *l);    // multiply-adds per row of x, forward
 // One row of the `pftrain summary` table.

@@ -54,3 +54,33 @@ int64_t pf_shape_adamw(pf_tensor p, pf_tensor g, pf_tensor m, pf_tensor v,
     PF_ASSERT(pf_numel(g) == n && pf_numel(m) == n && pf_numel(v) == n && a->step >= 1);
     return n;
 }
+
+static int64_t round64(int64_t n) { return (n + 63) / 64 * 64; }
+
+static pf_mlp_shape mlp_layout(const pf_pattern *p1, const pf_pattern *p2, int64_t N) {
+    PF_ASSERT(p1->out == p2->in && N >= 0);
+    pf_mlp_shape d = {N, p1->in, p1->out, p2->out, p1->rank, p2->rank, 0, 0, 0, 0, 0};
+    int64_t fh = round64(N * d.H), r = d.r1 > d.r2 ? d.r1 : d.r2;
+    d.g = fh;
+    d.dg = 2 * fh;
+    d.xv = 3 * fh;
+    d.numel = 3 * fh + round64(N * r);
+    return d;
+}
+
+int64_t pf_pixelfly_mlp_scratch_numel(const pf_pattern *p1, const pf_pattern *p2, int64_t N) {
+    return mlp_layout(p1, p2, N).numel;
+}
+
+pf_mlp_shape pf_shape_pixelfly_mlp(const pf_pattern *p1, const pf_pattern *p2, pf_tensor y,
+                                   pf_tensor xv1, pf_tensor gv2, pf_tensor x, pf_tensor dx,
+                                   pf_tensor scratch) {
+    int64_t N = pf_rows(x);
+    pf_mlp_shape d = mlp_layout(p1, p2, N);
+    PF_ASSERT(pf_cols(x) == d.in && pf_rows(y) == N && pf_cols(y) == d.out);
+    PF_ASSERT(!d.r1 || (pf_present(xv1) && pf_rows(xv1) == N && pf_cols(xv1) == d.r1));
+    PF_ASSERT(!d.r2 || (pf_present(gv2) && pf_rows(gv2) == N && pf_cols(gv2) == d.r2));
+    PF_ASSERT(!pf_present(dx) || (pf_rows(dx) == N && pf_cols(dx) == d.in));
+    PF_ASSERT(d.numel == 0 || (pf_present(scratch) && pf_numel(scratch) >= d.numel));
+    return d;
+}

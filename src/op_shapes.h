@@ -42,6 +42,25 @@ void pf_shape_cls_token_bwd(pf_tensor dx, pf_tensor dcls, pf_tensor dpos, pf_ten
 int64_t pf_shape_adamw(pf_tensor p, pf_tensor g, pf_tensor m, pf_tensor v,
                        const pf_adamw_args *a);
 
+
+// Pixelfly MLP (pixelfly_mlp_fwd/bwd): dimensions and the layout of its scratch, whose parts
+// start at multiples of 64 elements (128-byte aligned in bf16 when the buffer is):
+//   f [N, H] (fc1's output), g [N, H] (gelu(f); df in backward), dg [N, H], xv [N, max(r1, r2)]
+// (fc1's recomputed x V1^T, then dgv2 and dxv1 of the two pixelfly backwards).
+typedef struct {
+    int64_t N, in, H, out, r1, r2;
+    int64_t f, g, dg, xv;  // element offsets into scratch
+    int64_t numel;         // the scratch it needs, in elements
+} pf_mlp_shape;
+
+// The scratch of pixelfly_mlp_fwd/bwd over N rows, in elements of the act dtype.
+int64_t pf_pixelfly_mlp_scratch_numel(const pf_pattern *p1, const pf_pattern *p2, int64_t N);
+// p1->out == p2->in; x [N, p1->in]; y (or dy) [N, p2->out]; xv1 [N, r1] and gv2 [N, r2] present
+// when the rank is > 0; dx absent or [N, p1->in]; scratch with at least numel elements.
+pf_mlp_shape pf_shape_pixelfly_mlp(const pf_pattern *p1, const pf_pattern *p2, pf_tensor y,
+                                   pf_tensor xv1, pf_tensor gv2, pf_tensor x, pf_tensor dx,
+                                   pf_tensor scratch);
+
 #ifdef __cplusplus
 }
 #endif

@@ -21,7 +21,7 @@ struct pf_token_loader {
 };
 
 pf_token_loader *pf_token_loader_open(const char *path, int B, int T, int rank, int world,
-                                      uint64_t seed, bool shuffle) {
+                                      uint64_t seed, bool shuffle, bool pad_last) {
     PF_ASSERT(B > 0 && T > 0 && world > 0 && rank >= 0 && rank < world);
     pf_text_shard *s = pf_text_shard_open(path);
     if (!s) return NULL;
@@ -41,10 +41,12 @@ pf_token_loader *pf_token_loader_open(const char *path, int B, int T, int rank, 
         pf_text_shard_close(s);
         return NULL;
     }
+    int64_t global = (int64_t)world * B;
     pf_token_loader *l = pf_calloc(1, sizeof *l);
     *l = (pf_token_loader){.shard = s, .B = B, .T = T, .rank = rank, .world = world,
                            .seed = seed, .shuffle = shuffle, .windows = windows,
-                           .batches_per_epoch = windows / ((int64_t)world * B),
+                           .batches_per_epoch = pad_last ? (windows + global - 1) / global
+                                                         : windows / global,
                            .perm_epoch = -1};
     l->perm = pf_malloc((size_t)windows * sizeof *l->perm);
     l->window = pf_malloc(((size_t)T + 1) * sizeof *l->window);
@@ -81,10 +83,15 @@ int pf_token_loader_next(pf_token_loader *l, int32_t *inputs, int32_t *targets) 
     const int T = l->T;
     const int64_t first = (l->cur.batch * l->world + l->rank) * l->B;
     for (int j = 0; j < l->B; j++) {
+        int32_t *in = inputs + (size_t)j * T, *tg = targets + (size_t)j * T;
+        if (first + j >= l->windows) {  // past the last window (pad_last only): padding
+            for (int i = 0; i < T; i++) in[i] = 0, tg[i] = -1;
+            continue;
+        }
         int64_t w = l->perm[first + j];
         if (pf_text_shard_read(l->shard, w * T, T + 1, l->window)) return -1;
-        memcpy(inputs + (size_t)j * T, l->window, (size_t)T * sizeof *inputs);
-        memcpy(targets + (size_t)j * T, l->window + 1, (size_t)T * sizeof *targets);
+        memcpy(in, l->window, (size_t)T * sizeof *in);
+        memcpy(tg, l->window + 1, (size_t)T * sizeof *tg);
     }
     l->cur.batch++;
     return 0;

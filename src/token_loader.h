@@ -6,7 +6,10 @@
 // batch k of rank r is windows perm[(k*world + r)*B + j], j < B. So at every step the ranks
 // hold disjoint windows whose union is exactly the batch of size world*B that one rank would
 // read: a run on `world` ranks with micro-batch B sees the data of a 1-rank run with world*B.
-// Batches per epoch: W / (world*B); the remainder of the permutation is dropped.
+// Batches per epoch: W / (world*B); the remainder of the permutation is dropped, unless
+// pad_last keeps it (evaluation): then ceil(W / (world*B)) batches, the slots past the last
+// window filled with padding rows (inputs 0, every target -1, which the loss ignores), so an
+// epoch yields every window exactly once whatever B and world are.
 // Windows are read one at a time (T + 1 tokens, one hyperslab each): a shard of any size
 // costs only the permutation (4 bytes per window) in memory.
 #ifndef PF_TOKEN_LOADER_H
@@ -24,13 +27,15 @@ typedef struct {
 
 // NULL + pf_error if the file is missing, not a token shard, lacks its attributes, or has
 // fewer than world*B*T + 1 tokens (one batch per rank; the message says how many it needs).
+// shuffle: a seeded permutation per epoch (training); pad_last: keep the epoch's last partial
+// global batch, padded (evaluation).
 pf_token_loader *pf_token_loader_open(const char *path, int B, int T, int rank, int world,
-                                      uint64_t seed, bool shuffle);
+                                      uint64_t seed, bool shuffle, bool pad_last);
 void pf_token_loader_close(pf_token_loader *l);
 
-// Fills inputs [B*T] and targets [B*T] (targets[i] is the token after inputs[i]) and
-// advances, moving on to the next epoch after its last batch. -1 + pf_error on a read
-// failure (truncated or corrupt file).
+// Fills inputs [B*T] and targets [B*T] (targets[i] is the token after inputs[i]; a padding
+// row has inputs 0 and targets -1) and advances, moving on to the next epoch after its last
+// batch. -1 + pf_error on a read failure (truncated or corrupt file).
 int pf_token_loader_next(pf_token_loader *l, int32_t *inputs, int32_t *targets);
 
 void pf_token_loader_reset(pf_token_loader *l);  // back to epoch 0, batch 0 (validation)

@@ -94,14 +94,15 @@ static void emu_convert(pf_tensor dst, pf_tensor src) {
 // The tensors of one op call. Each bf16 argument is swapped for an fp32 copy (one per
 // distinct buffer, so aliased arguments stay aliased); after the call every copy is rounded
 // back into its buffer (inputs come back unchanged: bf16 -> fp32 -> bf16 is exact).
+enum { EMU_MAX_ARGS = 24 };
 typedef struct {
-    pf_tensor *args[16];
-    pf_tensor orig[16];
+    pf_tensor *args[EMU_MAX_ARGS];
+    pf_tensor orig[EMU_MAX_ARGS];
     int n;
 } emu_call;
 
 static void emu_begin(emu_call *c, int n, pf_tensor **args) {
-    ck_assert_int_le(n, 16);
+    ck_assert_int_le(n, EMU_MAX_ARGS);
     c->n = n;
     for (int i = 0; i < n; i++) {
         pf_tensor *t = c->args[i] = args[i];
@@ -177,6 +178,23 @@ static void emu_pixelfly_bwd(const pf_pattern *p, pf_tensor dx, pf_pixelfly_w dw
                              pf_tensor dy, pf_tensor x, pf_tensor xv, pf_pixelfly_w w) {
     EMU(CPU->pixelfly_bwd(p, dx, dw, dxv, dy, x, xv, w), &dx, &dw.S, &dw.U, &dw.V, &dw.b, &dxv,
         &dy, &x, &xv, &w.S, &w.U, &w.V, &w.b);
+}
+// The fused MLP runs the fp32 CPU op on the rounded inputs, so its f and g are not rounded to
+// bf16 between fc1, GELU and fc2 as the CUDA composition's are; what it checks is the model's
+// plumbing (dtypes, and the bf16 scratch, xv1 and gv2 sizes against their allocations).
+static void emu_pixelfly_mlp_fwd(const pf_pattern *p1, const pf_pattern *p2, pf_tensor y,
+                                 pf_tensor xv1, pf_tensor gv2, pf_tensor x, pf_pixelfly_w w1,
+                                 pf_pixelfly_w w2, pf_tensor scratch) {
+    EMU(CPU->pixelfly_mlp_fwd(p1, p2, y, xv1, gv2, x, w1, w2, scratch), &y, &xv1, &gv2, &x,
+        &w1.S, &w1.U, &w1.V, &w1.b, &w2.S, &w2.U, &w2.V, &w2.b, &scratch);
+}
+static void emu_pixelfly_mlp_bwd(const pf_pattern *p1, const pf_pattern *p2, pf_tensor dx,
+                                 pf_pixelfly_w dw1, pf_pixelfly_w dw2, pf_tensor dy, pf_tensor x,
+                                 pf_tensor xv1, pf_tensor gv2, pf_pixelfly_w w1,
+                                 pf_pixelfly_w w2, pf_tensor scratch) {
+    EMU(CPU->pixelfly_mlp_bwd(p1, p2, dx, dw1, dw2, dy, x, xv1, gv2, w1, w2, scratch), &dx,
+        &dw1.S, &dw1.U, &dw1.V, &dw1.b, &dw2.S, &dw2.U, &dw2.V, &dw2.b, &dy, &x, &xv1, &gv2,
+        &w1.S, &w1.U, &w1.V, &w1.b, &w2.S, &w2.U, &w2.V, &w2.b, &scratch);
 }
 static void emu_layernorm_fwd(pf_tensor y, pf_tensor mean, pf_tensor rstd, pf_tensor x,
                               pf_tensor g, pf_tensor b, float eps) {
@@ -268,6 +286,8 @@ static const pf_backend EMU_BF16 = {
     .linear_bwd = emu_linear_bwd,
     .pixelfly_fwd = emu_pixelfly_fwd,
     .pixelfly_bwd = emu_pixelfly_bwd,
+    .pixelfly_mlp_fwd = emu_pixelfly_mlp_fwd,
+    .pixelfly_mlp_bwd = emu_pixelfly_mlp_bwd,
     .layernorm_fwd = emu_layernorm_fwd,
     .layernorm_bwd = emu_layernorm_bwd,
     .gelu_fwd = emu_gelu_fwd,
@@ -404,6 +424,8 @@ static void compare_step(const char *name, const char *const *sets) {
 START_TEST(test_step_matches_fp32) {
     compare_step("gpt2-pixelfly", (const char *const[]){GPT2_TINY, PIXELFLY_BLOCK, NULL});
     compare_step("gpt2-dense", (const char *const[]){GPT2_TINY, NULL});
+    compare_step("gpt2-fused-mlp", (const char *const[]){GPT2_TINY, PIXELFLY_BLOCK,
+                                                         "pixelfly.fuse_mlp=true", NULL});
     compare_step("vit-pixelfly",
                  (const char *const[]){"model.type=vit", VISION_TINY, PIXELFLY_BLOCK, NULL});
     compare_step("mixer-pixelfly",
@@ -412,6 +434,13 @@ START_TEST(test_step_matches_fp32) {
                                        "pixelfly.mlp_fc2=bs=4 nf=1",
                                        "pixelfly.token_fc1=bs=4 nf=2",
                                        "pixelfly.token_fc2=bs=4 nf=1 rank=2", NULL});
+    compare_step("mixer-fused-mlp",
+                 (const char *const[]){"model.type=mixer", VISION_TINY,
+                                       "pixelfly.mlp_fc1=bs=4 nf=2 rank=4",
+                                       "pixelfly.mlp_fc2=bs=4 nf=1",
+                                       "pixelfly.token_fc1=bs=4 nf=2",
+                                       "pixelfly.token_fc2=bs=4 nf=1 rank=2",
+                                       "pixelfly.fuse_mlp=true", NULL});
 }
 END_TEST
 

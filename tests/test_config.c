@@ -241,6 +241,12 @@ START_TEST(test_validate) {
     // mixing is for vision models: the default gpt2 refuses it, naming the key
     EXPECT_INVALID("train.mixup_alpha", "train.mixup_alpha=0.2");
     EXPECT_INVALID("train.cutmix_alpha", "train.cutmix_alpha=1");
+    // the fused MLP needs both MLP layers Pixelfly, and names the dense one
+    EXPECT_INVALID("pixelfly.mlp_fc1 is dense", "pixelfly.fuse_mlp=true",
+                   "pixelfly.mlp_fc2=bs=4 nf=2");
+    EXPECT_INVALID("pixelfly.mlp_fc2 is dense", "pixelfly.fuse_mlp=true",
+                   "pixelfly.mlp_fc1=bs=4 nf=2");
+    EXPECT_INVALID("pixelfly.fuse_mlp", "pixelfly.fuse_mlp=true");
 
     pf_config c;
     pf_config_defaults(&c);
@@ -254,6 +260,11 @@ START_TEST(test_validate) {
     // and may mix: both alphas at once are allowed
     ck_assert_int_eq(pf_config_set(&c, "train.mixup_alpha=0.8"), 0);
     ck_assert_int_eq(pf_config_set(&c, "train.cutmix_alpha=1.0"), 0);
+    ck_assert_msg(pf_config_validate(&c) == 0, "%s", pf_errmsg());
+    // a Mixer may fuse its (channel) MLP with a dense token MLP
+    ck_assert_int_eq(pf_config_set(&c, "pixelfly.fuse_mlp=true"), 0);
+    ck_assert_int_eq(pf_config_set(&c, "pixelfly.mlp_fc1=bs=4 nf=2 rank=2"), 0);
+    ck_assert_int_eq(pf_config_set(&c, "pixelfly.mlp_fc2=bs=4 nf=1"), 0);
     ck_assert_msg(pf_config_validate(&c) == 0, "%s", pf_errmsg());
 }
 END_TEST

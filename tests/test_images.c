@@ -1,5 +1,6 @@
-// test_images.c: `pfdata images` converters (IDX, CIFAR, JPEG folders), the shard format,
-// and the image loader (order, rank union, augmentation, normalization, cursor).
+// test_images.c: `pfdata images` converters (IDX, CIFAR, JPEG folders), the shard format
+// (and its temporary, removed when interrupted), and the image loader (order, rank union,
+// augmentation, normalization, cursor).
 #include <check.h>
 #include <dirent.h>
 #include <math.h>
@@ -14,6 +15,7 @@
 #include "common.h"
 #include "image_loader.h"
 #include "image_shard.h"
+#include "interrupt.h"
 #include "pfdata.h"
 
 #define FASHION_DIR "/usr/share/datasets/fashion-mnist"
@@ -190,6 +192,27 @@ START_TEST(idx_mismatched_counts) {
     ck_assert_ptr_nonnull(strstr(pf_errmsg(), "4 labels"));
     ck_assert(!exists(pf_test_path("o.h5")));
     ck_assert(!has_temp_file(pf_test_tmpdir()));
+}
+END_TEST
+
+// The writer names its temporary to pfdata's SIGINT/SIGTERM handler (datasets/interrupt.h):
+// the handler's cleanup removes it mid-write, and a finished shard is no longer tracked.
+START_TEST(writer_interrupt_cleanup) {
+    const char *out = pf_test_path("o.h5");
+    pf_shard_writer *w = pf_shard_writer_open(out, 2, 2, 1);
+    ck_assert_ptr_nonnull(w);
+    ck_assert(has_temp_file(pf_test_tmpdir()));
+    ck_assert_int_eq(pf_interrupt_cleanup(-1), 1);
+    ck_assert(!has_temp_file(pf_test_tmpdir()));
+    pf_shard_writer_abort(w);
+    w = pf_shard_writer_open(out, 2, 2, 1);
+    ck_assert_ptr_nonnull(w);
+    const uint8_t img[4] = {1, 2, 3, 4};
+    ck_assert_int_eq(pf_shard_writer_add(w, img, 0), 0);
+    char *names[] = {"a"};
+    ck_assert_msg(pf_shard_writer_finish(w, 1, names, "test") == 0, "%s", pf_errmsg());
+    ck_assert_int_eq(pf_interrupt_cleanup(-1), 0);
+    ck_assert(exists(out));
 }
 END_TEST
 
@@ -865,6 +888,7 @@ Suite *pf_test_suite(void) {
     tcase_add_test(conv, idx_truncated_and_bad);
     tcase_add_test(conv, idx_mismatched_counts);
     tcase_add_test(conv, usage_errors);
+    tcase_add_test(conv, writer_interrupt_cleanup);
     tcase_add_test(conv, cifar10_and_100);
     tcase_add_test(conv, cifar_truncated);
     tcase_add_test(conv, jpeg_tree);

@@ -13,6 +13,7 @@
 #include "common.h"
 #include "config.h"
 #include "models/model.h"
+#include "op_shapes.h"
 #include "pattern.h"
 #include "rng.h"
 
@@ -58,6 +59,8 @@ typedef struct {
 static const gc_case GC_CASES[] = {
     {"gpt2-pixelfly", (const char *const[]){GPT2_TINY, PIXELFLY_BLOCK, NULL}, 0},
     {"gpt2-dense", (const char *const[]){GPT2_TINY, NULL}, 0},
+    {"gpt2-fused-mlp",
+     (const char *const[]){GPT2_TINY, PIXELFLY_BLOCK, "pixelfly.fuse_mlp=true", NULL}, 0},
     {"vit-pixelfly", (const char *const[]){"model.type=vit", VISION_TINY, "model.channels=3",
                                            PIXELFLY_BLOCK, NULL}, 0},
     {"mixer-pixelfly",
@@ -67,6 +70,12 @@ static const gc_case GC_CASES[] = {
                            "pixelfly.token_fc2=bs=2 nf=1 rank=2", NULL}, 0},
     {"mixer-dense", (const char *const[]){"model.type=mixer", VISION_TINY, "model.channels=3",
                                           NULL}, 0},
+    {"mixer-fused-mlp",  // token and channel MLPs both through the fused op
+     (const char *const[]){"model.type=mixer", VISION_TINY, "model.channels=1",
+                           "pixelfly.mlp_fc1=bs=2 nf=1 rank=2", "pixelfly.mlp_fc2=bs=2 nf=1",
+                           "pixelfly.token_fc1=bs=2 nf=1 rank=1",
+                           "pixelfly.token_fc2=bs=2 nf=1 rank=2", "pixelfly.fuse_mlp=true",
+                           NULL}, 0},
     {"vit-mixed", (const char *const[]){"model.type=vit", VISION_TINY, "model.channels=1", NULL},
      0.3f},
 };
@@ -240,6 +249,92 @@ START_TEST(test_mixed_loss) {
 }
 END_TEST
 
+// ---- the fused Pixelfly MLP (pixelfly.fuse_mlp) ------------------------------------------
+
+// On the CPU the fused op runs the very ops of the unfused MLP (recomputing f and g first),
+// so a whole training step gives the same loss and gradient bits either way.
+static void same_step(const char *name, const char *const *sets, const char *const *fused) {
+    pf_model *m[2] = {create(sets, GC_B), create(fused, GC_B)};
+    pf_config c;
+    make_config(&c, sets);
+    pf_rng rng;
+    pf_rng_seed(&rng, 21);
+    gc_data d;
+    make_batch(&d, &c, 0, &rng);
+    int64_t n = pf_model_layout(m[0])->numel;
+    ck_assert_int_eq(pf_model_layout(m[1])->numel, n);
+    size_t bytes = sizeof(float) * (size_t)n;
+    float loss[2], *g[2];
+    for (int k = 0; k < 2; k++) {
+        pf_model_init_params(m[k], 17);
+        pf_arena *a = pf_model_arena(m[k]);
+        pf_backend_cpu.zero(a->grads, bytes);
+        loss[k] = pf_model_forward(m[k], &d.batch, NULL);
+        pf_model_backward(m[k], 1.0f, NULL, NULL);
+        g[k] = pf_malloc(bytes);
+        pf_backend_cpu.download(g[k], a->grads, bytes);
+    }
+    ck_assert_msg(loss[0] == loss[1], "%s: loss %.9g unfused, %.9g fused", name, loss[0], loss[1]);
+    ck_assert_msg(!memcmp(g[0], g[1], bytes), "%s: gradients differ", name);
+    for (int k = 0; k < 2; k++) {
+        free(g[k]);
+        pf_model_free(m[k]);
+    }
+}
+
+START_TEST(test_fused_mlp_same_step) {
+    same_step("gpt2", (const char *const[]){GPT2_TINY, PIXELFLY_BLOCK, NULL},
+              (const char *const[]){GPT2_TINY, PIXELFLY_BLOCK, "pixelfly.fuse_mlp=true", NULL});
+    // Mixer with a dense token MLP: the channel MLP is fused, the token MLP is not.
+    same_step("mixer",
+              (const char *const[]){"model.type=mixer", VISION_TINY, "model.channels=3",
+                                    "pixelfly.mlp_fc1=bs=2 nf=1 rank=2",
+                                    "pixelfly.mlp_fc2=bs=4 nf=2 rank=1", NULL},
+              (const char *const[]){"model.type=mixer", VISION_TINY, "model.channels=3",
+                                    "pixelfly.mlp_fc1=bs=2 nf=1 rank=2",
+                                    "pixelfly.mlp_fc2=bs=4 nf=2 rank=1",
+                                    "pixelfly.fuse_mlp=true", NULL});
+}
+END_TEST
+
+// Fusing drops the two [N, H] hidden activations of every block and adds the fused op's
+// backward scratch (3 x [N, H] and [N, r]) in place of the unfused one's (df, dg), once.
+START_TEST(test_fused_mlp_saves_activations) {
+    enum { B = 2, L = 4, T = 16, C = 64, H = 256 };
+    const char *const plain[] = {"model.type=gpt2", "model.n_layer=4", "model.n_embd=64",
+                                 "model.n_head=4", "model.seq_len=16", "model.vocab_size=100",
+                                 "pixelfly.mlp_fc1=bs=4 nf=1 rank=8",
+                                 "pixelfly.mlp_fc2=bs=8 nf=3 rank=2", NULL};
+    const char *fused[16];
+    int k = 0;
+    for (; plain[k]; k++) fused[k] = plain[k];
+    fused[k++] = "pixelfly.fuse_mlp=true";
+    fused[k] = NULL;
+    pf_model *m0 = create(plain, B), *m1 = create(fused, B);
+    pf_pattern p1, p2;
+    ck_assert_int_eq(pf_pattern_init(&p1, H, C, 4, 1, 8, true), 0);
+    ck_assert_int_eq(pf_pattern_init(&p2, C, H, 8, 3, 2, true), 0);
+    int64_t N = (int64_t)B * T, NH = N * H, NH64 = (NH + 63) / 64 * 64;
+    int64_t unfused_scratch = NH64 + NH, fused_scratch = pf_pixelfly_mlp_scratch_numel(&p1, &p2, N);
+    int64_t saved = (int64_t)sizeof(float) * (2 * L * NH - (fused_scratch - unfused_scratch));
+    int64_t a0 = pf_model_activation_bytes(m0), a1 = pf_model_activation_bytes(m1);
+    printf("fused MLP: activations %lld -> %lld bytes (%.1f%% less)\n", (long long)a0,
+           (long long)a1, 100.0 * (a0 - a1) / a0);
+    ck_assert_int_eq(a0 - a1, saved);
+    ck_assert_int_gt(saved, 0);
+    // The summary shows it.
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    pf_model_summary(m1, f);
+    fclose(f);
+    ck_assert_msg(strstr(text, "4 of 4 MLPs fused"), "%s", text);
+    free(text);
+    pf_model_free(m0);
+    pf_model_free(m1);
+}
+END_TEST
+
 // ---- parameter counts and FLOPs --------------------------------------------------------
 
 #define GPT2_SMALLISH                                                                     \
@@ -330,6 +425,8 @@ Suite *pf_test_suite(void) {
     tcase_add_loop_test(tc, test_gradient_check, 0, N_GC_CASES);
     tcase_add_test(tc, test_backward_accumulates);
     tcase_add_test(tc, test_mixed_loss);
+    tcase_add_test(tc, test_fused_mlp_same_step);
+    tcase_add_test(tc, test_fused_mlp_saves_activations);
     suite_add_tcase(s, tc);
     tc = tcase_create("shapes");
     tcase_set_timeout(tc, 30);

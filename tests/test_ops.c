@@ -19,6 +19,7 @@
 #include "backend.h"
 #include "check_main.h"
 #include "common.h"
+#include "op_shapes.h"
 #include "pattern.h"
 #include "rng.h"
 
@@ -46,7 +47,7 @@ static pf_tensor i2(int32_t *p, int64_t a, int64_t b) {
 // ---- one case: its buffers, differentiable variables and output ----
 
 #define MAX_BUFS 24
-#define MAX_VARS 6
+#define MAX_VARS 10
 #define GUARD 8
 #define GUARD_BITS 0x7fc0de00u  // NaN payloads no op produces, + the buffer's index
 
@@ -62,7 +63,7 @@ typedef struct {
     int64_t nout;
     float *aux[4];      // saved state and scratch (mean/rstd, lse, xv/dxv)
     int32_t *ids;       // integer input (token ids, targets)
-    pf_pattern pat;
+    pf_pattern pat, pat2;  // pixelfly (pat2: the Pixelfly MLP's second layer)
     float *bufs[MAX_BUFS];
     int64_t bufn[MAX_BUFS];
     int nbuf;
@@ -76,7 +77,7 @@ struct op_case {
     void (*fwd)(const op_case *oc, op_ctx *c);
     void (*bwd)(const op_case *oc, op_ctx *c);
     void (*ref)(const op_case *oc, op_ctx *c, double *out);  // naive forward in double
-    int d[8];    // shapes and integer parameters, meaning per op
+    int d[10];   // shapes and integer parameters, meaning per op
     float f;     // float parameter (label smoothing)
     bool flag;   // bias / causal / position embedding present
     bool no_dx;  // request no input gradient (absent dx)
@@ -165,8 +166,7 @@ static void linear_ref(const op_case *oc, op_ctx *c, double *y) {
 
 // ---- pixelfly: d = {N, out, in, bs, nf, rank}; vars x, S, U, V, b; aux xv, dxv ----
 
-static pf_pixelfly_w pf_weights(op_ctx *c, int base, bool grads) {
-    const pf_pattern *p = &c->pat;
+static pf_pixelfly_w layer_weights(op_ctx *c, const pf_pattern *p, int base, bool grads) {
     float *(*get)(op_ctx *, int) = grads ? G : X;
     return (pf_pixelfly_w){
         .S = t4(get(c, base), p->bs, p->nf + 1, p->ob, p->ib),
@@ -174,6 +174,9 @@ static pf_pixelfly_w pf_weights(op_ctx *c, int base, bool grads) {
         .V = t2(get(c, base + 2), p->rank, p->in),
         .b = t1(get(c, base + 3), p->out),
     };
+}
+static pf_pixelfly_w pf_weights(op_ctx *c, int base, bool grads) {
+    return layer_weights(c, &c->pat, base, grads);
 }
 static void pixelfly_build(const op_case *oc, op_ctx *c) {
     int N = oc->d[0];
@@ -224,6 +227,76 @@ static void pixelfly_ref(const op_case *oc, op_ctx *c, double *y) {
     double *W = pixelfly_dense(p, X(c, 1), X(c, 2), X(c, 3));
     dense_ref(X(c, 0), W, X(c, 4), oc->d[0], p->in, p->out, y);
     free(W);
+}
+
+// ---- pixelfly_mlp: d = {N, in, H, out, bs1, nf1, r1, bs2, nf2, r2}, flag = biases;
+//      vars x, S1, U1, V1, b1, S2, U2, V2, b2; aux xv1, gv2, scratch ----
+
+// Variables base..base+3 of one layer (weights scaled down so that GELU sees values of
+// order one: neither all linear nor all saturated).
+static void layer_vars(op_ctx *c, const pf_pattern *p, int base, const char *const names[4]) {
+    var(c, base, names[0], pf_pattern_sparse_numel(p), 0.5f, false);
+    if (p->rank) {
+        var(c, base + 1, names[1], (int64_t)p->out * p->rank, 0.5f, false);
+        var(c, base + 2, names[2], (int64_t)p->rank * p->in, 0.5f, false);
+    }
+    if (p->bias) var(c, base + 3, names[3], p->out, 0.5f, false);
+}
+static void pixelfly_mlp_build(const op_case *oc, op_ctx *c) {
+    const int *d = oc->d;
+    int N = d[0];
+    ck_assert_int_eq(pf_pattern_init(&c->pat, d[2], d[1], d[4], d[5], d[6], oc->flag), 0);
+    ck_assert_int_eq(pf_pattern_init(&c->pat2, d[3], d[2], d[7], d[8], d[9], oc->flag), 0);
+    var(c, 0, "x", (int64_t)N * d[1], 1, oc->no_dx);
+    layer_vars(c, &c->pat, 1, (const char *const[]){"S1", "U1", "V1", "b1"});
+    layer_vars(c, &c->pat2, 5, (const char *const[]){"S2", "U2", "V2", "b2"});
+    if (d[6]) c->aux[0] = buf(c, (int64_t)N * d[6]);
+    if (d[9]) c->aux[1] = buf(c, (int64_t)N * d[9]);
+    c->aux[2] = buf(c, pf_pixelfly_mlp_scratch_numel(&c->pat, &c->pat2, N));
+    set_out(c, (int64_t)N * d[3]);
+}
+static pf_tensor mlp_scratch(const op_case *oc, op_ctx *c) {
+    return t1(c->aux[2], pf_pixelfly_mlp_scratch_numel(&c->pat, &c->pat2, oc->d[0]));
+}
+static void pixelfly_mlp_fwd(const op_case *oc, op_ctx *c) {
+    const pf_pattern *p1 = &c->pat, *p2 = &c->pat2;
+    int N = oc->d[0];
+    be->pixelfly_mlp_fwd(p1, p2, t2(c->out, N, p2->out), t2(c->aux[0], N, p1->rank),
+                         t2(c->aux[1], N, p2->rank), t2(X(c, 0), N, p1->in),
+                         layer_weights(c, p1, 1, false), layer_weights(c, p2, 5, false),
+                         mlp_scratch(oc, c));
+}
+static void pixelfly_mlp_bwd(const op_case *oc, op_ctx *c) {
+    const pf_pattern *p1 = &c->pat, *p2 = &c->pat2;
+    int N = oc->d[0];
+    be->pixelfly_mlp_bwd(p1, p2, t2(G(c, 0), N, p1->in), layer_weights(c, p1, 1, true),
+                         layer_weights(c, p2, 5, true), t2(c->dout, N, p2->out),
+                         t2(X(c, 0), N, p1->in), t2(c->aux[0], N, p1->rank),
+                         t2(c->aux[1], N, p2->rank), layer_weights(c, p1, 1, false),
+                         layer_weights(c, p2, 5, false), mlp_scratch(oc, c));
+}
+static void pixelfly_mlp_ref(const op_case *oc, op_ctx *c, double *y) {
+    const pf_pattern *p1 = &c->pat, *p2 = &c->pat2;
+    int N = oc->d[0], in = p1->in, H = p1->out, out = p2->out;
+    double *W1 = pixelfly_dense(p1, X(c, 1), X(c, 2), X(c, 3));
+    double *W2 = pixelfly_dense(p2, X(c, 5), X(c, 6), X(c, 7));
+    const float *x = X(c, 0), *b1 = X(c, 4), *b2 = X(c, 8);
+    double *g = pf_malloc(sizeof(double) * H);
+    for (int n = 0; n < N; n++) {
+        for (int h = 0; h < H; h++) {
+            double f = b1 ? b1[h] : 0;
+            for (int i = 0; i < in; i++) f += (double)x[n * in + i] * W1[(int64_t)h * in + i];
+            g[h] = 0.5 * f * (1 + tanh(sqrt(2 / M_PI) * (f + 0.044715 * f * f * f)));
+        }
+        for (int o = 0; o < out; o++) {
+            double s = b2 ? b2[o] : 0;
+            for (int h = 0; h < H; h++) s += g[h] * W2[(int64_t)o * H + h];
+            y[n * out + o] = s;
+        }
+    }
+    free(g);
+    free(W1);
+    free(W2);
 }
 
 // ---- layernorm: d = {N, C}; vars x, g, b; aux mean, rstd ----
@@ -519,6 +592,11 @@ static const op_case cases[] = {
     {OP(pixelfly), {3, 24, 8, 8, 3, 3}, 0, false, false, TOL},
     {OP(pixelfly), {2, 32, 16, 8, 3, 3}, 0, true, false, TOL},
     {OP(pixelfly), {3, 16, 16, 8, 2, 3}, 0, true, true, TOL},
+    // pixelfly_mlp: {N, in, H, out, bs1, nf1, r1, bs2, nf2, r2}, flag = biases
+    {OP(pixelfly_mlp), {5, 16, 32, 8, 4, 1, 2, 4, 2, 3}, 0, true, false, TOL},
+    {OP(pixelfly_mlp), {3, 12, 24, 12, 4, 2, 0, 2, 1, 0}, 0, false, false, TOL},
+    {OP(pixelfly_mlp), {4, 16, 16, 16, 8, 3, 3, 8, 1, 0}, 0, true, true, TOL},
+    {OP(pixelfly_mlp), {1, 8, 16, 8, 2, 1, 1, 4, 2, 2}, 0, true, false, TOL},
     {OP(layernorm), {4, 7}, 0, true, false, TOL},
     {OP(layernorm), {3, 16}, 0, false, false, TOL},
     {OP(layernorm), {2, 130}, 0, true, false, TOL},
@@ -567,8 +645,12 @@ static double rel_err(const float *a, const double *b, int64_t n, double floor) 
 }
 
 static void case_name(const op_case *oc, char *s, size_t len) {
-    snprintf(s, len, "%s{%d,%d,%d,%d,%d,%d}%s%s", oc->name, oc->d[0], oc->d[1], oc->d[2],
-             oc->d[3], oc->d[4], oc->d[5], oc->flag ? "+flag" : "", oc->no_dx ? "-dx" : "");
+    char more[64] = "";
+    if (oc->d[6] || oc->d[7] || oc->d[8] || oc->d[9])
+        snprintf(more, sizeof more, ",%d,%d,%d,%d", oc->d[6], oc->d[7], oc->d[8], oc->d[9]);
+    snprintf(s, len, "%s{%d,%d,%d,%d,%d,%d%s}%s%s", oc->name, oc->d[0], oc->d[1], oc->d[2],
+             oc->d[3], oc->d[4], oc->d[5], more, oc->flag ? "+flag" : "",
+             oc->no_dx ? "-dx" : "");
 }
 
 START_TEST(test_op_gradients) {
@@ -795,6 +877,121 @@ START_TEST(test_pixelfly_deterministic) {
 }
 END_TEST
 
+// ---- the Pixelfly MLP against its unfused composition ----
+
+// {N, in, H, out, bs1, nf1, r1, bs2, nf2, r2, bias, which gradients: 0 all, 1 no dx,
+//  2 only fc2's (no dx, no fc1 gradients)}
+static const int mlp_cases[][12] = {
+    {67, 64, 256, 64, 8, 2, 8, 8, 3, 4, 1, 0},
+    {33, 48, 96, 32, 4, 2, 0, 2, 1, 5, 0, 0},
+    {17, 32, 64, 32, 4, 1, 3, 4, 2, 0, 1, 1},
+    {9, 32, 64, 48, 8, 3, 2, 4, 1, 2, 1, 2},
+};
+
+// pixelfly_mlp_fwd/bwd = pixelfly_fwd, gelu_fwd, pixelfly_fwd / pixelfly_bwd, gelu_bwd,
+// pixelfly_bwd on the same inputs: the CPU op is that composition, so every output and
+// gradient (backward adds into random start values) has the same bits.
+START_TEST(test_pixelfly_mlp_matches_unfused) {
+    const int *d = mlp_cases[_i];
+    int N = d[0], in = d[1], H = d[2], out = d[3], r1 = d[6], r2 = d[9], rm = r1 > r2 ? r1 : r2;
+    bool want_dx = d[11] == 0, want_dw1 = d[11] < 2;
+    pf_pattern p1, p2;
+    ck_assert_int_eq(pf_pattern_init(&p1, H, in, d[4], d[5], r1, d[10]), 0);
+    ck_assert_int_eq(pf_pattern_init(&p2, out, H, d[7], d[8], r2, d[10]), 0);
+    pf_rng rng;
+    pf_rng_seed(&rng, 31 + (uint64_t)_i);
+    // Parameters of one layer in one buffer [S | U | V | b], their gradients alike.
+    int64_t n1 = pf_pattern_numel(&p1), n2 = pf_pattern_numel(&p2);
+    float *x = pf_malloc(sizeof(float) * N * in), *dy = pf_malloc(sizeof(float) * N * out);
+    float *w1 = pf_malloc(sizeof(float) * n1), *w2 = pf_malloc(sizeof(float) * n2);
+    randn(&rng, x, N * in);
+    randn(&rng, dy, N * out);
+    randn(&rng, w1, n1);
+    randn(&rng, w2, n2);
+    for (int64_t i = 0; i < n1; i++) w1[i] *= 0.3f;
+    for (int64_t i = 0; i < n2; i++) w2[i] *= 0.3f;
+    float *g0[2] = {pf_malloc(sizeof(float) * n1), pf_malloc(sizeof(float) * n2)};
+    float *dx0 = pf_malloc(sizeof(float) * N * in);
+    randn(&rng, g0[0], n1);
+    randn(&rng, g0[1], n2);
+    randn(&rng, dx0, N * in);
+    int64_t ns = pf_pixelfly_mlp_scratch_numel(&p1, &p2, N);
+    float *scratch = pf_malloc(sizeof(float) * ns);
+
+    // run 0: fused; run 1: composed. Outputs [y | xv1 | gv2 | dx | dw1 | dw2].
+    int64_t ny = (int64_t)N * out, nrun = ny + (int64_t)N * (r1 + r2) + N * in + n1 + n2;
+    float *run[2];
+    for (int k = 0; k < 2; k++) {
+        run[k] = pf_calloc(nrun, sizeof(float));
+        float *y = run[k], *xv1 = y + ny, *gv2 = xv1 + N * r1, *dx = gv2 + N * r2,
+              *dw1 = dx + N * in, *dw2 = dw1 + n1;
+        memcpy(dx, dx0, sizeof(float) * N * in);
+        memcpy(dw1, g0[0], sizeof(float) * n1);
+        memcpy(dw2, g0[1], sizeof(float) * n2);
+        pf_pixelfly_w W1 = {.S = t4(w1, p1.bs, p1.nf + 1, p1.ob, p1.ib)};
+        pf_pixelfly_w W2 = {.S = t4(w2, p2.bs, p2.nf + 1, p2.ob, p2.ib)};
+        pf_pixelfly_w D1 = {.S = t4(dw1, p1.bs, p1.nf + 1, p1.ob, p1.ib)};
+        pf_pixelfly_w D2 = {.S = t4(dw2, p2.bs, p2.nf + 1, p2.ob, p2.ib)};
+        int64_t o1 = pf_pattern_sparse_numel(&p1), o2 = pf_pattern_sparse_numel(&p2);
+        if (r1) {
+            W1.U = t2(w1 + o1, H, r1), W1.V = t2(w1 + o1 + H * r1, r1, in);
+            D1.U = t2(dw1 + o1, H, r1), D1.V = t2(dw1 + o1 + H * r1, r1, in);
+        }
+        if (r2) {
+            W2.U = t2(w2 + o2, out, r2), W2.V = t2(w2 + o2 + out * r2, r2, H);
+            D2.U = t2(dw2 + o2, out, r2), D2.V = t2(dw2 + o2 + out * r2, r2, H);
+        }
+        if (d[10]) {
+            W1.b = t1(w1 + n1 - H, H), D1.b = t1(dw1 + n1 - H, H);
+            W2.b = t1(w2 + n2 - out, out), D2.b = t1(dw2 + n2 - out, out);
+        }
+        if (!want_dw1) D1 = (pf_pixelfly_w){0};
+        pf_tensor tx = t2(x, N, in), tdx = want_dx ? t2(dx, N, in) : pf_none();
+        pf_tensor txv1 = r1 ? t2(xv1, N, r1) : pf_none(), tgv2 = r2 ? t2(gv2, N, r2) : pf_none();
+        pf_tensor ty = t2(y, N, out), tdy = t2(dy, N, out);
+        for (int64_t i = 0; i < ns; i++) scratch[i] = NAN;  // the op may not read it first
+        if (k == 0) {
+            be->pixelfly_mlp_fwd(&p1, &p2, ty, txv1, tgv2, tx, W1, W2, t1(scratch, ns));
+            for (int64_t i = 0; i < ns; i++) scratch[i] = NAN;
+            be->pixelfly_mlp_bwd(&p1, &p2, tdx, D1, D2, tdy, tx, txv1, tgv2, W1, W2,
+                                 t1(scratch, ns));
+        } else {
+            float *f = pf_malloc(sizeof(float) * N * H), *g = pf_malloc(sizeof(float) * N * H);
+            float *df = pf_calloc((size_t)N * H, sizeof(float));
+            float *dg = pf_calloc((size_t)N * H, sizeof(float));
+            float *dxv = pf_malloc(sizeof(float) * (N * rm + 1));
+            pf_tensor tf = t2(f, N, H), tg = t2(g, N, H);
+            be->pixelfly_fwd(&p1, tf, txv1, tx, W1);
+            be->gelu_fwd(tg, tf);
+            be->pixelfly_fwd(&p2, ty, tgv2, tg, W2);
+            be->pixelfly_bwd(&p2, want_dw1 ? t2(dg, N, H) : pf_none(), D2,
+                             r2 ? t2(dxv, N, r2) : pf_none(), tdy, tg, tgv2, W2);
+            if (want_dw1) {
+                be->gelu_bwd(t2(df, N, H), t2(dg, N, H), tf);
+                be->pixelfly_bwd(&p1, tdx, D1, r1 ? t2(dxv, N, r1) : pf_none(), t2(df, N, H),
+                                 tx, txv1, W1);
+            }
+            free(f);
+            free(g);
+            free(df);
+            free(dg);
+            free(dxv);
+        }
+    }
+    const char *names[] = {"y", "xv1", "gv2", "dx", "dw1", "dw2"};
+    int64_t sizes[] = {ny, (int64_t)N * r1, (int64_t)N * r2, (int64_t)N * in, n1, n2};
+    for (int64_t i = 0, off = 0; i < 6; off += sizes[i++])
+        ck_assert_msg(!memcmp(run[0] + off, run[1] + off, sizeof(float) * sizes[i]),
+                      "case %d: fused %s differs from the composition (rel err %.3g)", _i,
+                      names[i], rel_errf(run[0] + off, run[1] + off, sizes[i]));
+    // The gradients moved (the comparison is not between two untouched start values).
+    if (want_dw1) ck_assert(rel_errf(run[0] + nrun - n2 - n1, g0[0], n1) > 0);
+    ck_assert(rel_errf(run[0] + nrun - n2, g0[1], n2) > 0);
+    float *bufs[] = {x, dy, w1, w2, g0[0], g0[1], dx0, scratch, run[0], run[1]};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+}
+END_TEST
+
 // ---- AdamW against steps computed by hand ----
 
 // Two steps from m = v = 0 of p = 1.0, g = 0.4 (both steps), lr = 0.1, b1 = 0.9, b2 = 0.999,
@@ -987,6 +1184,8 @@ Suite *pf_test_suite(void) {
     tcase_add_loop_test(tc, test_pixelfly_matches_dense, 0,
                         (int)(sizeof dense_cases / sizeof dense_cases[0]));
     tcase_add_test(tc, test_pixelfly_deterministic);
+    tcase_add_loop_test(tc, test_pixelfly_mlp_matches_unfused, 0,
+                        (int)(sizeof mlp_cases / sizeof mlp_cases[0]));
     suite_add_tcase(s, tc);
     tc = tcase_create("optim");
     tcase_add_test(tc, test_adamw_by_hand);

@@ -1,15 +1,21 @@
 // test_text_shard.c: `pfdata text` (shard contents, attributes, atomic output on every
-// failure) and the token loader (rank slices, the union property, seeded order, cursor).
+// failure and on SIGINT/SIGTERM) and the token loader (rank slices, the union property,
+// seeded order, cursor, the padded last batch of evaluation).
 #include <dirent.h>
 #include <hdf5.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "check_main.h"
 #include "common.h"
+#include "config.h"
+#include "data.h"
+#include "interrupt.h"
 #include "pfdata.h"
 #include "rng.h"
 #include "text_shard.h"
@@ -232,6 +238,110 @@ START_TEST(test_pfdata_errors_leave_no_output) {
 }
 END_TEST
 
+// ---- interrupted conversions -----------------------------------------------------------
+
+// The writer names its temporary to the interrupt handler; the handler's cleanup removes it
+// and says so, and a committed shard is no longer tracked.
+START_TEST(test_interrupt_cleanup) {
+    make_tmp_dir();
+    const char *out = tmp_path("out.h5");
+    pf_text_shard_writer *w = pf_text_shard_create(out, 50257, 50256, "test", "cleanup", 64);
+    ck_assert_msg(w, "%s", pf_errmsg());
+    ck_assert_int_eq(count_temporaries(), 1);
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    ck_assert_int_eq(pf_interrupt_cleanup(fds[1]), 1);
+    ck_assert_int_eq(count_temporaries(), 0);
+    ck_assert_int_eq(pf_interrupt_cleanup(fds[1]), 0);  // nothing tracked any more
+    close(fds[1]);
+    char msg[8192] = {0}, want[8192];
+    ck_assert_int_gt(read(fds[0], msg, sizeof msg - 1), 0);  // both lines, already written
+    close(fds[0]);
+    snprintf(want, sizeof want, "pfdata: interrupted; removed %s.tmp.%ld\npfdata: interrupted\n",
+             out, (long)getpid());
+    ck_assert_str_eq(msg, want);
+    pf_text_shard_abort(w);
+    ck_assert(!exists(out));
+    // Once renamed into place, the shard is not the handler's to remove.
+    w = pf_text_shard_create(out, 50257, 50256, "test", "cleanup", 64);
+    ck_assert_msg(w, "%s", pf_errmsg());
+    int32_t id = 42;
+    ck_assert_int_eq(pf_text_shard_append(w, &id, 1), 0);
+    ck_assert_msg(pf_text_shard_commit(w) == 0, "%s", pf_errmsg());
+    ck_assert_int_eq(pf_interrupt_cleanup(-1), 0);
+    ck_assert(exists(out));
+    remove_tmp_dir();
+}
+END_TEST
+
+enum { INTERRUPT_REPEATS = 256 };  // x 1 MB of text: seconds of work, killed in its first ms
+
+// Runs `pfdata text` in a child over INTERRUPT_REPEATS copies of `input`, sends it `sig` as
+// soon as its temporary exists, and checks that it exits with 128 + sig, removes the
+// temporary, and says so.
+static void interrupt_pfdata(const char *vocab, const char *input, int sig) {
+    const char *out = tmp_path("out.h5"), *log = tmp_path("stderr.log");
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        // As a fresh process: Check's runner handlers (inherited) would kill the test too.
+        signal(SIGINT, SIG_DFL);
+        signal(SIGTERM, SIG_DFL);
+        FILE *err = freopen(log, "w", stderr);
+        if (!err) _exit(99);
+        char *argv[6 + INTERRUPT_REPEATS] = {"text", "--vocab", (char *)vocab, "--out",
+                                             (char *)out, "--quiet"};
+        for (int i = 0; i < INTERRUPT_REPEATS; i++) argv[6 + i] = (char *)input;
+        _exit(pfdata_text_main(6 + INTERRUPT_REPEATS, argv));
+    }
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", out, (long)pid);
+    int status = 0;
+    bool ended = false;
+    double t0 = pf_now();
+    while (!exists(tmp) && pf_now() - t0 < 30) {
+        if (waitpid(pid, &status, WNOHANG) == pid) {
+            ended = true;
+            break;
+        }
+        usleep(200);
+    }
+    if (!ended) {
+        ck_assert_msg(exists(tmp), "no %s after %.0f s", tmp, pf_now() - t0);
+        ck_assert_int_eq(kill(pid, sig), 0);
+        ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    }
+    ck_assert_msg(!ended, "pfdata ended (status %d) before its temporary was seen", status);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 128 + sig,
+                  "signal %d: status %d, expected exit %d", sig, status, 128 + sig);
+    ck_assert(!exists(tmp));
+    ck_assert(!exists(out));
+    ck_assert_int_eq(count_temporaries(), 0);
+    char *text, want[4300];
+    ck_assert_int_eq(pf_read_file(log, &text, NULL), 0);
+    snprintf(want, sizeof want, "pfdata: interrupted; removed %s\n", tmp);
+    ck_assert_msg(strstr(text, want), "stderr: '%s'", text);
+    free(text);
+    unlink(log);
+}
+
+START_TEST(test_pfdata_interrupted) {
+    const char *vocab = vocab_dir();
+    if (!vocab) return;
+    make_tmp_dir();
+    size_t len;
+    char *text = generated_text((size_t)1 << 20, &len);
+    const char *input = tmp_path("input.txt");
+    write_bytes(input, text, len);
+    free(text);
+    interrupt_pfdata(vocab, input, SIGINT);   // Ctrl-C: 130
+    interrupt_pfdata(vocab, input, SIGTERM);  // 143
+    remove_tmp_dir();
+}
+END_TEST
+
 // ---- loader ----------------------------------------------------------------------------
 
 enum { N_TOK = 1001, T_LEN = 8, WINDOWS = (N_TOK - 1) / T_LEN };  // 125 windows
@@ -254,7 +364,7 @@ static int window_of(const int32_t *row) { return row[0] / (7 * T_LEN); }
 
 static pf_token_loader *open_loader(const char *path, int B, int rank, int world, uint64_t seed,
                                     bool shuffle) {
-    pf_token_loader *l = pf_token_loader_open(path, B, T_LEN, rank, world, seed, shuffle);
+    pf_token_loader *l = pf_token_loader_open(path, B, T_LEN, rank, world, seed, shuffle, false);
     ck_assert_msg(l, "%s", pf_errmsg());
     return l;
 }
@@ -362,6 +472,80 @@ START_TEST(test_loader_cursor) {
 }
 END_TEST
 
+// Evaluation order (pad_last): an epoch yields every window exactly once whatever B and the
+// rank count, its last global batch topped up with padding rows (inputs 0, targets all -1).
+START_TEST(test_loader_pad_last) {
+    make_tmp_dir();
+    const char *path = write_counting_shard("count.h5", 50257, N_TOK);  // 125 windows
+    // {B, world, shuffle}: 125 = 31*4 + 1 = 20*6 + 5 = 17*7 + 6 = 125*1
+    const struct { int B, world; bool shuffle; } cases[] = {
+        {4, 1, false}, {3, 2, false}, {7, 1, true}, {1, 1, false}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const int B = cases[c].B, world = cases[c].world, global = B * world;
+        const int64_t bpe = (WINDOWS + global - 1) / global;
+        pf_token_loader *l[2];
+        for (int r = 0; r < world; r++) {
+            l[r] = pf_token_loader_open(path, B, T_LEN, r, world, 5, cases[c].shuffle, true);
+            ck_assert_msg(l[r], "%s", pf_errmsg());
+            ck_assert_int_eq(pf_token_loader_batches_per_epoch(l[r]), bpe);
+        }
+        int seen[WINDOWS] = {0}, pads = 0;
+        int32_t in[7 * T_LEN], tg[7 * T_LEN];
+        for (int64_t k = 0; k < bpe; k++)
+            for (int r = 0; r < world; r++) {
+                ck_assert_msg(pf_token_loader_next(l[r], in, tg) == 0, "%s", pf_errmsg());
+                for (int j = 0; j < B; j++) {
+                    const int32_t *x = in + j * T_LEN, *y = tg + j * T_LEN;
+                    if (y[0] == -1) {  // padding: only in the epoch's last batch, all ignored
+                        ck_assert_int_eq(k, bpe - 1);
+                        for (int i = 0; i < T_LEN; i++) {
+                            ck_assert_int_eq(y[i], -1);
+                            ck_assert_int_eq(x[i], 0);
+                        }
+                        pads++;
+                        continue;
+                    }
+                    for (int i = 0; i < T_LEN; i++) ck_assert_int_eq(y[i], x[i] + 7);
+                    seen[window_of(x)]++;
+                }
+            }
+        for (int w = 0; w < WINDOWS; w++)
+            ck_assert_msg(seen[w] == 1, "B=%d world=%d: window %d seen %d times", B, world, w,
+                          seen[w]);
+        ck_assert_int_eq(pads, bpe * global - WINDOWS);
+        // Then the next epoch starts over with real windows.
+        ck_assert_int_eq(pf_token_loader_get_cursor(l[0]).batch, bpe);
+        ck_assert_int_eq(pf_token_loader_next(l[0], in, tg), 0);
+        ck_assert_int_eq(pf_token_loader_get_cursor(l[0]).epoch, 1);
+        ck_assert_int_ne(tg[0], -1);
+        for (int r = 0; r < world; r++) pf_token_loader_close(l[r]);
+    }
+    // The data source pads evaluation batches and leaves training batches as they were.
+    pf_config cfg;
+    pf_config_defaults(&cfg);
+    char seq[32];
+    snprintf(seq, sizeof seq, "model.seq_len=%d", T_LEN);
+    ck_assert_int_eq(pf_config_set(&cfg, "model.type=gpt2"), 0);
+    ck_assert_int_eq(pf_config_set(&cfg, seq), 0);
+    pf_data *eval = pf_data_open(&cfg, path, 4, 0, 1, false);
+    pf_data *train = pf_data_open(&cfg, path, 4, 0, 1, true);
+    ck_assert_msg(eval && train, "%s", pf_errmsg());
+    ck_assert_int_eq(pf_data_batches_per_epoch(eval), 32);   // ceil(125 / 4)
+    ck_assert_int_eq(pf_data_batches_per_epoch(train), 31);  // 125 / 4, the rest dropped
+    int64_t real = 0, ignored = 0;
+    for (int k = 0; k < 32; k++) {
+        pf_batch b;
+        ck_assert_int_eq(pf_data_next(eval, &b), 0);
+        for (int i = 0; i < 4 * T_LEN; i++) b.targets[i] < 0 ? ignored++ : real++;
+    }
+    ck_assert_int_eq(real, WINDOWS * T_LEN);
+    ck_assert_int_eq(ignored, 3 * T_LEN);
+    pf_data_close(eval);
+    pf_data_close(train);
+    remove_tmp_dir();
+}
+END_TEST
+
 START_TEST(test_loader_wide_ids) {
     make_tmp_dir();
     const char *path = write_counting_shard("wide.h5", 70001, N_TOK);  // stored as uint32
@@ -382,7 +566,7 @@ START_TEST(test_loader_wide_ids) {
 END_TEST
 
 static void expect_open_error(const char *path, int B, const char *needle) {
-    pf_token_loader *l = pf_token_loader_open(path, B, T_LEN, 0, 1, 0, true);
+    pf_token_loader *l = pf_token_loader_open(path, B, T_LEN, 0, 1, 0, true, false);
     ck_assert_msg(!l, "%s opened", path);
     ck_assert_msg(strstr(pf_errmsg(), needle), "'%s' lacks '%s'", pf_errmsg(), needle);
 }
@@ -416,7 +600,7 @@ START_TEST(test_loader_bad_files) {
     const char *cut = tmp_path("cut.h5");
     write_bytes(cut, data, len - 1500);
     free(data);
-    pf_token_loader *l = pf_token_loader_open(cut, 4, T_LEN, 0, 1, 0, false);
+    pf_token_loader *l = pf_token_loader_open(cut, 4, T_LEN, 0, 1, 0, false, false);
     int rc = 0;
     int32_t in[4 * T_LEN], tg[4 * T_LEN];
     for (int k = 0; l && k < 31 && rc == 0; k++) rc = pf_token_loader_next(l, in, tg);
@@ -434,11 +618,14 @@ Suite *pf_test_suite(void) {
     tcase_add_test(tc, test_pfdata_small_files);
     tcase_add_test(tc, test_pfdata_tinyshakespeare);
     tcase_add_test(tc, test_pfdata_errors_leave_no_output);
+    tcase_add_test(tc, test_interrupt_cleanup);
+    tcase_add_test(tc, test_pfdata_interrupted);
     suite_add_tcase(s, tc);
     tc = tcase_create("loader");
     tcase_add_test(tc, test_loader_ranks_union);
     tcase_add_test(tc, test_loader_order);
     tcase_add_test(tc, test_loader_cursor);
+    tcase_add_test(tc, test_loader_pad_last);
     tcase_add_test(tc, test_loader_wide_ids);
     tcase_add_test(tc, test_loader_bad_files);
     suite_add_tcase(s, tc);

@@ -1,7 +1,8 @@
 // test_train.c: pf_train end to end on the CPU, in-process on a singleton MPI communicator
 // (world = 1). A tiny Pixelfly GPT-2 on the head of tinyshakespeare learns (the loss falls
 // well below its start) and is deterministic (same seed: the same loss at every step); a
-// small Pixelfly MLP-Mixer on Fashion-MNIST reaches a test accuracy far above chance.
+// small Pixelfly MLP-Mixer on Fashion-MNIST reaches a test accuracy far above chance; GPT-2's
+// val_loss covers every validation window, whatever the batch size.
 // Each test makes its own shards with pfdata in a temporary folder.
 #include <check.h>
 #include <math.h>
@@ -15,6 +16,8 @@
 #include "common.h"
 #include "config.h"
 #include "pfdata.h"
+#include "rng.h"
+#include "text_shard.h"
 #include "train.h"
 
 #define FASHION_DIR "/usr/share/datasets/fashion-mnist"
@@ -154,6 +157,56 @@ START_TEST(test_gpt2_learns_and_is_deterministic) {
 }
 END_TEST
 
+// ---- GPT-2 validation covers every window ---------------------------------------------
+
+enum { VAL_T = 16, VAL_WINDOWS = 31 };  // 31 windows: a multiple of neither 3 nor 4
+
+// val_loss of a one-step run with micro-batch B over `shard` (train and val alike). The
+// learning rate is too small to move any parameter, so every run evaluates the initial model.
+static double val_loss_with_batch(pf_comm *comm, const char *shard, int B) {
+    char train_set[300], val_set[300], batch[64], run[32];
+    snprintf(train_set, sizeof train_set, "data.train=%s", shard);
+    snprintf(val_set, sizeof val_set, "data.val=%s", shard);
+    snprintf(batch, sizeof batch, "train.batch_size=%d", B);
+    snprintf(run, sizeof run, "eval-b%d", B);
+    pf_config c;
+    make_config(&c, (const char *const[]){
+                        "model.type=gpt2", "model.n_layer=1", "model.n_embd=32",
+                        "model.n_head=2", "model.seq_len=16", "model.vocab_size=50257",
+                        train_set, val_set, batch, "train.steps=1", "train.lr=1e-30",
+                        "train.eval_every=0", "train.eval_batches=0", "run.backend=cpu",
+                        "run.log_every=1000", NULL});
+    train(&c, comm, run);
+    return summary_field(run, "val_loss");
+}
+
+// The last validation batch is padded rather than dropped, so val_loss covers every window
+// once whatever the batch size. The shard's last 3 windows repeat one token, which the
+// untrained model (tied embeddings) predicts better than the random ones before them, so
+// leaving out 1 (B = 3) or 3 (B = 4) of the 31 windows moves val_loss far beyond the
+// tolerance (dropping one: 10.8008 instead of 10.7865).
+START_TEST(test_gpt2_val_every_window) {
+    const char *shard = pf_test_path("val.h5");
+    pf_text_shard_writer *w = pf_text_shard_create(shard, 50257, 50256, "test", "synthetic", 64);
+    ck_assert_msg(w, "%s", pf_errmsg());
+    pf_rng r;
+    pf_rng_seed(&r, 3);
+    for (int i = 0; i < VAL_WINDOWS * VAL_T + 1; i++) {
+        int32_t id = i < (VAL_WINDOWS - 3) * VAL_T ? (int32_t)pf_rng_below(&r, 50256) : 464;
+        ck_assert_int_eq(pf_text_shard_append(w, &id, 1), 0);
+    }
+    ck_assert_msg(pf_text_shard_commit(w) == 0, "%s", pf_errmsg());
+    pf_comm *comm = comm_init();
+    double one = val_loss_with_batch(comm, shard, 1);  // B = 1 never had a partial batch
+    double three = val_loss_with_batch(comm, shard, 3), four = val_loss_with_batch(comm, shard, 4);
+    pf_comm_finalize(comm);
+    printf("gpt2 val_loss over %d windows: B=1 %.6f, B=3 %.6f, B=4 %.6f\n", VAL_WINDOWS, one,
+           three, four);
+    ck_assert_msg(fabs(three - one) <= 1e-5 * one, "val_loss B=3 %.6f vs B=1 %.6f", three, one);
+    ck_assert_msg(fabs(four - one) <= 1e-5 * one, "val_loss B=4 %.6f vs B=1 %.6f", four, one);
+}
+END_TEST
+
 // ---- MLP-Mixer on Fashion-MNIST --------------------------------------------------------
 
 static void images_shard(const char *split, const char *out) {
@@ -205,6 +258,11 @@ Suite *pf_test_suite(void) {
     tcase_add_checked_fixture(tc, pf_test_tmpdir_setup, pf_test_tmpdir_teardown);
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_gpt2_learns_and_is_deterministic);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("gpt2_eval");
+    tcase_add_checked_fixture(tc, pf_test_tmpdir_setup, pf_test_tmpdir_teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_gpt2_val_every_window);
     suite_add_tcase(s, tc);
     tc = tcase_create("mixer");
     tcase_add_checked_fixture(tc, pf_test_tmpdir_setup, pf_test_tmpdir_teardown);

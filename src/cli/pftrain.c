@@ -40,7 +40,8 @@ static int load_config(pf_config *c, int argc, char **argv, int i, const char **
         fprintf(stderr, "pftrain: missing CONFIG (an .ini file, see configs/)\n");
         return -1;
     }
-    if (pf_config_load(c, argv[i]) < 0) {
+    const char *path = argv[i];
+    if (pf_config_load(c, path) < 0) {
         fprintf(stderr, "pftrain: %s\n", pf_errmsg());
         return -1;
     }
@@ -61,7 +62,7 @@ static int load_config(pf_config *c, int argc, char **argv, int i, const char **
         }
     }
     if (pf_config_validate(c) < 0) {
-        fprintf(stderr, "pftrain: %s: %s\n", argv[0], pf_errmsg());
+        fprintf(stderr, "pftrain: %s: %s\n", path, pf_errmsg());
         return -1;
     }
     return 0;

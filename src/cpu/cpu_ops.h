@@ -60,6 +60,15 @@ void cpu_pixelfly_fwd(const pf_pattern *p, pf_tensor y, pf_tensor xv, pf_tensor 
 void cpu_pixelfly_bwd(const pf_pattern *p, pf_tensor dx, pf_pixelfly_w dw, pf_tensor dxv,
                       pf_tensor dy, pf_tensor x, pf_tensor xv, pf_pixelfly_w w);
 
+// cpu_mlp.c
+void cpu_pixelfly_mlp_fwd(const pf_pattern *p1, const pf_pattern *p2, pf_tensor y, pf_tensor xv1,
+                          pf_tensor gv2, pf_tensor x, pf_pixelfly_w w1, pf_pixelfly_w w2,
+                          pf_tensor scratch);
+void cpu_pixelfly_mlp_bwd(const pf_pattern *p1, const pf_pattern *p2, pf_tensor dx,
+                          pf_pixelfly_w dw1, pf_pixelfly_w dw2, pf_tensor dy, pf_tensor x,
+                          pf_tensor xv1, pf_tensor gv2, pf_pixelfly_w w1, pf_pixelfly_w w2,
+                          pf_tensor scratch);
+
 // cpu_norm.c
 void cpu_layernorm_fwd(pf_tensor y, pf_tensor mean, pf_tensor rstd, pf_tensor x, pf_tensor g,
                        pf_tensor b, float eps);

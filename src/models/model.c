@@ -6,6 +6,7 @@
 
 #include "common.h"
 #include "model_impl.h"
+#include "op_shapes.h"
 
 static const pf_model_vtable *vtable_for(pf_model_kind k) {
     switch (k) {
@@ -149,6 +150,14 @@ void pf_ln_backward(pf_model *m, const pf_ln *ln, pf_tensor dx, pf_tensor dy, pf
 
 // ---- MLP -------------------------------------------------------------------------------
 
+// The unfused backward's df and dg in m->mlp_scratch: df at 0, dg at this offset (elements,
+// a multiple of 64 so that a bf16 dg stays 128-byte aligned).
+static int64_t unfused_dg_offset(int64_t NH) { return (NH + 63) / 64 * 64; }
+
+static pf_tensor mlp_scratch(pf_model *m) {
+    return pf_tensor_1d(m->mlp_scratch, m->be->act_dtype, m->be->device, m->mlp_scratch_n);
+}
+
 int pf_mlp_declare(pf_model *m, pf_mlp *mlp, const char *name, int64_t N, int in, int hidden,
                    int out, pf_layer_spec s1, pf_layer_spec s2) {
     char lname[48];
@@ -157,8 +166,19 @@ int pf_mlp_declare(pf_model *m, pf_mlp *mlp, const char *name, int64_t N, int in
     if (pf_model_linear(m, &mlp->fc1, lname, in, hidden, true, s1, N / m->B) < 0) return -1;
     snprintf(lname, sizeof lname, "%s.fc2", name);
     if (pf_model_linear(m, &mlp->fc2, lname, hidden, out, true, s2, N / m->B) < 0) return -1;
-    mlp->f = pf_act(m, N * hidden);
-    mlp->g = pf_act(m, N * hidden);
+    mlp->fused = m->cfg.fuse_mlp && s1.pixelfly && s2.pixelfly;
+    m->n_mlps++;
+    int64_t scratch;
+    if (mlp->fused) {
+        // f, g are recomputed in backward; forward and backward keep them in the scratch.
+        scratch = pf_pixelfly_mlp_scratch_numel(&mlp->fc1.pat, &mlp->fc2.pat, N);
+        m->n_fused_mlps++;
+    } else {
+        mlp->f = pf_act(m, N * hidden);
+        mlp->g = pf_act(m, N * hidden);
+        scratch = unfused_dg_offset(N * hidden) + N * hidden;  // df, dg
+    }
+    if (scratch > m->mlp_scratch_n) m->mlp_scratch_n = scratch;
     mlp->f_xv = pf_act(m, N * pf_linear_rank(&mlp->fc1));
     mlp->g_xv = pf_act(m, N * pf_linear_rank(&mlp->fc2));
     return 0;
@@ -177,6 +197,14 @@ static pf_tensor xv_view(pf_model *m, void *d, int64_t N, const pf_linear *l) {
 
 void pf_mlp_forward(pf_model *m, pf_mlp *mlp, pf_tensor y, pf_tensor x) {
     int64_t N = mlp->N, H = mlp->fc1.out;
+    if (mlp->fused) {
+        m->be->pixelfly_mlp_fwd(&mlp->fc1.pat, &mlp->fc2.pat, y,
+                                xv_view(m, mlp->f_xv, N, &mlp->fc1),
+                                xv_view(m, mlp->g_xv, N, &mlp->fc2), x,
+                                pf_linear_pixelfly_w(&mlp->fc1, &m->arena, false),
+                                pf_linear_pixelfly_w(&mlp->fc2, &m->arena, false), mlp_scratch(m));
+        return;
+    }
     pf_tensor f = pf_act2(m, mlp->f, N, H), g = pf_act2(m, mlp->g, N, H);
     pf_linear_forward(&mlp->fc1, &m->arena, f, xv_view(m, mlp->f_xv, N, &mlp->fc1), x);
     m->be->gelu_fwd(g, f);
@@ -184,8 +212,20 @@ void pf_mlp_forward(pf_model *m, pf_mlp *mlp, pf_tensor y, pf_tensor x) {
 }
 
 void pf_mlp_backward(pf_model *m, pf_mlp *mlp, pf_tensor dx, pf_tensor dy, pf_tensor x,
-                     void *df, void *dg, void *dxv) {
+                     void *dxv) {
     int64_t N = mlp->N, H = mlp->fc1.out;
+    const pf_arena *a = &m->arena;
+    if (mlp->fused) {
+        m->be->pixelfly_mlp_bwd(&mlp->fc1.pat, &mlp->fc2.pat, dx,
+                                pf_linear_pixelfly_w(&mlp->fc1, a, true),
+                                pf_linear_pixelfly_w(&mlp->fc2, a, true), dy, x,
+                                xv_view(m, mlp->f_xv, N, &mlp->fc1),
+                                xv_view(m, mlp->g_xv, N, &mlp->fc2),
+                                pf_linear_pixelfly_w(&mlp->fc1, a, false),
+                                pf_linear_pixelfly_w(&mlp->fc2, a, false), mlp_scratch(m));
+        return;
+    }
+    void *df = m->mlp_scratch, *dg = pf_act_at(m, m->mlp_scratch, unfused_dg_offset(N * H));
     pf_tensor tdg = pf_act2(m, dg, N, H), tdf = pf_act2(m, df, N, H);
     m->be->zero(dg, pf_act_bytes(m, N * H));
     pf_linear_backward(&mlp->fc2, &m->arena, tdg, dy, pf_act2(m, mlp->g, N, H),
@@ -270,7 +310,7 @@ void pf_block_backward(pf_model *m, pf_block *blk, void *dres, const pf_block_sc
     pf_tensor tdres = pf_act2(m, dres, N, C), tdh = pf_act2(m, s->dh, N, C);
     // MLP branch: y = x2 + mlp(ln2(x2))
     be->zero(s->dh, act_bytes);
-    pf_mlp_backward(m, &blk->mlp, tdh, tdres, pf_act2(m, blk->h2, N, C), s->df, s->dg, s->dxv);
+    pf_mlp_backward(m, &blk->mlp, tdh, tdres, pf_act2(m, blk->h2, N, C), s->dxv);
     pf_ln_backward(m, &blk->ln2, tdres, tdh, pf_act2(m, blk->x2, N, C));
     // attention branch: x2 = x + proj(attn(qkv(ln1(x))))
     be->zero(s->da, act_bytes);
@@ -295,15 +335,12 @@ int64_t pf_block_first_offset(const pf_model *m, const pf_block *blk) {
     return m->layout.params[blk->ln1.g].offset;
 }
 
-void pf_block_scratch_alloc(pf_model *m, pf_block_scratch *s, int B, int T, int C, int NH,
-                            int hidden, int max_rank) {
+void pf_block_scratch_alloc(pf_model *m, pf_block_scratch *s, int B, int T, int C,
+                            int max_rank) {
     int64_t N = (int64_t)B * T;
     s->dh = pf_act(m, N * C);
     s->da = pf_act(m, N * C);
-    s->dqkv = pf_act(m, N * 3 * C);
-    (void)NH;  // attention backward needs no [B, NH, T, T] scratch any more
-    s->df = pf_act(m, N * hidden);
-    s->dg = pf_act(m, N * hidden);
+    s->dqkv = pf_act(m, N * 3 * C);  // attention backward needs no [B, NH, T, T] scratch
     s->dxv = pf_act(m, N * max_rank);
 }
 
@@ -320,6 +357,8 @@ pf_model *pf_model_create(const pf_config *c, const pf_backend *be, int B) {
         pf_model_free(m);
         return NULL;
     }
+    // One scratch for every MLP of the model, sized by pf_mlp_declare for the largest.
+    if (m->mlp_scratch_n) m->mlp_scratch = pf_act(m, m->mlp_scratch_n);
     pf_arena_alloc(&m->arena, &m->layout, be);
     return m;
 }
@@ -358,6 +397,7 @@ void pf_model_backward(pf_model *m, float scale, pf_grads_ready_fn ready, void *
 pf_arena *pf_model_arena(pf_model *m) { return &m->arena; }
 const pf_layout *pf_model_layout(const pf_model *m) { return &m->layout; }
 int64_t pf_model_rows_per_sample(const pf_model *m) { return m->rows_per_sample; }
+int64_t pf_model_activation_bytes(const pf_model *m) { return m->act_bytes; }
 
 void pf_model_adamw_step(pf_model *m, float lr, int step, float grad_scale) {
     const pf_config *c = &m->cfg;
@@ -413,4 +453,8 @@ void pf_model_summary(const pf_model *m, FILE *f) {
                "train.batch_size %d)\n",
             m->be->name, 16.0 * m->layout.numel / 1e6, per_sample / 1e6,
             (16.0 * m->layout.numel + per_sample * c->batch_size) / 1e6, c->batch_size);
+    if (m->n_fused_mlps)
+        fprintf(f, "  %d of %d MLPs fused (pixelfly.fuse_mlp): hidden activations recomputed in "
+                   "backward, not kept\n",
+                m->n_fused_mlps, m->n_mlps);
 }

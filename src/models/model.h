@@ -53,6 +53,9 @@ void pf_model_adamw_step(pf_model *m, float lr, int step, float grad_scale);
 pf_arena *pf_model_arena(pf_model *m);
 const pf_layout *pf_model_layout(const pf_model *m);
 int64_t pf_model_rows_per_sample(const pf_model *m);  // tokens per sequence, or 1 per image
+// Bytes of the model's activation buffers (saved activations and backward scratch) at its
+// micro-batch: what `pftrain summary` prints per sample.
+int64_t pf_model_activation_bytes(const pf_model *m);
 // Training FLOPs per sample (6 x multiply-adds of the linear layers plus attention), of this
 // model and of its all-dense twin.
 double pf_model_train_flops(const pf_model *m, bool dense_twin);

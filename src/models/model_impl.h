@@ -25,6 +25,9 @@ struct pf_model {
     void **acts;                               // activation buffers, freed with the model
     int n_acts, cap_acts;
     int64_t act_bytes;                         // their total size (at micro-batch B)
+    void *mlp_scratch;                         // one scratch for every pf_mlp (see there),
+    int64_t mlp_scratch_n;                     // activations, sized for the largest
+    int n_mlps, n_fused_mlps;
     float *staging;                            // fp32 device buffer for host transfers of
     int64_t staging_n;                         // bf16 activations (pf_act_upload/download)
     void *impl;                                // the model kind's own state
@@ -74,19 +77,24 @@ void pf_ln_forward(pf_model *m, const pf_ln *ln, pf_tensor y, pf_tensor x);
 void pf_ln_backward(pf_model *m, const pf_ln *ln, pf_tensor dx, pf_tensor dy, pf_tensor x);
 
 // y = fc2(gelu(fc1(x))) over N rows: x [N, in] -> hidden [N, H] -> y [N, out].
+// Unfused, the forward keeps f = fc1(x) and g = gelu(f) [N, H] for backward, whose dg, df
+// use the model's shared m->mlp_scratch. Fused (pixelfly.fuse_mlp with both layers Pixelfly),
+// forward and backward are the pixelfly_mlp op: f and g live only in m->mlp_scratch and the
+// backward recomputes them, so the MLP keeps only f_xv, g_xv ([N, r]: the op's xv1, gv2).
 typedef struct {
     pf_linear fc1, fc2;
     int64_t N;
-    void *f, *f_xv, *g, *g_xv;  // fc1 output, its xv, gelu output, fc2's xv
+    bool fused;
+    void *f, *f_xv, *g, *g_xv;  // fc1 output, its xv, gelu output, fc2's xv (f, g: unfused)
 } pf_mlp;
 int pf_mlp_declare(pf_model *m, pf_mlp *mlp, const char *name, int64_t N, int in, int hidden,
                    int out, pf_layer_spec s1, pf_layer_spec s2);
 void pf_mlp_init(pf_model *m, const pf_mlp *mlp, float *host, float std, float out_std,
                  pf_rng *rng);
 void pf_mlp_forward(pf_model *m, pf_mlp *mlp, pf_tensor y, pf_tensor x);
-// scratch: dg, df [N, H] and dxv [N, max rank]
+// dxv: scratch [N, max rank] (unfused; the fused op has its own in m->mlp_scratch)
 void pf_mlp_backward(pf_model *m, pf_mlp *mlp, pf_tensor dx, pf_tensor dy, pf_tensor x,
-                     void *df, void *dg, void *dxv);
+                     void *dxv);
 
 // Pre-LN transformer block over [B, T, C]: x2 = x + proj(attn(qkv(ln1 x))),
 // y = x2 + mlp(ln2 x2). Shared by GPT-2 (causal) and ViT.
@@ -101,9 +109,10 @@ typedef struct {
     float *lse;  // [B, NH, T]
 } pf_block;
 
-// Backward scratch shared by all blocks of a model (sized for the largest).
+// Backward scratch shared by all blocks of a model (sized for the largest); the MLP's own
+// scratch is m->mlp_scratch.
 typedef struct {
-    void *dh, *dqkv, *da, *df, *dg, *dxv;
+    void *dh, *dqkv, *da, *dxv;
 } pf_block_scratch;
 
 int pf_block_declare(pf_model *m, pf_block *blk, int layer, int B, int T, int C, int NH,
@@ -114,8 +123,8 @@ void pf_block_forward(pf_model *m, pf_block *blk, void *x);
 void pf_block_backward(pf_model *m, pf_block *blk, void *dres, const pf_block_scratch *s);
 // Arena offset of the block's first parameter (its parameters are declared contiguously).
 int64_t pf_block_first_offset(const pf_model *m, const pf_block *blk);
-void pf_block_scratch_alloc(pf_model *m, pf_block_scratch *s, int B, int T, int C, int NH,
-                            int hidden, int max_rank);
+void pf_block_scratch_alloc(pf_model *m, pf_block_scratch *s, int B, int T, int C,
+                            int max_rank);
 int pf_max_rank(const pf_config *c);
 
 #endif

@@ -106,17 +106,14 @@ static int vision_declare(pf_model *m, bool vit) {
         for (int l = 0; l < c->n_layer; l++)
             if (pf_block_declare(m, &v->blocks[l], l, B, v->T, v->D, c->n_head, H, false) < 0)
                 return -1;
-        pf_block_scratch_alloc(m, &v->scratch, B, v->T, v->D, c->n_head, H, pf_max_rank(c));
+        pf_block_scratch_alloc(m, &v->scratch, B, v->T, v->D, pf_max_rank(c));
     } else {
         v->mblocks = pf_calloc(c->n_layer, sizeof *v->mblocks);
         for (int l = 0; l < c->n_layer; l++)
             if (mixer_block_declare(m, v, &v->mblocks[l], l) < 0) return -1;
-        int H = c->token_mlp_dim > c->channel_mlp_dim ? c->token_mlp_dim : c->channel_mlp_dim;
         int64_t rows = (int64_t)B * (v->P > v->D ? v->P : v->D);
-        // scratch sized for the larger of the two MLPs: rows x hidden
+        // dxv for the larger of the two MLPs (rows x rank); their df, dg are m->mlp_scratch
         v->scratch.dh = pf_act(m, NP * v->D);
-        v->scratch.df = pf_act(m, rows * H);
-        v->scratch.dg = pf_act(m, rows * H);
         v->scratch.dxv = pf_act(m, rows * pf_max_rank(c));
         v->dtok_t = pf_act(m, NP * v->D);
         v->dtok = pf_act(m, NP * v->D);
@@ -207,7 +204,7 @@ static void mixer_block_backward(pf_model *m, vision *v, mixer_block *mb, void *
     size_t bytes = pf_act_bytes(m, N * D);
     pf_tensor tdres = pf_act2(m, dres, N, D), tdh = pf_act2(m, s->dh, N, D);
     be->zero(s->dh, bytes);
-    pf_mlp_backward(m, &mb->channel, tdh, tdres, pf_act2(m, mb->h2, N, D), s->df, s->dg, s->dxv);
+    pf_mlp_backward(m, &mb->channel, tdh, tdres, pf_act2(m, mb->h2, N, D), s->dxv);
     pf_ln_backward(m, &mb->ln2, tdres, tdh, pf_act2(m, mb->x2, N, D));
     // token mixing: tok = transpose(tokmlp(transpose(ln1(x))))
     be->zero(v->dtok_t, bytes);
@@ -215,7 +212,7 @@ static void mixer_block_backward(pf_model *m, vision *v, mixer_block *mb, void *
     be->zero(v->dtok, bytes);
     pf_mlp_backward(m, &mb->token, pf_act2(m, v->dtok, (int64_t)B * D, P),
                     pf_act2(m, v->dtok_t, (int64_t)B * D, P),
-                    pf_act2(m, mb->h1t, (int64_t)B * D, P), s->df, s->dg, s->dxv);
+                    pf_act2(m, mb->h1t, (int64_t)B * D, P), s->dxv);
     be->zero(s->dh, bytes);
     be->transpose_bwd(pf_act3(m, s->dh, B, P, D), pf_act3(m, v->dtok, B, D, P));
     pf_ln_backward(m, &mb->ln1, tdres, tdh, pf_act2(m, mb->x, N, D));

@@ -26,6 +26,7 @@
 #include "common.h"
 #include "config.h"
 #include "models/model.h"
+#include "op_shapes.h"
 #include "pattern.h"
 
 #define TOL 1e-4        // fp32 on both sides, different summation orders
@@ -324,6 +325,90 @@ static void test_pixelfly(pf_dtype dt, int64_t N, int out, int in, int bs, int n
     }
     end();
     buf *all[] = {&x, &S, &U, &V, &b, &y, &xv, &dy, &dx, &dS, &dU, &dV, &db, &dxv, &dS2};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) release(all[i]);
+}
+
+// ---- pixelfly_mlp --------------------------------------------------------------------------
+
+// Weights of one Pixelfly layer in dt, scaled to unit variance per output (urand has variance
+// 1/3) so that the hidden layer's GELU sees values of order one, not only its linear tails.
+static void mlp_layer(pf_dtype dt, const pf_pattern *p, buf *S, buf *U, buf *V, buf *b) {
+    int64_t r1 = p->rank ? p->rank : 1;
+    *S = A4(dt, IN, p->bs, p->nf + 1, p->ob, p->ib);
+    *U = A2(dt, IN, p->out, r1);
+    *V = A2(dt, IN, r1, p->in);
+    *b = A1(dt, IN, p->out);
+    scale_buf(S, sqrtf(3.0f / (float)(p->ib * (p->nf + 1) + p->rank)));
+    scale_buf(V, sqrtf(3.0f / (float)p->in));
+    scale_buf(U, sqrtf(3.0f / (float)(p->ib * (p->nf + 1) + p->rank)));
+}
+
+// The Pixelfly MLP y = fc2(gelu(fc1(x))) with recomputed hidden activations: activations,
+// weights, xv1, gv2 and the scratch in dt, weight gradients fp32. Both layers run on the
+// tensor-core Pixelfly kernels, which round to bf16 whatever dt is, and in bf16 the hidden
+// f, g, dg, df are rounded too: every output is held to BF16_TOL. The scratch starts as NaN
+// on the device, so an op that reads scratch it has not written fails.
+static void test_pixelfly_mlp(pf_dtype dt, int64_t N, int in, int H, int out, int bs1, int nf1,
+                              int r1, int bs2, int nf2, int r2, bool bias, bool with_dx) {
+    pf_pattern p1, p2;
+    if (pf_pattern_init(&p1, H, in, bs1, nf1, r1, bias)) PF_FATAL("%s", pf_errmsg());
+    if (pf_pattern_init(&p2, out, H, bs2, nf2, r2, bias)) PF_FATAL("%s", pf_errmsg());
+    buf S1, U1, V1, b1, S2, U2, V2, b2;
+    mlp_layer(dt, &p1, &S1, &U1, &V1, &b1);
+    mlp_layer(dt, &p2, &S2, &U2, &V2, &b2);
+    int64_t ns = pf_pixelfly_mlp_scratch_numel(&p1, &p2, N);
+    buf x = A2(dt, IN, N, in), y = A2(dt, OUT, N, out), xv1 = A2(dt, OUT, N, r1 ? r1 : 1),
+        gv2 = A2(dt, OUT, N, r2 ? r2 : 1), scratch = A1(dt, OUT, ns);
+    char shape[160];
+    snprintf(shape, sizeof shape, "%s N=%ld %d-%d-%d bs=%d,%d nf=%d,%d r=%d,%d bias=%d",
+             dt == PF_BF16 ? "bf16" : "fp32", (long)N, in, H, out, bs1, bs2, nf1, nf2, r1, r2,
+             bias);
+    begin("pixelfly_mlp_fwd %s", shape);
+    CPU->pixelfly_mlp_fwd(&p1, &p2, tc(&y), r1 ? tc(&xv1) : pf_none(), r2 ? tc(&gv2) : pf_none(),
+                          tc(&x), pw(&p1, &S1, &U1, &V1, &b1, false),
+                          pw(&p2, &S2, &U2, &V2, &b2, false), tc(&scratch));
+    GPU->pixelfly_mlp_fwd(&p1, &p2, tg(&y), r1 ? tg(&xv1) : pf_none(), r2 ? tg(&gv2) : pf_none(),
+                          tg(&x), pw(&p1, &S1, &U1, &V1, &b1, true),
+                          pw(&p2, &S2, &U2, &V2, &b2, true), tg(&scratch));
+    cmp_tol("y", &y, BF16_TOL);
+    if (r1) cmp_tol("xv1", &xv1, BF16_TOL);
+    if (r2) cmp_tol("gv2", &gv2, BF16_TOL);
+    end();
+
+    // Backward reads xv1 and gv2 as saved by a forward: give both sides the CPU's.
+    sync_buf(&xv1);
+    sync_buf(&gv2);
+    int64_t q1 = r1 ? r1 : 1, q2 = r2 ? r2 : 1;
+    buf dy = A2(dt, IN, N, out), dx = A2(dt, ACC, N, in),
+        dS1 = F4(ACC, bs1, nf1 + 1, p1.ob, p1.ib), dU1 = F2(ACC, H, q1), dV1 = F2(ACC, q1, in),
+        db1 = F1(ACC, H), dS2 = F4(ACC, bs2, nf2 + 1, p2.ob, p2.ib), dU2 = F2(ACC, out, q2),
+        dV2 = F2(ACC, q2, H), db2 = F1(ACC, out), scratch2 = A1(dt, OUT, ns);
+    shrink_bf16_start(&dx);
+    begin("pixelfly_mlp_bwd %s dx=%d", shape, with_dx);
+    CPU->pixelfly_mlp_bwd(&p1, &p2, with_dx ? tc(&dx) : pf_none(),
+                          pw(&p1, &dS1, &dU1, &dV1, &db1, false),
+                          pw(&p2, &dS2, &dU2, &dV2, &db2, false), tc(&dy), tc(&x),
+                          r1 ? tc(&xv1) : pf_none(), r2 ? tc(&gv2) : pf_none(),
+                          pw(&p1, &S1, &U1, &V1, &b1, false), pw(&p2, &S2, &U2, &V2, &b2, false),
+                          tc(&scratch2));
+    GPU->pixelfly_mlp_bwd(&p1, &p2, with_dx ? tg(&dx) : pf_none(),
+                          pw(&p1, &dS1, &dU1, &dV1, &db1, true),
+                          pw(&p2, &dS2, &dU2, &dV2, &db2, true), tg(&dy), tg(&x),
+                          r1 ? tg(&xv1) : pf_none(), r2 ? tg(&gv2) : pf_none(),
+                          pw(&p1, &S1, &U1, &V1, &b1, true), pw(&p2, &S2, &U2, &V2, &b2, true),
+                          tg(&scratch2));
+    cmp_tol("dx", &dx, BF16_TOL);
+    cmp_tol("dS1", &dS1, BF16_TOL);
+    cmp_tol("dU1", &dU1, BF16_TOL);
+    cmp_tol("dV1", &dV1, BF16_TOL);
+    cmp_tol("db1", &db1, BF16_TOL);
+    cmp_tol("dS2", &dS2, BF16_TOL);
+    cmp_tol("dU2", &dU2, BF16_TOL);
+    cmp_tol("dV2", &dV2, BF16_TOL);
+    cmp_tol("db2", &db2, BF16_TOL);
+    end();
+    buf *all[] = {&S1, &U1, &V1, &b1, &S2, &U2, &V2, &b2, &x, &y, &xv1, &gv2, &scratch,
+                  &dy, &dx, &dS1, &dU1, &dV1, &db1, &dS2, &dU2, &dV2, &db2, &scratch2};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) release(all[i]);
 }
 
@@ -839,6 +924,16 @@ int main(void) {
         test_pixelfly(dt, 256, 768, 3072, 16, 2, 32, true, true);   // GPT-2 fc2 3072 -> 768
     }
 
+    for (int d = 0; d < 2; d++) {  // (N, in, H, out, bs1, nf1, r1, bs2, nf2, r2, bias, dx)
+        pf_dtype dt = d ? PF_BF16 : PF_F32;
+        test_pixelfly_mlp(dt, 67, 64, 256, 64, 4, 2, 8, 4, 2, 8, true, true);
+        test_pixelfly_mlp(dt, 33, 96, 192, 80, 8, 3, 0, 4, 1, 5, false, true);
+        test_pixelfly_mlp(dt, 67, 64, 128, 64, 4, 1, 3, 8, 2, 0, true, false);
+        test_pixelfly_mlp(dt, 1, 64, 128, 64, 4, 1, 3, 8, 2, 0, true, true);    // one token
+        test_pixelfly_mlp(dt, 0, 64, 128, 64, 4, 1, 3, 8, 2, 0, true, true);    // no tokens
+        test_pixelfly_mlp(dt, 255, 768, 3072, 768, 16, 2, 32, 16, 2, 32, true, true);  // GPT-2
+    }
+
     for (int d = 0; d < 2; d++) {
         pf_dtype dt = d ? PF_BF16 : PF_F32;
         test_layernorm(dt, 67, 96, true, true);
@@ -899,6 +994,8 @@ int main(void) {
 
     test_model("gpt2-pixelfly", (const char *const[]){GPT2_TINY, PIXELFLY_BLOCK, NULL});
     test_model("gpt2-dense", (const char *const[]){GPT2_TINY, NULL});
+    test_model("gpt2-fused-mlp",
+               (const char *const[]){GPT2_TINY, PIXELFLY_BLOCK, "pixelfly.fuse_mlp=true", NULL});
     test_model("vit-pixelfly", (const char *const[]){"model.type=vit", VISION_TINY, PIXELFLY_BLOCK,
                                                      NULL});
     test_model("mixer-pixelfly",
