@@ -18,7 +18,8 @@
 // every per-row buffer (scores, probabilities, the output accumulator), so those buffers need
 // only __syncwarp(); the shared k/v (or q/dout) tiles that all warps read are guarded by
 // __syncthreads(). Rows past T are staged as zeros and masked; nothing past T is written.
-// Head dims: 16, 32, 64, 128 (templates); anything else is refused with PF_FATAL.
+// Head dims: 16, 32, 64, 96, 128 (templates; the backend table publishes the list, so a model
+// with another one is refused when it is built).
 #include <mma.h>
 
 #include <type_traits>
@@ -417,6 +418,10 @@ __global__ static void __launch_bounds__(ATT_THREADS)
 
 static cudaStream_t stream(void) { return pf_cuda_ctx()->stream; }
 
+// The head dims att_dispatch_hd instantiates (the backend table publishes them, so a model
+// with another one is refused when it is built).
+extern "C" const int cuda_attention_head_dims[] = {16, 32, 64, 96, 128, 0};
+
 // Calls f(std::integral_constant<int, hd>{}) for a supported head dim; refuses any other.
 template <typename F>
 static void att_dispatch_hd(int64_t hd, F &&f) {
@@ -424,10 +429,11 @@ static void att_dispatch_hd(int64_t hd, F &&f) {
     case 16: f(std::integral_constant<int, 16>{}); break;
     case 32: f(std::integral_constant<int, 32>{}); break;
     case 64: f(std::integral_constant<int, 64>{}); break;
+    case 96: f(std::integral_constant<int, 96>{}); break;  // ViT-S/16 (768 / 8 heads)
     case 128: f(std::integral_constant<int, 128>{}); break;
     default:
         PF_FATAL("attention: head dim %lld (n_embd / n_head) is not supported by the CUDA "
-                 "kernels; supported head dims: 16, 32, 64, 128",
+                 "kernels; supported head dims: 16, 32, 64, 96, 128",
                  (long long)hd);
     }
 }

@@ -115,6 +115,7 @@ extern "C" const pf_backend pf_backend_cuda = {
     .copy = cuda_copy,
     .synchronize = cuda_synchronize,
     .supports = cuda_supports,
+    .attention_head_dims = cuda_attention_head_dims,
     .device_info = cuda_device_info,
 
     .linear_fwd = cuda_linear_fwd,

@@ -187,6 +187,7 @@ void cuda_add(pf_tensor y, pf_tensor a, pf_tensor b);
 void cuda_accumulate(pf_tensor dst, pf_tensor src);
 
 // cuda_attention.cu
+extern "C" const int cuda_attention_head_dims[];  // 0-terminated
 void cuda_attention_fwd(pf_tensor out, pf_tensor lse, pf_tensor qkv, int n_head, bool causal);
 void cuda_attention_bwd(pf_tensor dqkv, pf_tensor dout, pf_tensor qkv, pf_tensor out,
                         pf_tensor lse, int n_head, bool causal);

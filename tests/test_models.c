@@ -2,7 +2,8 @@
 // tiny GPT-2 (Pixelfly and dense), ViT and MLP-Mixer (covering embeddings, patch embedding,
 // class token, attention, token mixing, pooling, the classifier and the losses, including a
 // mixup/cutmix batch with two label sets); parameter counts and FLOPs of Pixelfly layers
-// against their dense twins; and the error for a Pixelfly pattern that does not fit a layer.
+// against their dense twins; and the errors for a Pixelfly pattern that does not fit a layer
+// and for a head dim the backend's attention does not run.
 #include <check.h>
 #include <math.h>
 #include <stdlib.h>
@@ -418,6 +419,24 @@ START_TEST(test_pattern_misfit) {
 }
 END_TEST
 
+// A backend whose attention runs only some head dims (as the CUDA kernels do) refuses a model
+// with another one when it is built, naming the dims; one it runs builds.
+START_TEST(test_attention_head_dim_refused) {
+    static const int dims[] = {16, 32, 0};
+    pf_backend be = pf_backend_cpu;
+    be.attention_head_dims = dims;
+    pf_config c;
+    make_config(&c, (const char *const[]){GPT2_TINY, NULL});  // n_embd 8 / 2 heads = 4
+    ck_assert_ptr_null(pf_model_create(&c, &be, 1));
+    ck_assert_msg(strstr(pf_errmsg(), "= 4:") && strstr(pf_errmsg(), "head dims 16, 32 only"),
+                  "message: %s", pf_errmsg());
+    make_config(&c, (const char *const[]){GPT2_TINY, "model.n_embd=32", NULL});
+    pf_model *m = pf_model_create(&c, &be, 1);
+    ck_assert_msg(m != NULL, "%s", pf_errmsg());
+    pf_model_free(m);
+}
+END_TEST
+
 Suite *pf_test_suite(void) {
     Suite *s = suite_create("models");
     TCase *tc = tcase_create("gradcheck");
@@ -432,6 +451,7 @@ Suite *pf_test_suite(void) {
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, test_param_counts_and_flops);
     tcase_add_loop_test(tc, test_pattern_misfit, 0, (int)(sizeof MISFIT / sizeof MISFIT[0]));
+    tcase_add_test(tc, test_attention_head_dim_refused);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -244,6 +244,19 @@ int pf_block_declare(pf_model *m, pf_block *blk, int layer, int B, int T, int C,
     int64_t N = (int64_t)B * T;
     char name[48];
     *blk = (pf_block){.B = B, .T = T, .C = C, .NH = NH, .causal = causal};
+    const int *dims = m->be->attention_head_dims;
+    bool head_dim_ok = !dims;
+    char list[64] = "";
+    for (int i = 0; dims && dims[i]; i++) {
+        head_dim_ok |= dims[i] == C / NH;
+        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%d", i ? ", " : "", dims[i]);
+    }
+    if (!head_dim_ok) {
+        pf_error("model.n_embd / model.n_head = %d / %d = %d: the %s backend's attention runs "
+                 "head dims %s only; choose model.n_head to give one of them",
+                 C, NH, C / NH, m->be->name, list);
+        return -1;
+    }
     snprintf(name, sizeof name, "h.%d.ln1", layer);
     pf_ln_declare(m, &blk->ln1, name, C, N);
     snprintf(name, sizeof name, "h.%d.attn.qkv", layer);

@@ -959,6 +959,7 @@ int main(void) {
         test_attention(dt, 1, 256, 128, 2, true);   // four tiles, causal, hd 64
         test_attention(dt, 1, 130, 256, 2, true);   // hd 128
         test_attention(dt, 2, 77, 256, 2, false);
+        test_attention(dt, 1, 197, 192, 2, false);  // hd 96 (ViT-S/16)
     }
 
     for (int d = 0; d < 2; d++) {
