@@ -22,7 +22,8 @@
 //   pfbench step CONFIG... [--steps K] [--set section.key=value]... [--backend cpu|cuda]
 //       median time of a whole training step (forward, backward, AdamW) of each config's
 //       model on synthetic data, and tokens/s or images/s, relative to the first config of
-//       the same model family (list the dense twin first).
+//       the same model family (list the dense twin first); the model FLOP/s (nonzero work),
+//       MFU against a known GPU's bf16 peak, and the device memory in use.
 //
 // Medians over --repeat (--steps) timed runs after one (two) warm-up runs; the machine, the
 // device and the thread count are printed so a figure can be quoted with them.
@@ -506,10 +507,14 @@ static void synthetic_batch(const pf_config *c, pf_batch *b, pf_rng *rng, void *
 static int cmd_step(const pf_backend *be, char **configs, int nconfigs, char **sets, int nsets,
                     int steps) {
     print_machine(be);
+    pf_device_info dev;
+    be->device_info(&dev);
     printf("median of %d training steps (forward, backward, clip, AdamW) after 1 warm-up, "
-           "synthetic data\n\n", steps);
-    printf("%-34s %6s %12s %10s %14s %9s\n", "config", "batch", "params", "step ms", "throughput",
-           "vs first");
+           "synthetic data;\nTFLOP/s counts the model's nonzero training FLOPs, MFU against "
+           "%s; mem = device memory in use (resident set on a CPU) with the model loaded\n\n",
+           steps, dev.peak_tflops > 0 ? "the card's dense bf16 peak" : "no known peak (CPU)");
+    printf("%-34s %6s %12s %10s %14s %9s %8s %6s %8s\n", "config", "batch", "params", "step ms",
+           "throughput", "vs first", "TFLOP/s", "MFU", "mem GB");
     double first[3] = {0};  // throughput of the first config of each model kind
     for (int i = 0; i < nconfigs; i++) {
         pf_config c;
@@ -536,12 +541,15 @@ static int cmd_step(const pf_backend *be, char **configs, int nconfigs, char **s
         double ms = time_median_ms(be, train_step_once, &s, steps);
         double rate = c.batch_size * pf_model_rows_per_sample(s.model) / (ms / 1e3);
         if (first[c.model] == 0) first[c.model] = rate;
-        char tput[32];
+        char tput[32], mfu[16] = "-";
         snprintf(tput, sizeof tput, "%.0f %s/s", rate,
                  c.model == PF_MODEL_GPT2 ? "tok" : "img");
-        printf("%-34s %6d %12lld %10.2f %14s %8.2fx\n", configs[i], c.batch_size,
+        double tflops = pf_model_train_flops(s.model, false) * c.batch_size / (ms / 1e3) / 1e12;
+        if (dev.peak_tflops > 0) snprintf(mfu, sizeof mfu, "%.1f%%", 100 * tflops / dev.peak_tflops);
+        be->device_info(&dev);
+        printf("%-34s %6d %12lld %10.2f %14s %8.2fx %8.3f %6s %8.2f\n", configs[i], c.batch_size,
                (long long)pf_layout_param_count(pf_model_layout(s.model)), ms, tput,
-               rate / first[c.model]);
+               rate / first[c.model], tflops, mfu, dev.mem_used / 1e9);
         free(owned[0]);
         free(owned[1]);
         pf_model_free(s.model);
