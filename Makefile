@@ -2,6 +2,7 @@
 # when nvcc is found, or with CUDA=1; CUDA=0 forces a CPU-only build).
 #   make test        CPU test suite (Check)          make test-mpi   MPI/checkpoint fault tests
 #   make test-gpu    every CUDA op against the CPU   make test-slurm a real Slurm job
+#   make test-emu    test-gpu's suite on the CPU: kernels/*.cu under emulation (tests/emu)
 #   make gpu-bundle  binaries + libraries for a lent GPU machine (tests/gpu/session.sh)
 #   make bench       pfbench kernels: Pixelfly vs dense layers, side by side
 #   make deps        install Debian packages
@@ -41,7 +42,7 @@ ifeq ($(CUDA),1)
   LDLIBS   += -L$(CUDA_HOME)/lib64 -L$(CUDA_HOME)/lib -lcublasLt -lcublas -lcusparse -lnccl -lcudart -lstdc++
 endif
 
-.PHONY: all test test-mpi test-gpu test-slurm bench deps clean quickstart gpu-bundle
+.PHONY: all test test-mpi test-gpu test-emu test-slurm bench deps clean quickstart gpu-bundle
 all: $(TOOLS) $(TESTS)
 
 $(BUILD)/libpixelfly.a: $(LIB_OBJ)
@@ -72,6 +73,11 @@ $(BUILD)/tests/gpu/test_cuda_ops: $(BUILD)/tests/gpu/test_cuda_ops.o $(BUILD)/li
 
 test-gpu:
 	tests/gpu/run.sh
+
+# The same suite without a GPU: the CUDA kernels' source compiled by g++ against the emulation
+# in tests/emu (build-emu/), under ASan and UBSan.
+test-emu:
+	tests/emu/run.sh
 
 gpu-bundle:
 	tests/gpu/bundle.sh

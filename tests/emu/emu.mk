@@ -1,0 +1,33 @@
+# tests/emu/emu.mk: the CUDA backend (kernels/*.cu) compiled by g++ for the host emulation,
+# linked with the CPU library and tests/gpu/test_cuda_ops.c. Run through tests/emu/run.sh,
+# which passes the main Makefile's CC, CFLAGS and LDLIBS (a CUDA=0 build) and BUILD.
+BUILD    ?= build-emu
+EMU_OPT  ?= -O1 -g
+EMU_SAN  ?= -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+# kernels/cuda_blocked_ell.cu is benchmark-only (cuSPARSE): not emulated.
+EMU_CU   := $(filter-out kernels/cuda_blocked_ell.cu,$(wildcard kernels/*.cu))
+EMU_OBJ  := $(EMU_CU:kernels/%.cu=$(BUILD)/emu/%.o) $(BUILD)/emu/emu_runtime.o
+EMU_CXX  := g++ -std=c++20 $(EMU_OPT) $(EMU_SAN) -D__CUDACC__ -DPF_CUDA -Itests/emu/include \
+            -Ikernels -Isrc -Icomm -Idatasets -include cuda_runtime.h -Wall -Wextra \
+            -Wno-unused-parameter -Wno-missing-field-initializers -Wno-unknown-pragmas
+
+$(BUILD)/emu/test_cuda_ops: $(BUILD)/emu/test_cuda_ops.o $(EMU_OBJ) $(BUILD)/libpixelfly.a
+	g++ $(EMU_SAN) $^ $(LDLIBS) -o $@
+
+.PRECIOUS: $(BUILD)/emu/%.cpp
+$(BUILD)/emu/%.cpp: kernels/%.cu tests/emu/rewrite.pl
+	@mkdir -p $(dir $@)
+	@perl tests/emu/rewrite.pl $< $@
+
+$(BUILD)/emu/%.o: $(BUILD)/emu/%.cpp
+	$(EMU_CXX) -MMD -MP -c $< -o $@
+
+$(BUILD)/emu/emu_runtime.o: tests/emu/emu_runtime.cpp
+	@mkdir -p $(dir $@)
+	$(EMU_CXX) -MMD -MP -c $< -o $@
+
+$(BUILD)/emu/test_cuda_ops.o: tests/gpu/test_cuda_ops.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(EMU_SAN) -DPF_CUDA -Itests/emu/include -MMD -MP -c $< -o $@
+
+-include $(wildcard $(BUILD)/emu/*.d)
