@@ -3,7 +3,7 @@
 # binaries and gathers into build/gpu-bundle everything tests/gpu/session.sh needs that the
 # GPU machine's image lacks (it has CUDA, NCCL, Open MPI, HDF5, OpenBLAS and zlib, but not
 # libinih, cJSON, PCRE2, libturbojpeg or Check). Carry build/gpu-bundle to the machine and run
-#   tests/gpu/session.sh check|train|bench|all
+#   tests/gpu/session.sh check|sanitize|train|bench|all
 # there. The bundle is ~10 MB: under the 64 MiB a call may carry.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -3,10 +3,12 @@
 # tests/gpu/bundle.sh made (carried as build/gpu-bundle). Logs go to $OUT (or build/gpu-out).
 #   check  the device, missing libraries, every CUDA op against the CPU (test_cuda_ops),
 #          the NCCL communicator on one rank
+#   sanitize  compute-sanitizer memcheck, racecheck and synccheck over the tensor-core ops
+#          (Pixelfly, fused MLP, attention: PF_GPU_TESTS selects them)
 #   train  50 steps of GPT-2 tiny Pixelfly on tinyshakespeare with run.backend = cuda
 #   bench  pfbench kernels (GPT-2 small and medium shapes) and pfbench step (dense vs
 #          Pixelfly GPT-2 small and medium)
-#   all    the three in that order
+#   all    the four in that order
 # Exits non-zero when a stage fails; later stages still run under `all`.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -27,6 +29,18 @@ check() {
   mpirun --allow-run-as-root -np 1 "$B/comm_test" nccl 2>&1 | tee "$OUT/nccl.log"
 }
 
+sanitize() {
+  local cs rc=0
+  cs=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+  for tool in memcheck racecheck synccheck; do
+    echo "== compute-sanitizer --tool $tool"
+    PF_GPU_TESTS=pixelfly,mlp,attention "$cs" --tool "$tool" --error-exitcode 3 \
+      "$B/test_cuda_ops" > "$OUT/sanitize-$tool.log" 2>&1 || rc=1
+    tail -n 4 "$OUT/sanitize-$tool.log"
+  done
+  return $rc
+}
+
 train() {
   "$B/pftrain" configs/gpt2-tiny-pixelfly.ini --set run.backend=cuda --set train.steps=50 \
     --set data.train="$B/data/tinyshakespeare-train.h5" \
@@ -45,8 +59,8 @@ bench() {
 
 rc=0
 case "${1:-all}" in
-  check | train | bench) "$1" || rc=1 ;;
-  all) for s in check train bench; do echo "== $s"; "$s" || rc=1; done ;;
-  *) echo "usage: tests/gpu/session.sh check|train|bench|all"; exit 2 ;;
+  check | sanitize | train | bench) "$1" || rc=1 ;;
+  all) for s in check sanitize train bench; do echo "== $s"; "$s" || rc=1; done ;;
+  *) echo "usage: tests/gpu/session.sh check|sanitize|train|bench|all"; exit 2 ;;
 esac
 exit $rc

@@ -144,6 +144,18 @@ static void release(buf *b) {
     GPU->free(b->d);
 }
 
+// PF_GPU_TESTS=pixelfly,attention,... runs only those op families (linear, pixelfly, mlp,
+// layernorm, elementwise, reduce, attention, xent, embedding, vision, convert, adamw, model,
+// training), e.g. under compute-sanitizer where the whole suite takes long; unset: all.
+static bool selected(const char *family) {
+    const char *want = getenv("PF_GPU_TESTS");
+    if (!want || !*want) return true;
+    size_t n = strlen(family);
+    for (const char *p = want; (p = strstr(p, family)); p += n)
+        if ((p == want || p[-1] == ',') && (p[n] == ',' || p[n] == 0)) return true;
+    return false;
+}
+
 // ---- cases ----------------------------------------------------------------------------------
 
 static int n_pass, n_fail;
@@ -220,6 +232,7 @@ static void shrink_bf16_start(buf *b) {
 // x, w, b, y, dy, dx in dt; dw, db fp32.
 static void test_linear(pf_dtype dt, int64_t N, int64_t in, int64_t out, bool bias,
                         bool with_dx) {
+    if (!selected("linear")) return;
     const char *dn = dt == PF_BF16 ? "bf16" : "f32";
     double tol = dt == PF_BF16 ? BF16_TOL : TOL;
     buf x = A2(dt, IN, N, in), w = A2(dt, IN, out, in), b = A1(dt, IN, out),
@@ -276,6 +289,7 @@ static bool pixelfly_same_bits(const buf *a, const buf *b) {
 // every output is held to BF16_TOL.
 static void test_pixelfly(pf_dtype dt, int64_t N, int out, int in, int bs, int nf, int rank,
                           bool bias, bool with_dx) {
+    if (!selected("pixelfly")) return;
     pf_pattern p;
     if (pf_pattern_init(&p, out, in, bs, nf, rank, bias)) PF_FATAL("%s", pf_errmsg());
     int64_t r1 = rank ? rank : 1;  // placeholder size for absent low-rank buffers
@@ -350,6 +364,7 @@ static void mlp_layer(pf_dtype dt, const pf_pattern *p, buf *S, buf *U, buf *V, 
 // on the device, so an op that reads scratch it has not written fails.
 static void test_pixelfly_mlp(pf_dtype dt, int64_t N, int in, int H, int out, int bs1, int nf1,
                               int r1, int bs2, int nf2, int r2, bool bias, bool with_dx) {
+    if (!selected("mlp")) return;
     pf_pattern p1, p2;
     if (pf_pattern_init(&p1, H, in, bs1, nf1, r1, bias)) PF_FATAL("%s", pf_errmsg());
     if (pf_pattern_init(&p2, out, H, bs2, nf2, r2, bias)) PF_FATAL("%s", pf_errmsg());
@@ -416,6 +431,7 @@ static void test_pixelfly_mlp(pf_dtype dt, int64_t N, int in, int H, int out, in
 
 // x, g, b, y, dy, dx in dt; mean, rstd, dg, db fp32.
 static void test_layernorm(pf_dtype dt, int64_t N, int64_t C, bool bias, bool with_dx) {
+    if (!selected("layernorm")) return;
     const char *dn = dt == PF_BF16 ? "bf16" : "f32";
     double tol = dt == PF_BF16 ? BF16_TOL : TOL;
     buf x = A2(dt, IN, N, C), g = A1(dt, IN, C), b = A1(dt, IN, C), y = A2(dt, OUT, N, C),
@@ -453,6 +469,7 @@ static void test_layernorm(pf_dtype dt, int64_t N, int64_t C, bool bias, bool wi
 
 // gelu, add, accumulate in dt; scale (fp32 only: it runs on gradients) once, with dt = f32.
 static void test_elementwise(pf_dtype dt, int64_t n) {
+    if (!selected("elementwise")) return;
     const char *dn = dt == PF_BF16 ? "bf16" : "f32";
     double tol = dt == PF_BF16 ? BF16_TOL : TOL;
     buf x = A1(dt, IN, n), y = A1(dt, OUT, n), dy = A1(dt, IN, n), dx = A1(dt, ACC, n);
@@ -502,6 +519,7 @@ static void test_elementwise(pf_dtype dt, int64_t n) {
 }
 
 static void test_sumsq(int64_t n) {
+    if (!selected("reduce")) return;
     buf x = F1(IN, n);
     begin("sumsq n=%ld", (long)n);
     double c = CPU->sumsq(tc(&x)), g = GPU->sumsq(tg(&x));
@@ -519,6 +537,7 @@ static void test_sumsq(int64_t n) {
 // (q, k, v, dout, P and dS rounded to bf16) whatever dt, so every case is held to BF16_TOL.
 // Head dims must be 16, 32, 64 or 128 (the kernels' templates).
 static void test_attention(pf_dtype dt, int64_t B, int64_t T, int64_t C, int NH, bool causal) {
+    if (!selected("attention")) return;
     const char *dn = dt == PF_BF16 ? "bf16" : "f32";
     buf qkv = A3(dt, IN, B, T, 3 * C), out = A3(dt, OUT, B, T, C), lse = F3(OUT, B, NH, T);
     scale_buf(&qkv, 2.0f);
@@ -555,6 +574,7 @@ static void test_attention(pf_dtype dt, int64_t B, int64_t T, int64_t C, int NH,
 
 // logits, dlogits in dt; losses fp32.
 static void test_xent(pf_dtype dt, int64_t N, int V, int64_t Vp, float smoothing) {
+    if (!selected("xent")) return;
     const char *dn = dt == PF_BF16 ? "bf16" : "f32";
     double tol = dt == PF_BF16 ? BF16_TOL : TOL;
     buf logits = A2(dt, IN, N, Vp), losses = F1(OUT, N), dl = A2(dt, ACC, N, Vp);
@@ -584,6 +604,7 @@ static void test_xent(pf_dtype dt, int64_t N, int V, int64_t Vp, float smoothing
 // wte, wpe, y, dy in dt; dwte, dwpe fp32.
 static void test_embedding(pf_dtype dt, int64_t B, int64_t T, int64_t C, int64_t vocab,
                            bool with_wpe, bool with_dwte) {
+    if (!selected("embedding")) return;
     const char *dn = dt == PF_BF16 ? "bf16" : "f32";
     double tol = dt == PF_BF16 ? BF16_TOL : TOL;
     int32_t *id = pf_malloc(sizeof(int32_t) * (size_t)(B * T));
@@ -616,6 +637,7 @@ static void test_embedding(pf_dtype dt, int64_t B, int64_t T, int64_t C, int64_t
 
 // Every x, y, dx, dy, cls, pos in dt; dcls, dpos fp32.
 static void test_vision(pf_dtype dt, int64_t B, int64_t P, int64_t C, bool with_pos) {
+    if (!selected("vision")) return;
     double tol = dt == PF_BF16 ? BF16_TOL : TOL;
     char shape[64];
     snprintf(shape, sizeof shape, "%s B=%ld P=%ld C=%ld", dt == PF_BF16 ? "bf16" : "f32",
@@ -687,6 +709,7 @@ static void test_vision(pf_dtype dt, int64_t B, int64_t P, int64_t C, bool with_
 // the host (pf_bf16_from_f32, round to nearest even) when dst is bf16. The first source
 // values are rounding ties and a denormal.
 static void test_convert(pf_dtype dd, pf_dtype sd, int64_t n) {
+    if (!selected("convert")) return;
     buf src = make(IN, sd, 1, n, 0, 0, 0), dst = make(OUT, dd, 1, n, 0, 0, 0);
     if (sd == PF_F32) {
         const float special[] = {1.00390625f,  // 1 + 2^-8: tie, rounds down to even 1.0
@@ -714,6 +737,7 @@ static void test_convert(pf_dtype dd, pf_dtype sd, int64_t n) {
 // ---- optimizer ----------------------------------------------------------------------------
 
 static void test_adamw(int64_t n, int step) {
+    if (!selected("adamw")) return;
     buf p = F1(ACC, n), g = F1(IN, n), m = F1(ACC, n), v = F1(ACC, n);
     // v must be non-negative, as it is in training.
     float *vh = v.h;
@@ -780,6 +804,7 @@ static double norm2(const float *g, const pf_layout *l) {
 }
 
 static void test_model(const char *name, const char *const *sets) {
+    if (!selected("model")) return;
     int32_t tokens[MB * 24], targets[MB * 24], labels[MB];
     float images[MB * 16 * 16 * 3];
     for (int i = 0; i < MB * 24; i++) {
@@ -862,6 +887,7 @@ static void train_fixed_batch(const pf_backend *be, const char *const *sets, flo
 // Training on the GPU: the loss falls as it does on the CPU (not bit-exact: another
 // summation order, and bf16 where the GPU computes in it).
 static void test_training(const char *name, const char *const *sets) {
+    if (!selected("training")) return;
     float c0, c1, g0, g1;
     train_fixed_batch(CPU, sets, &c0, &c1);
     train_fixed_batch(GPU, sets, &g0, &g1);
