@@ -107,6 +107,7 @@ extern "C" const pf_backend pf_backend_cuda = {
     .name = "cuda",
     .device = PF_DEV_CUDA,
     .act_dtype = PF_BF16,
+    .attention_head_dims = cuda_attention_head_dims,
     .alloc = cuda_alloc,
     .free = cuda_free,
     .zero = cuda_zero,
@@ -115,7 +116,6 @@ extern "C" const pf_backend pf_backend_cuda = {
     .copy = cuda_copy,
     .synchronize = cuda_synchronize,
     .supports = cuda_supports,
-    .attention_head_dims = cuda_attention_head_dims,
     .device_info = cuda_device_info,
 
     .linear_fwd = cuda_linear_fwd,

@@ -71,6 +71,9 @@ typedef struct pf_backend {
     const char *name;
     pf_device device;
     pf_dtype act_dtype;  // dtype of activations this backend computes in
+    // The head dims (n_embd / n_head) attention_fwd/bwd run, 0-terminated; NULL: any. A model
+    // whose head dim is missing is refused when it is built, not at its first step.
+    const int *attention_head_dims;
 
     // Memory on the backend's device. alloc never returns NULL (failure is fatal with the
     // size and the device's free memory).
@@ -84,9 +87,6 @@ typedef struct pf_backend {
     void (*copy)(void *dst, const void *src, size_t bytes);
     void (*synchronize)(void);
     bool (*supports)(pf_op op);
-    // The head dims (n_embd / n_head) attention_fwd/bwd run, 0-terminated; NULL: any. A model
-    // whose head dim is missing is refused when it is built, not at its first step.
-    const int *attention_head_dims;
     void (*device_info)(pf_device_info *info);
 
     // y[N,out] = x[N,in] w[out,in]^T + b[out]
