@@ -50,7 +50,12 @@ struct pf_tokenizer {
     pcre2_match_data *md;
     pcre2_match_context *mctx;
     pcre2_jit_stack *jit_stack;
-    int32_t *sym;  // [sym_cap] merge-loop scratch: the current tokens of one word
+    // Merge-loop scratch for one pre-token of n <= sym_cap bytes (see bpe()).
+    int32_t *sym;        // [sym_cap] the token starting at each byte, -1 inside a token
+    uint32_t *next;      // [sym_cap] the next token's start, NO_POS after the last
+    uint32_t *prev;      // [sym_cap] the previous token's start, NO_POS before the first
+    uint64_t *heap;      // [3 * sym_cap] candidate pairs: rank << 32 | start, a min-heap
+    uint32_t *batch;     // [sym_cap] the starts of the pairs of one rank, left to right
     size_t sym_cap;
     cache_slot *cache;  // [CACHE_SLOTS]
     char *cache_keys;   // [CACHE_KEY_POOL]
@@ -59,6 +64,7 @@ struct pf_tokenizer {
 };
 
 #define EMPTY_KEY UINT64_MAX
+#define NO_POS UINT32_MAX
 
 static uint64_t fnv1a(const void *p, size_t n) {
     const unsigned char *s = p;
@@ -352,6 +358,10 @@ void pf_tokenizer_free(pf_tokenizer *t) {
     free(t->merge_rank);
     free(t->merge_id);
     free(t->sym);
+    free(t->next);
+    free(t->prev);
+    free(t->heap);
+    free(t->batch);
     free(t->cache);
     free(t->cache_keys);
     free(t->cache_ids);
@@ -375,30 +385,76 @@ static uint32_t merge_rank(const pf_tokenizer *t, int32_t a, int32_t b, int32_t 
     }
 }
 
-// The reference's merge loop on sym[0, n): merge every occurrence (left to right, not
-// overlapping) of the lowest-ranked adjacent pair until no pair merges. Returns the new n.
-static size_t bpe(const pf_tokenizer *t, int32_t *sym, size_t n) {
-    while (n > 1) {
-        uint32_t best = UINT32_MAX;
-        int32_t a = -1, b = -1, ab = -1;
-        for (size_t i = 0; i + 1 < n; i++) {
-            int32_t m;
-            uint32_t r = merge_rank(t, sym[i], sym[i + 1], &m);
-            if (r < best) best = r, a = sym[i], b = sym[i + 1], ab = m;
-        }
-        if (best == UINT32_MAX) break;
-        size_t j = 0;
-        for (size_t i = 0; i < n;) {
-            if (i + 1 < n && sym[i] == a && sym[i + 1] == b) {
-                sym[j++] = ab;
-                i += 2;
-            } else {
-                sym[j++] = sym[i++];
-            }
-        }
-        n = j;
+static void heap_push(uint64_t *h, size_t *n, uint64_t key) {
+    size_t i = (*n)++;
+    for (; i > 0 && key < h[(i - 1) / 2]; i = (i - 1) / 2) h[i] = h[(i - 1) / 2];
+    h[i] = key;
+}
+
+static uint64_t heap_pop(uint64_t *h, size_t *n) {
+    uint64_t top = h[0], last = h[--*n];
+    size_t i = 0;
+    for (size_t c; (c = 2 * i + 1) < *n; i = c) {
+        if (c + 1 < *n && h[c + 1] < h[c]) c++;
+        if (last <= h[c]) break;
+        h[i] = h[c];
     }
-    return n;
+    h[i] = last;
+    return top;
+}
+
+// Queues the pair of tokens starting at a and b = next[a] if it merges.
+static void push_pair(const pf_tokenizer *t, size_t *hn, uint32_t a, uint32_t b) {
+    int32_t m;
+    uint32_t r = merge_rank(t, t->sym[a], t->sym[b], &m);
+    if (r != UINT32_MAX) heap_push(t->heap, hn, (uint64_t)r << 32 | a);
+}
+
+// The reference's merge loop on t->sym[0, n): merge every occurrence (left to right, not
+// overlapping) of the lowest-ranked adjacent pair until no pair merges; in O(n log n).
+// Tokens form a linked list over their start bytes (next, prev; sym[] = -1 inside a token)
+// and every adjacent pair that merges has an entry rank << 32 | start in a min-heap; an
+// entry goes stale, and is skipped, when a merge changes either token of its pair. A pair
+// of tokens has a single rank (merge_insert), so all entries of the lowest rank are the
+// occurrences of the reference's best pair, and popping them gives them left to right.
+// They are all taken out before any is merged, as the reference's one pass over the word:
+// merging (a, b) into ab makes new pairs (x, ab) and (ab, y), never (a, b) again (ab is
+// longer than a and b), but a vocabulary may rank them below (a, b), and they must wait
+// for the next pass. Taken left to right, an occurrence whose left token was the right
+// token of the previous merge is gone (sym = -1) and skipped, as the reference skips it;
+// a merge leaves the tokens right of it unchanged, so every other occurrence still stands.
+// Writes the final tokens to sym[0, count) and returns the count.
+static size_t bpe(pf_tokenizer *t, size_t n) {
+    if (n == 0) return 0;
+    int32_t *sym = t->sym;
+    uint32_t *next = t->next, *prev = t->prev;
+    size_t hn = 0;  // heap entries: n - 1 at first, at most 2 more per merge
+    for (size_t i = 0; i < n; i++) {
+        prev[i] = i > 0 ? (uint32_t)i - 1 : NO_POS;
+        next[i] = i + 1 < n ? (uint32_t)i + 1 : NO_POS;
+    }
+    for (size_t i = 0; i + 1 < n; i++) push_pair(t, &hn, (uint32_t)i, (uint32_t)i + 1);
+    while (hn) {
+        uint32_t rank = (uint32_t)(t->heap[0] >> 32);
+        size_t nb = 0;
+        while (hn && (uint32_t)(t->heap[0] >> 32) == rank)
+            t->batch[nb++] = (uint32_t)heap_pop(t->heap, &hn);
+        for (size_t k = 0; k < nb; k++) {
+            uint32_t a = t->batch[k], b = next[a], c;
+            int32_t ab;
+            if (sym[a] < 0 || b == NO_POS || merge_rank(t, sym[a], sym[b], &ab) != rank)
+                continue;  // stale: a was merged into its left, or one of the pair changed
+            sym[a] = ab;
+            sym[b] = -1;
+            next[a] = c = next[b];
+            if (c != NO_POS) prev[c] = a;
+            if (prev[a] != NO_POS) push_pair(t, &hn, prev[a], a);
+            if (c != NO_POS) push_pair(t, &hn, a, c);
+        }
+    }
+    size_t m = 0;
+    for (uint32_t i = 0; i != NO_POS; i = next[i]) sym[m++] = sym[i];
+    return m;
 }
 
 static void cache_clear(pf_tokenizer *t) {
@@ -406,7 +462,7 @@ static void cache_clear(pf_tokenizer *t) {
     t->cache_count = t->cache_keys_used = t->cache_ids_used = 0;
 }
 
-static void encode_word(pf_tokenizer *t, const char *w, size_t n, pf_ids *out) {
+static int encode_word(pf_tokenizer *t, const char *w, size_t n, pf_ids *out) {
     bool cacheable = n <= CACHE_MAX_WORD;
     uint64_t h = cacheable ? fnv1a(w, n) : 0;
     size_t slot = h & (CACHE_SLOTS - 1);
@@ -416,18 +472,28 @@ static void encode_word(pf_tokenizer *t, const char *w, size_t n, pf_ids *out) {
             if (!c->key_len) break;
             if (c->hash == h && c->key_len == n && !memcmp(t->cache_keys + c->key_off, w, n)) {
                 ids_append(out, t->cache_ids + c->ids_off, c->n_ids);
-                return;
+                return 0;
             }
         }
     }
     if (n > t->sym_cap) {
+        if (n >= NO_POS) {  // positions are 32-bit
+            pf_error("a pre-token of %zu bytes (a run of letters, digits, symbols or spaces "
+                     "with no break) is over the 4 GiB limit", n);
+            return -1;
+        }
         t->sym_cap = pow2_at_least(n);
+        if (t->sym_cap >= NO_POS) t->sym_cap = NO_POS - 1;
         t->sym = pf_realloc(t->sym, t->sym_cap * sizeof *t->sym);
+        t->next = pf_realloc(t->next, t->sym_cap * sizeof *t->next);
+        t->prev = pf_realloc(t->prev, t->sym_cap * sizeof *t->prev);
+        t->heap = pf_realloc(t->heap, 3 * t->sym_cap * sizeof *t->heap);
+        t->batch = pf_realloc(t->batch, t->sym_cap * sizeof *t->batch);
     }
     for (size_t i = 0; i < n; i++) t->sym[i] = t->byte_id[(unsigned char)w[i]];
-    size_t m = bpe(t, t->sym, n);
+    size_t m = bpe(t, n);
     ids_append(out, t->sym, m);
-    if (!cacheable) return;
+    if (!cacheable) return 0;
     if (4 * (t->cache_count + 1) > 3 * CACHE_SLOTS || t->cache_keys_used + n > CACHE_KEY_POOL ||
         t->cache_ids_used + m > CACHE_ID_POOL) {
         cache_clear(t);
@@ -444,6 +510,7 @@ static void encode_word(pf_tokenizer *t, const char *w, size_t n, pf_ids *out) {
     t->cache_keys_used += n;
     t->cache_ids_used += m;
     t->cache_count++;
+    return 0;
 }
 
 // Pre-tokenizes s[0, n) (valid UTF-8) and encodes the pre-tokens. Unless final, the last two
@@ -468,10 +535,16 @@ static int pretokenize(pf_tokenizer *t, const char *s, size_t n, bool final, pf_
         PF_ASSERT(ov[0] == pos && ov[1] > pos);
         size_t end = ov[1];
         if (final) {
-            encode_word(t, s + pos, end - pos, out);
+            if (encode_word(t, s + pos, end - pos, out)) {
+                *consumed = pos;
+                return -1;
+            }
         } else {
             if (nheld == 2) {
-                encode_word(t, s + held[0][0], held[0][1] - held[0][0], out);
+                if (encode_word(t, s + held[0][0], held[0][1] - held[0][0], out)) {
+                    *consumed = held[0][0];
+                    return -1;
+                }
                 memcpy(held[0], held[1], sizeof held[0]);
                 nheld = 1;
             }

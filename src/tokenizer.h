@@ -4,7 +4,9 @@
 // Encoding: the text is cut into pre-tokens by GPT-2's regex (PCRE2, Unicode classes),
 //     's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
 // each pre-token's bytes start as single-byte tokens, and the lowest-ranked adjacent pair of
-// vocab.bpe is merged (all its occurrences, left to right) until no pair has a rank.
+// vocab.bpe is merged (all its occurrences, left to right) until no pair has a rank; this
+// takes O(n log n) in a pre-token's length n (a heap of candidate pairs), not the
+// reference's O(n) per merge.
 // Ids come from encoder.json, whose keys spell token bytes in GPT-2's printable byte alphabet
 // (bytes_to_unicode). A text containing "<|endoftext|>" encodes it as ordinary text; the
 // end-of-text id is only ever inserted by the caller.
@@ -46,7 +48,8 @@ int pf_tokenizer_encode(pf_tokenizer *t, const char *text, size_t len, pf_ids *o
 // in bytes; the caller keeps text[*consumed, len), appends more input and calls again.
 // With final set, the text is the end of the input and is encoded whole (*consumed = len).
 // Concatenating the outputs gives exactly pf_tokenizer_encode of the whole input.
-// On invalid UTF-8: -1, pf_error, and *consumed = the offset of the bad byte in text.
+// On invalid UTF-8: -1, pf_error, and *consumed = the offset of the bad byte in text; also
+// -1 + pf_error on a single pre-token of 4 GiB or more (*consumed = its start).
 int pf_tokenizer_encode_stream(pf_tokenizer *t, const char *text, size_t len, bool final,
                                pf_ids *out, size_t *consumed);
 

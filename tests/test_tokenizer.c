@@ -1,6 +1,7 @@
 // test_tokenizer.c: GPT-2 BPE against ids from the reference encoder (tests/gen/
 // gpt2_reference.py, openai/gpt-2's encoder.py logic on the `regex` module), round trips,
-// streaming == whole-text encoding, and errors (invalid UTF-8, bad vocabulary).
+// streaming == whole-text encoding, long pre-tokens against the reference's merge loop,
+// and errors (invalid UTF-8, bad vocabulary).
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -267,6 +268,228 @@ START_TEST(test_corpora) {
 }
 END_TEST
 
+// ---- long pre-tokens against the reference's quadratic merge loop ----------------------
+// The library merges with a heap; here is the reference's loop (encoder.py's bpe()) on
+// strings: find the lowest-ranked adjacent pair, merge all its occurrences left to right in
+// one pass, repeat. Only for words of ASCII letters, which GPT-2's byte alphabet spells as
+// themselves, so vocab.bpe lines and token strings need no mapping.
+
+typedef struct {
+    char **key;  // NUL-terminated; NULL: free slot
+    int32_t *val;
+    size_t mask;
+} str_map;
+
+static uint64_t fnv1a_bytes(const char *s, size_t n) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 0x100000001b3ull;
+    return h;
+}
+
+static size_t map_slot(const str_map *m, const char *s, size_t n) {
+    size_t i = fnv1a_bytes(s, n) & m->mask;
+    while (m->key[i] && !(strlen(m->key[i]) == n && !memcmp(m->key[i], s, n)))
+        i = (i + 1) & m->mask;
+    return i;
+}
+
+static void map_put(str_map *m, const char *s, size_t n, int32_t v) {
+    size_t i = map_slot(m, s, n);
+    if (!m->key[i]) m->key[i] = strndup(s, n);
+    m->val[i] = v;  // a repeated merge keeps its last rank, as the reference's dict does
+}
+
+static int32_t map_get(const str_map *m, const char *s, size_t n) {
+    size_t i = map_slot(m, s, n);
+    return m->key[i] ? m->val[i] : -1;
+}
+
+static void map_free(str_map *m) {
+    for (size_t i = 0; i <= m->mask; i++) free(m->key[i]);
+    free(m->key);
+    free(m->val);
+}
+
+static bool all_letters(const char *s, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z'))) return false;
+    return n > 0;
+}
+
+typedef struct {
+    str_map rank;  // "left right" -> line order in vocab.bpe, for letter-only merges
+    str_map id;    // token string -> id, for letter-only tokens
+} letter_vocab;
+
+static void letter_vocab_load(letter_vocab *v, const pf_tokenizer *t) {
+    const size_t cap = 1 << 17;
+    v->rank = (str_map){calloc(cap, sizeof(char *)), calloc(cap, sizeof(int32_t)), cap - 1};
+    v->id = (str_map){calloc(cap, sizeof(char *)), calloc(cap, sizeof(int32_t)), cap - 1};
+    char path[4200], *data;
+    size_t len;
+    snprintf(path, sizeof path, "%s/vocab.bpe", vocab_dir);
+    ck_assert_msg(pf_read_file(path, &data, &len) == 0, "%s", pf_errmsg());
+    int32_t rank = 0;
+    int lineno = 0;
+    for (char *line = data, *next; line < data + len; line = next) {
+        char *nl = memchr(line, '\n', (size_t)(data + len - line));
+        char *end = nl ? nl : data + len;
+        next = nl ? nl + 1 : data + len;
+        if (end > line && end[-1] == '\r') end--;
+        if (end == line || (++lineno == 1 && line[0] == '#')) continue;
+        char *sp = memchr(line, ' ', (size_t)(end - line));
+        if (sp && all_letters(line, (size_t)(sp - line)) &&
+            all_letters(sp + 1, (size_t)(end - sp - 1)))
+            map_put(&v->rank, line, (size_t)(end - line), rank);
+        rank++;
+    }
+    free(data);
+    for (int32_t id = 0; id < pf_tokenizer_vocab_size(t); id++) {
+        size_t n;
+        const char *s = pf_tokenizer_token(t, id, &n);
+        if (all_letters(s, n)) map_put(&v->id, s, n, id);
+    }
+}
+
+static void letter_vocab_free(letter_vocab *v) {
+    map_free(&v->rank);
+    map_free(&v->id);
+}
+
+// Appends the reference's ids for the single pre-token w[0, n) of ASCII letters. Symbol i
+// is w[start[i], start[i + 1]).
+static void reference_bpe(const letter_vocab *v, const char *w, size_t n, pf_ids *out) {
+    size_t *start = malloc((n + 1) * sizeof *start), count = n;
+    char *key = malloc(n + 2);
+    for (size_t i = 0; i <= n; i++) start[i] = i;
+#define SYM_LEN(i) (start[(i) + 1] - start[i])
+#define SYM_IS(i, p, k) (SYM_LEN(i) == (k) && !memcmp(w + start[i], p, k))
+    for (;;) {
+        int32_t best = INT32_MAX;
+        size_t at = 0;
+        for (size_t i = 0; i + 1 < count; i++) {
+            size_t la = SYM_LEN(i), lb = SYM_LEN(i + 1);
+            memcpy(key, w + start[i], la);
+            key[la] = ' ';
+            memcpy(key + la + 1, w + start[i + 1], lb);
+            int32_t r = map_get(&v->rank, key, la + 1 + lb);
+            if (r >= 0 && r < best) best = r, at = i;
+        }
+        if (best == INT32_MAX) break;
+        const char *a = w + start[at], *b = w + start[at + 1];  // w never changes
+        size_t la = SYM_LEN(at), lb = SYM_LEN(at + 1), j = 0;
+        for (size_t i = 0; i < count;) {
+            bool merge = i + 1 < count && SYM_IS(i, a, la) && SYM_IS(i + 1, b, lb);
+            start[j++] = start[i];
+            i += merge ? 2 : 1;
+        }
+        start[j] = n;
+        count = j;
+    }
+    for (size_t i = 0; i < count; i++) {
+        int32_t id = map_get(&v->id, w + start[i], SYM_LEN(i));
+        ck_assert_msg(id >= 0, "reference: no token for '%.*s'", (int)SYM_LEN(i), w + start[i]);
+        pf_ids_push(out, id);
+    }
+#undef SYM_LEN
+#undef SYM_IS
+    free(key);
+    free(start);
+}
+
+// Encodes w[0, n) (ASCII letters: one pre-token) and, with v, compares with reference_bpe;
+// always checks the round trip. Returns the seconds pf_tokenizer_encode took.
+static double expect_letters_like_reference(pf_tokenizer *t, const letter_vocab *v,
+                                            const char *what, const char *w, size_t n) {
+    pf_ids got = {0}, want = {0};
+    double t0 = pf_now();
+    ck_assert_msg(pf_tokenizer_encode(t, w, n, &got) == 0, "%s: %s", what, pf_errmsg());
+    double dt = pf_now() - t0;
+    if (v) {
+        reference_bpe(v, w, n, &want);
+        ck_assert_msg(got.n == want.n, "%s (%zu letters): %zu ids, the reference gives %zu",
+                      what, n, got.n, want.n);
+        for (size_t i = 0; i < got.n; i++)
+            ck_assert_msg(got.data[i] == want.data[i],
+                          "%s (%zu letters): id %zu is %d, the reference gives %d", what, n, i,
+                          got.data[i], want.data[i]);
+    }
+    size_t len;
+    char *back = pf_tokenizer_decode(t, got.data, got.n, &len);
+    ck_assert_msg(back && len == n && !memcmp(back, w, n), "%s: round trip differs", what);
+    free(back);
+    pf_ids_free(&got);
+    pf_ids_free(&want);
+    return dt;
+}
+
+static uint64_t xorshift(uint64_t *x) {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    return *x;
+}
+
+static void random_letters(char *w, size_t n, const char *alphabet, uint64_t *x) {
+    size_t k = strlen(alphabet);
+    for (size_t i = 0; i < n; i++) w[i] = alphabet[xorshift(x) % k];
+}
+
+START_TEST(test_long_pretokens) {
+    pf_tokenizer *t = load_gpt2();
+    if (!t) return;
+    letter_vocab v;
+    letter_vocab_load(&v, t);
+    enum { LONG = 100000 };
+    char *w = malloc(LONG), what[64];
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    // Runs of one letter and of a repeated pair: every merge overlaps the next occurrence.
+    for (size_t n = 1; n <= 70; n++) {
+        memset(w, 'a', n);
+        expect_letters_like_reference(t, &v, "aaa...", w, n);
+        for (size_t i = 0; i < n; i++) w[i] = "ab"[i % 2];
+        expect_letters_like_reference(t, &v, "abab...", w, n);
+    }
+    memset(w, 'e', 2001);
+    expect_letters_like_reference(t, &v, "eee...", w, 2001);
+    // Random words over three letters: long runs of equal pairs, overlapping, at every rank.
+    const char *alphabets[] = {"abc", "aeo", "lls", "est", "nnn", "ing", "xyz", "aAb"};
+    for (size_t a = 0; a < sizeof alphabets / sizeof alphabets[0]; a++) {
+        for (int k = 0; k < 8; k++) {
+            size_t n = 1 + xorshift(&x) % 2000;
+            random_letters(w, n, alphabets[a], &x);
+            snprintf(what, sizeof what, "random over '%s' #%d", alphabets[a], k);
+            expect_letters_like_reference(t, &v, what, w, n);
+        }
+    }
+    // Many distinct merges: the letters of wikitext-2 with everything else dropped.
+    const char *data = pf_test_data_dir("wikitext-2 letters");
+    if (data) {
+        char path[4096], *text;
+        size_t n, k = 0;
+        snprintf(path, sizeof path, "%s/wikitext-2/valid.txt", data);
+        ck_assert_msg(pf_read_file(path, &text, &n) == 0, "%s", pf_errmsg());
+        for (size_t i = 0; i < n && k < LONG; i++)
+            if (all_letters(text + i, 1)) w[k++] = text[i];
+        free(text);
+        expect_letters_like_reference(t, &v, "wikitext-2 letters", w, k < 20000 ? k : 20000);
+        double dt = expect_letters_like_reference(t, NULL, "wikitext-2 letters", w, k);
+        printf("tokenizer: one pre-token of %zu letters of wikitext-2 in %.3f s\n", k, dt);
+    }
+    // 100,000 letters in one pre-token: against the reference over a small alphabet (few
+    // distinct merges keep the reference fast), and over all 26 letters (many).
+    random_letters(w, LONG, "abcd", &x);
+    double dt = expect_letters_like_reference(t, &v, "100k over 'abcd'", w, LONG);
+    printf("tokenizer: one pre-token of %d letters over 'abcd' in %.3f s\n", LONG, dt);
+    random_letters(w, LONG, "abcdefghijklmnopqrstuvwxyz", &x);
+    dt = expect_letters_like_reference(t, NULL, "100k over a-z", w, LONG);
+    printf("tokenizer: one pre-token of %d letters over a-z in %.3f s\n", LONG, dt);
+    free(w);
+    letter_vocab_free(&v);
+    pf_tokenizer_free(t);
+}
+END_TEST
+
 // Writes `content` to DIR/name.
 static void write_file(const char *dir, const char *name, const char *content) {
     char path[4096];
@@ -305,6 +528,52 @@ START_TEST(test_bad_vocabulary) {
 }
 END_TEST
 
+// A vocabulary where a merge makes a pair ranked below it: "aa a" (rank 0) before "a a"
+// (rank 1). The reference merges every "a a" of the word in one pass before it looks at the
+// "aa a" pairs that pass made, so "aaaa" is aa aa, not aaa a; "aaaaa" is aa aaa (expected
+// ids from encoder.py's bpe() with these two ranks).
+START_TEST(test_merge_pass_order) {
+    char dir[] = "/tmp/pf_test_vocab_XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char *json = malloc(256 * 16 + 256), *p = json;
+    p += sprintf(p, "{");
+    for (int b = 0, extra = 0; b < 256; b++) {  // bytes_to_unicode, as \u escapes
+        bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
+        p += sprintf(p, "\"\\u%04x\": %d, ", printable ? b : 256 + extra++, b);
+    }
+    sprintf(p, "\"aa\": 256, \"aaa\": 257, \"<|endoftext|>\": 258}");
+    write_file(dir, "encoder.json", json);
+    free(json);
+    write_file(dir, "vocab.bpe", "#version: 0.2\naa a\na a\n");
+    pf_tokenizer *t = pf_tokenizer_load(dir);
+    ck_assert_msg(t, "%s", pf_errmsg());
+    const struct {
+        const char *text;
+        int32_t ids[4];
+        size_t n;
+    } want[] = {{"aa", {256}, 1},           {"aaa", {257}, 1},
+                {"aaaa", {256, 256}, 2},    {"aaaaa", {256, 257}, 2},
+                {"aaaaaa", {256, 256, 256}, 3}, {"aaaaaaa", {256, 256, 257}, 3}};
+    for (size_t c = 0; c < sizeof want / sizeof want[0]; c++) {
+        pf_ids ids = {0};
+        ck_assert_int_eq(pf_tokenizer_encode(t, want[c].text, strlen(want[c].text), &ids), 0);
+        ck_assert_msg(ids.n == want[c].n, "%s: %zu ids, expected %zu", want[c].text, ids.n,
+                      want[c].n);
+        for (size_t i = 0; i < ids.n; i++)
+            ck_assert_msg(ids.data[i] == want[c].ids[i], "%s: id %zu is %d, expected %d",
+                          want[c].text, i, ids.data[i], want[c].ids[i]);
+        pf_ids_free(&ids);
+    }
+    pf_tokenizer_free(t);
+    char path[4200];
+    snprintf(path, sizeof path, "%s/encoder.json", dir);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/vocab.bpe", dir);
+    unlink(path);
+    rmdir(dir);
+}
+END_TEST
+
 Suite *pf_test_suite(void) {
     Suite *s = suite_create("tokenizer");
     TCase *tc = tcase_create("gpt2");
@@ -314,7 +583,9 @@ Suite *pf_test_suite(void) {
     tcase_add_test(tc, test_invalid_utf8);
     tcase_add_test(tc, test_stream_equals_whole);
     tcase_add_test(tc, test_corpora);
+    tcase_add_test(tc, test_long_pretokens);
     tcase_add_test(tc, test_bad_vocabulary);
+    tcase_add_test(tc, test_merge_pass_order);
     suite_add_tcase(s, tc);
     return s;
 }
