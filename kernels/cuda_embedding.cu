@@ -40,10 +40,8 @@ void cuda_embedding_fwd(pf_tensor y, pf_tensor ids, pf_tensor wte, pf_tensor wpe
     CUDA_I32(ids);
     CUDA_ACT(wte, dt);
     CUDA_ACT_OPT(wpe, dt);
-    PF_ASSERT(ids.ndim == 2 && wte.ndim == 2);
-    int64_t BT = pf_numel(ids), T = ids.shape[1], C = wte.shape[1], vocab = wte.shape[0];
-    PF_ASSERT(cuda_rows(y) == BT && cuda_cols(y) == C);
-    PF_ASSERT(!pf_present(wpe) || (wpe.ndim == 2 && wpe.shape[0] >= T && wpe.shape[1] == C));
+    pf_embedding_shape d = pf_shape_embedding(y, ids, wte, wpe);
+    int64_t BT = d.BT, T = d.T, C = d.C, vocab = d.vocab;
     if (!BT || !C) return;
     cuda_dispatch(dt, [&](auto tag) {
         using E = decltype(tag);  // the element type (T is the sequence length here)
@@ -61,25 +59,21 @@ void cuda_embedding_bwd(pf_tensor dwte, pf_tensor dwpe, pf_tensor dy, pf_tensor 
     CUDA_I32(ids);
     CUDA_F32_OPT(dwte);
     CUDA_F32_OPT(dwpe);
-    PF_ASSERT(ids.ndim == 2);
-    int64_t BT = pf_numel(ids), T = ids.shape[1], C = cuda_cols(dy);
-    PF_ASSERT(cuda_rows(dy) == BT);
+    pf_embedding_shape d = pf_shape_embedding(dy, ids, dwte, dwpe);
+    int64_t BT = d.BT, T = d.T, C = d.C;
     if (!BT || !C) return;
     if (pf_present(dwte)) {
-        PF_ASSERT(dwte.ndim == 2 && dwte.shape[1] == C);
         int threads = 64;
         cuda_dispatch(dt, [&](auto tag) {
             using E = decltype(tag);
             embedding_bwd_kernel<E><<<(unsigned)((C + threads - 1) / threads), threads, 0,
                                       pf_cuda_ctx()->stream>>>(
-                cuda_f(dwte), (const E *)dy.data, (const int32_t *)ids.data, BT, C,
-                dwte.shape[0]);
+                cuda_f(dwte), (const E *)dy.data, (const int32_t *)ids.data, BT, C, d.vocab);
             CUDA_CHECK_LAUNCH();
         });
     }
     if (pf_present(dwpe)) {
         // dwpe[t, c] for t < T is a column sum of dy seen as [B, T*C].
-        PF_ASSERT(dwpe.ndim == 2 && dwpe.shape[0] >= T && dwpe.shape[1] == C);
         cuda_colsum_add(cuda_f(dwpe), dy.data, dt, BT / T, T * C, T * C);
     }
 }

@@ -28,10 +28,8 @@ void cuda_linear_fwd(pf_tensor y, pf_tensor x, pf_tensor w, pf_tensor b) {
     CUDA_ACT(x, dt);
     CUDA_ACT(w, dt);
     CUDA_ACT_OPT(b, dt);
-    PF_ASSERT(w.ndim == 2);
-    int64_t N = cuda_rows(x), in = cuda_cols(x), out = w.shape[0];
-    PF_ASSERT(w.shape[1] == in && cuda_rows(y) == N && cuda_cols(y) == out);
-    PF_ASSERT(!pf_present(b) || pf_numel(b) == out);
+    pf_linear_shape d = pf_shape_linear(y, x, w, b, pf_none(), pf_none());
+    int64_t N = d.N, in = d.in, out = d.out;
     if (!N || !out) return;
     if (in)
         cuda_gemm(false, true, N, out, in, 1.0f, x.data, in, w.data, in, dt, 0.0f, y.data, out,
@@ -53,12 +51,8 @@ void cuda_linear_bwd(pf_tensor dx, pf_tensor dw, pf_tensor db, pf_tensor dy, pf_
     CUDA_ACT(dy, dt);
     CUDA_ACT(x, dt);
     CUDA_ACT(w, dt);
-    PF_ASSERT(w.ndim == 2);
-    int64_t N = cuda_rows(x), in = cuda_cols(x), out = w.shape[0];
-    PF_ASSERT(w.shape[1] == in && cuda_rows(dy) == N && cuda_cols(dy) == out);
-    PF_ASSERT(!pf_present(dx) || (cuda_rows(dx) == N && cuda_cols(dx) == in));
-    PF_ASSERT(!pf_present(dw) || pf_numel(dw) == out * in);
-    PF_ASSERT(!pf_present(db) || pf_numel(db) == out);
+    pf_linear_shape d = pf_shape_linear(dy, x, w, db, dx, dw);
+    int64_t N = d.N, in = d.in, out = d.out;
     if (!N || !out || !in) return;
     if (pf_present(dx))
         cuda_gemm(false, false, N, in, out, 1.0f, dy.data, out, w.data, in, dt, 1.0f, dx.data,

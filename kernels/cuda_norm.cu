@@ -68,10 +68,8 @@ void cuda_layernorm_fwd(pf_tensor y, pf_tensor mean, pf_tensor rstd, pf_tensor x
     CUDA_ACT(x, dt);
     CUDA_ACT(g, dt);
     CUDA_ACT_OPT(b, dt);
-    int64_t N = cuda_rows(x), C = cuda_cols(x);
-    PF_ASSERT(pf_numel(y) == N * C && cuda_cols(y) == C);
-    PF_ASSERT(pf_numel(mean) == N && pf_numel(rstd) == N && pf_numel(g) == C);
-    PF_ASSERT(!pf_present(b) || pf_numel(b) == C);
+    pf_layernorm_shape d = pf_shape_layernorm(y, mean, rstd, x, g, b, pf_none(), pf_none());
+    int64_t N = d.N, C = d.C;
     if (!N) return;
     cuda_dispatch(dt, [&](auto tag) {
         using T = decltype(tag);
@@ -95,12 +93,8 @@ void cuda_layernorm_bwd(pf_tensor dx, pf_tensor dg, pf_tensor db, pf_tensor dy, 
     CUDA_ACT(g, dt);
     CUDA_F32(mean);
     CUDA_F32(rstd);
-    int64_t N = cuda_rows(x), C = cuda_cols(x);
-    PF_ASSERT(pf_numel(dy) == N * C && cuda_cols(dy) == C);
-    PF_ASSERT(!pf_present(dx) || (pf_numel(dx) == N * C && cuda_cols(dx) == C));
-    PF_ASSERT(pf_numel(mean) == N && pf_numel(rstd) == N && pf_numel(g) == C);
-    PF_ASSERT(!pf_present(dg) || pf_numel(dg) == C);
-    PF_ASSERT(!pf_present(db) || pf_numel(db) == C);
+    pf_layernorm_shape d = pf_shape_layernorm(dy, mean, rstd, x, g, db, dx, dg);
+    int64_t N = d.N, C = d.C;
     if (!N) return;
     if (pf_present(dx)) {
         cuda_dispatch(dt, [&](auto tag) {

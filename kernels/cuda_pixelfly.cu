@@ -508,7 +508,8 @@ static void ds_launch(const pft_dims &d, float *dS, const T *dy, const T *x) {
 // ---- entry points --------------------------------------------------------------------------
 
 // Weights passed to the op are act tensors of dtype dt; gradients are fp32 (dt = PF_F32).
-static void check_weights(const pf_pattern *p, pf_pixelfly_w w, pf_dtype dt, bool need_s) {
+// Their sizes are checked by pf_shape_pixelfly(_bwd).
+static void check_weights(pf_pixelfly_w w, pf_dtype dt, bool need_s) {
     if (need_s)
         CUDA_ACT(w.S, dt);
     else
@@ -516,10 +517,6 @@ static void check_weights(const pf_pattern *p, pf_pixelfly_w w, pf_dtype dt, boo
     CUDA_ACT_OPT(w.U, dt);
     CUDA_ACT_OPT(w.V, dt);
     CUDA_ACT_OPT(w.b, dt);
-    PF_ASSERT(!pf_present(w.S) || pf_numel(w.S) == pf_pattern_sparse_numel(p));
-    PF_ASSERT(!pf_present(w.U) || pf_numel(w.U) == (int64_t)p->out * p->rank);
-    PF_ASSERT(!pf_present(w.V) || pf_numel(w.V) == (int64_t)p->rank * p->in);
-    PF_ASSERT(!pf_present(w.b) || pf_numel(w.b) == p->out);
 }
 
 static pft_dims dims_of(const pf_pattern *p, int64_t N) {
@@ -542,16 +539,14 @@ void cuda_pixelfly_fwd(const pf_pattern *p, pf_tensor y, pf_tensor xv, pf_tensor
     pf_dtype dt = x.dtype;
     CUDA_ACT(y, dt);
     CUDA_ACT(x, dt);
-    check_weights(p, w, dt, true);
-    int64_t N = cuda_rows(x), in = p->in, out = p->out, r = p->rank;
-    PF_ASSERT(cuda_cols(x) == in && cuda_rows(y) == N && cuda_cols(y) == out);
-    PF_ASSERT(pf_present(w.b) == p->bias);
-    if (r) {
+    check_weights(w, dt, true);
+    if (p->rank) {
         CUDA_ACT(xv, dt);
         CUDA_ACT(w.U, dt);
         CUDA_ACT(w.V, dt);
-        PF_ASSERT(cuda_rows(xv) == N && cuda_cols(xv) == r);
     }
+    pf_pixelfly_shape s = pf_shape_pixelfly(p, y, xv, x, w);
+    int64_t N = s.N, r = s.r;
     if (!N) return;
     pft_dims d = dims_of(p, N);
     if (r)
@@ -583,24 +578,17 @@ void cuda_pixelfly_bwd(const pf_pattern *p, pf_tensor dx, pf_pixelfly_w dw, pf_t
     CUDA_ACT_OPT(dx, dt);
     CUDA_ACT(dy, dt);
     CUDA_ACT(x, dt);
-    check_weights(p, w, dt, true);
-    check_weights(p, dw, PF_F32, false);
-    int64_t N = cuda_rows(x), in = p->in, out = p->out, r = p->rank;
-    PF_ASSERT(cuda_cols(x) == in && cuda_rows(dy) == N && cuda_cols(dy) == out);
-    PF_ASSERT(!pf_present(dx) || (cuda_rows(dx) == N && cuda_cols(dx) == in));
-    bool need_dxv = r && (pf_present(dx) || pf_present(dw.V));
+    check_weights(w, dt, true);
+    check_weights(dw, PF_F32, false);
+    pf_pixelfly_shape s = pf_shape_pixelfly_bwd(p, dx, dw, dxv, dy, x, xv, w);
+    int64_t N = s.N, out = s.out, r = s.r;
+    bool need_dxv = s.need_dxv;
     if (r) {
         CUDA_ACT(w.U, dt);
         CUDA_ACT(w.V, dt);
     }
-    if (r && pf_present(dw.U)) {
-        CUDA_ACT(xv, dt);
-        PF_ASSERT(cuda_rows(xv) == N && cuda_cols(xv) == r);
-    }
-    if (need_dxv) {
-        CUDA_ACT(dxv, dt);
-        PF_ASSERT(cuda_rows(dxv) == N && cuda_cols(dxv) == r);
-    }
+    if (r && pf_present(dw.U)) CUDA_ACT(xv, dt);
+    if (need_dxv) CUDA_ACT(dxv, dt);
     if (!N) return;
     pft_dims d = dims_of(p, N);
     if (need_dxv)

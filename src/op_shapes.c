@@ -2,6 +2,82 @@
 
 #include "common.h"
 
+pf_linear_shape pf_shape_linear(pf_tensor y, pf_tensor x, pf_tensor w, pf_tensor b, pf_tensor dx,
+                                pf_tensor dw) {
+    PF_ASSERT(w.ndim == 2);
+    pf_linear_shape d = {pf_rows(x), pf_cols(x), w.shape[0]};
+    PF_ASSERT(w.shape[1] == d.in && pf_rows(y) == d.N && pf_cols(y) == d.out);
+    PF_ASSERT(!pf_present(b) || pf_numel(b) == d.out);
+    PF_ASSERT(!pf_present(dx) || (pf_rows(dx) == d.N && pf_cols(dx) == d.in));
+    PF_ASSERT(!pf_present(dw) || pf_numel(dw) == d.out * d.in);
+    return d;
+}
+
+// The parts of w (weights or their gradients) that are present have the pattern's sizes.
+static void pixelfly_weights(const pf_pattern *p, pf_pixelfly_w w) {
+    PF_ASSERT(!pf_present(w.S) || pf_numel(w.S) == pf_pattern_sparse_numel(p));
+    PF_ASSERT(!pf_present(w.U) || pf_numel(w.U) == (int64_t)p->out * p->rank);
+    PF_ASSERT(!pf_present(w.V) || pf_numel(w.V) == (int64_t)p->rank * p->in);
+    PF_ASSERT(!pf_present(w.b) || pf_numel(w.b) == p->out);
+}
+
+// x [N, in], y (or dy) [N, out], w's sizes, S present and U, V present with a rank.
+static pf_pixelfly_shape pixelfly_common(const pf_pattern *p, pf_tensor y, pf_tensor x,
+                                         pf_pixelfly_w w) {
+    pixelfly_weights(p, w);
+    pf_pixelfly_shape d = {pf_rows(x), p->in, p->out, p->rank, false};
+    PF_ASSERT(pf_cols(x) == d.in && pf_rows(y) == d.N && pf_cols(y) == d.out);
+    PF_ASSERT(pf_present(w.S) && (!d.r || (pf_present(w.U) && pf_present(w.V))));
+    return d;
+}
+
+static bool rows_of(pf_tensor t, int64_t N, int64_t C) {
+    return pf_present(t) && pf_rows(t) == N && pf_cols(t) == C;
+}
+
+pf_pixelfly_shape pf_shape_pixelfly(const pf_pattern *p, pf_tensor y, pf_tensor xv, pf_tensor x,
+                                    pf_pixelfly_w w) {
+    pf_pixelfly_shape d = pixelfly_common(p, y, x, w);
+    PF_ASSERT(pf_present(w.b) == p->bias);
+    PF_ASSERT(!d.r || rows_of(xv, d.N, d.r));
+    return d;
+}
+
+pf_pixelfly_shape pf_shape_pixelfly_bwd(const pf_pattern *p, pf_tensor dx, pf_pixelfly_w dw,
+                                        pf_tensor dxv, pf_tensor dy, pf_tensor x, pf_tensor xv,
+                                        pf_pixelfly_w w) {
+    pf_pixelfly_shape d = pixelfly_common(p, dy, x, w);
+    pixelfly_weights(p, dw);
+    PF_ASSERT(!pf_present(dx) || (pf_rows(dx) == d.N && pf_cols(dx) == d.in));
+    d.need_dxv = d.r && (pf_present(dx) || pf_present(dw.V));
+    PF_ASSERT(!(d.r && pf_present(dw.U)) || rows_of(xv, d.N, d.r));
+    PF_ASSERT(!d.need_dxv || rows_of(dxv, d.N, d.r));
+    return d;
+}
+
+pf_layernorm_shape pf_shape_layernorm(pf_tensor y, pf_tensor mean, pf_tensor rstd, pf_tensor x,
+                                      pf_tensor g, pf_tensor b, pf_tensor dx, pf_tensor dg) {
+    pf_layernorm_shape d = {pf_rows(x), pf_cols(x)};
+    PF_ASSERT(pf_numel(y) == d.N * d.C && pf_cols(y) == d.C);
+    PF_ASSERT(!pf_present(dx) || (pf_numel(dx) == d.N * d.C && pf_cols(dx) == d.C));
+    PF_ASSERT(pf_numel(mean) == d.N && pf_numel(rstd) == d.N && pf_numel(g) == d.C);
+    PF_ASSERT(!pf_present(b) || pf_numel(b) == d.C);
+    PF_ASSERT(!pf_present(dg) || pf_numel(dg) == d.C);
+    return d;
+}
+
+pf_embedding_shape pf_shape_embedding(pf_tensor y, pf_tensor ids, pf_tensor wte, pf_tensor wpe) {
+    PF_ASSERT(ids.ndim == 2);
+    pf_embedding_shape d = {pf_numel(ids), ids.shape[1], pf_cols(y), 0};
+    PF_ASSERT(pf_rows(y) == d.BT);
+    if (pf_present(wte)) {
+        PF_ASSERT(wte.ndim == 2 && wte.shape[1] == d.C);
+        d.vocab = wte.shape[0];
+    }
+    PF_ASSERT(!pf_present(wpe) || (wpe.ndim == 2 && wpe.shape[0] >= d.T && wpe.shape[1] == d.C));
+    return d;
+}
+
 pf_attention_shape pf_shape_attention(pf_tensor qkv, pf_tensor out, pf_tensor lse,
                                       int n_head) {
     PF_ASSERT(qkv.ndim == 3 && n_head > 0);

@@ -22,6 +22,52 @@ static inline int64_t pf_rows(pf_tensor t) {
 }
 
 typedef struct {
+    int64_t N, in, out;
+} pf_linear_shape;
+
+// x [N,in], w [out,in], y (or dy) [N,out], b (or db) absent or [out]; the backward's dx absent
+// or [N,in] and dw absent or out*in elements (the forward passes pf_none() for both).
+pf_linear_shape pf_shape_linear(pf_tensor y, pf_tensor x, pf_tensor w, pf_tensor b, pf_tensor dx,
+                                pf_tensor dw);
+
+typedef struct {
+    int64_t N, in, out, r;
+    bool need_dxv;  // backward: rank > 0 and dx or dw.V present (dxv is then computed)
+} pf_pixelfly_shape;
+
+// Forward of the Pixelfly layer of pattern p: x [N, p->in], y [N, p->out]; w.S present, w.b
+// present exactly when p->bias, w.U, w.V, w.b of the pattern's sizes (below); with a rank > 0,
+// w.U, w.V present and xv [N, rank].
+pf_pixelfly_shape pf_shape_pixelfly(const pf_pattern *p, pf_tensor y, pf_tensor xv, pf_tensor x,
+                                    pf_pixelfly_w w);
+// Backward: x [N, p->in], dy [N, p->out], dx absent or [N, p->in]; w as in forward except the
+// bias; each part of dw absent or of its size: S sparse_numel, U out*rank, V rank*in, b out.
+// With a rank > 0: w.U, w.V present, xv [N, rank] when dw.U is present, dxv [N, rank] when
+// need_dxv.
+pf_pixelfly_shape pf_shape_pixelfly_bwd(const pf_pattern *p, pf_tensor dx, pf_pixelfly_w dw,
+                                        pf_tensor dxv, pf_tensor dy, pf_tensor x, pf_tensor xv,
+                                        pf_pixelfly_w w);
+
+typedef struct {
+    int64_t N, C;
+} pf_layernorm_shape;
+
+// x [N,C]; y (or dy) N*C elements with last dim C; mean, rstd N elements; g [C]; b (or db)
+// absent or [C]; the backward's dx absent or like y and dg absent or [C] (the forward passes
+// pf_none() for both).
+pf_layernorm_shape pf_shape_layernorm(pf_tensor y, pf_tensor mean, pf_tensor rstd, pf_tensor x,
+                                      pf_tensor g, pf_tensor b, pf_tensor dx, pf_tensor dg);
+
+typedef struct {
+    int64_t BT, T, C, vocab;  // vocab: wte's rows, 0 when wte is absent
+} pf_embedding_shape;
+
+// ids [B,T]; y (or dy) B*T rows of C; wte (or dwte) absent or [vocab, C]; wpe (or dwpe) absent
+// or [>= T, C]. The forward's backend requires wte. Token ids are not read (the data may be on
+// the device): the CPU backend checks them against vocab itself.
+pf_embedding_shape pf_shape_embedding(pf_tensor y, pf_tensor ids, pf_tensor wte, pf_tensor wpe);
+
+typedef struct {
     int64_t B, T, C, NH, hd;
 } pf_attention_shape;
 

@@ -9,10 +9,8 @@ void cpu_linear_fwd(pf_tensor y, pf_tensor x, pf_tensor w, pf_tensor b) {
     CPU_F32(x);
     CPU_F32(w);
     CPU_F32_OPT(b);
-    PF_ASSERT(w.ndim == 2);
-    int64_t N = cpu_rows(x), in = cpu_cols(x), out = w.shape[0];
-    PF_ASSERT(w.shape[1] == in && cpu_rows(y) == N && cpu_cols(y) == out);
-    PF_ASSERT(!pf_present(b) || pf_numel(b) == out);
+    pf_linear_shape d = pf_shape_linear(y, x, w, b, pf_none(), pf_none());
+    int64_t N = d.N, in = d.in, out = d.out;
     float *Y = cpu_f(y);
 #pragma omp parallel for schedule(static)
     for (int64_t n = 0; n < N; n++) {
@@ -34,12 +32,8 @@ void cpu_linear_bwd(pf_tensor dx, pf_tensor dw, pf_tensor db, pf_tensor dy, pf_t
     CPU_F32(dy);
     CPU_F32(x);
     CPU_F32(w);
-    PF_ASSERT(w.ndim == 2);
-    int64_t N = cpu_rows(x), in = cpu_cols(x), out = w.shape[0];
-    PF_ASSERT(w.shape[1] == in && cpu_rows(dy) == N && cpu_cols(dy) == out);
-    PF_ASSERT(!pf_present(dx) || (cpu_rows(dx) == N && cpu_cols(dx) == in));
-    PF_ASSERT(!pf_present(dw) || pf_numel(dw) == out * in);
-    PF_ASSERT(!pf_present(db) || pf_numel(db) == out);
+    pf_linear_shape d = pf_shape_linear(dy, x, w, db, dx, dw);
+    int64_t N = d.N, in = d.in, out = d.out;
     if (!N || !out || !in) return;
     if (pf_present(dx))
         cpu_sgemm(false, false, N, in, out, cpu_f(dy), out, cpu_f(w), in, 1.0f, cpu_f(dx), in);

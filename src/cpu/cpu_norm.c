@@ -13,10 +13,8 @@ void cpu_layernorm_fwd(pf_tensor y, pf_tensor mean, pf_tensor rstd, pf_tensor x,
     CPU_F32(x);
     CPU_F32(g);
     CPU_F32_OPT(b);
-    int64_t N = cpu_rows(x), C = cpu_cols(x);
-    PF_ASSERT(pf_numel(y) == N * C && cpu_cols(y) == C);
-    PF_ASSERT(pf_numel(mean) == N && pf_numel(rstd) == N && pf_numel(g) == C);
-    PF_ASSERT(!pf_present(b) || pf_numel(b) == C);
+    pf_layernorm_shape d = pf_shape_layernorm(y, mean, rstd, x, g, b, pf_none(), pf_none());
+    int64_t N = d.N, C = d.C;
     const float *X = cpu_f(x), *G = cpu_f(g), *B = cpu_f(b);
     float *Y = cpu_f(y), *M = cpu_f(mean), *R = cpu_f(rstd);
 #pragma omp parallel for schedule(static)
@@ -46,12 +44,8 @@ void cpu_layernorm_bwd(pf_tensor dx, pf_tensor dg, pf_tensor db, pf_tensor dy, p
     CPU_F32(g);
     CPU_F32(mean);
     CPU_F32(rstd);
-    int64_t N = cpu_rows(x), C = cpu_cols(x);
-    PF_ASSERT(pf_numel(dy) == N * C && cpu_cols(dy) == C);
-    PF_ASSERT(!pf_present(dx) || (pf_numel(dx) == N * C && cpu_cols(dx) == C));
-    PF_ASSERT(pf_numel(mean) == N && pf_numel(rstd) == N && pf_numel(g) == C);
-    PF_ASSERT(!pf_present(dg) || pf_numel(dg) == C);
-    PF_ASSERT(!pf_present(db) || pf_numel(db) == C);
+    pf_layernorm_shape d = pf_shape_layernorm(dy, mean, rstd, x, g, db, dx, dg);
+    int64_t N = d.N, C = d.C;
     const float *X = cpu_f(x), *DY = cpu_f(dy), *G = cpu_f(g), *M = cpu_f(mean),
                 *R = cpu_f(rstd);
     if (pf_present(dx)) {

@@ -14,7 +14,9 @@ static float *block(const pf_pattern *p, float *S, int row, int k) {
     return S + ((size_t)row * (p->nf + 1) + k) * p->ob * p->ib;
 }
 
-static void check_weights(const pf_pattern *p, pf_pixelfly_w w, bool need_s) {
+// The parts of w present are fp32 host tensors (S required when need_s); their sizes are
+// checked by pf_shape_pixelfly(_bwd).
+static void check_weights(pf_pixelfly_w w, bool need_s) {
     if (need_s)
         CPU_F32(w.S);
     else
@@ -22,10 +24,6 @@ static void check_weights(const pf_pattern *p, pf_pixelfly_w w, bool need_s) {
     CPU_F32_OPT(w.U);
     CPU_F32_OPT(w.V);
     CPU_F32_OPT(w.b);
-    PF_ASSERT(!pf_present(w.S) || pf_numel(w.S) == pf_pattern_sparse_numel(p));
-    PF_ASSERT(!pf_present(w.U) || pf_numel(w.U) == (int64_t)p->out * p->rank);
-    PF_ASSERT(!pf_present(w.V) || pf_numel(w.V) == (int64_t)p->rank * p->in);
-    PF_ASSERT(!pf_present(w.b) || pf_numel(w.b) == p->out);
 }
 
 // xv[N,r] = x V^T (saved for backward);  y[N,out] = x S^T + xv U^T + b
@@ -33,16 +31,14 @@ void cpu_pixelfly_fwd(const pf_pattern *p, pf_tensor y, pf_tensor xv, pf_tensor 
                       pf_pixelfly_w w) {
     CPU_F32(y);
     CPU_F32(x);
-    check_weights(p, w, true);
-    int64_t N = cpu_rows(x), in = p->in, out = p->out, r = p->rank, ob = p->ob, ib = p->ib;
-    PF_ASSERT(cpu_cols(x) == in && cpu_rows(y) == N && cpu_cols(y) == out);
-    PF_ASSERT(pf_present(w.b) == p->bias);
-    if (r) {
+    check_weights(w, true);
+    if (p->rank) {
         CPU_F32(xv);
         CPU_F32(w.U);
         CPU_F32(w.V);
-        PF_ASSERT(cpu_rows(xv) == N && cpu_cols(xv) == r);
     }
+    pf_pixelfly_shape d = pf_shape_pixelfly(p, y, xv, x, w);
+    int64_t N = d.N, in = d.in, out = d.out, r = d.r, ob = p->ob, ib = p->ib;
     float *Y = cpu_f(y);
     const float *X = cpu_f(x);
     float *S = cpu_f(w.S);
@@ -74,24 +70,17 @@ void cpu_pixelfly_bwd(const pf_pattern *p, pf_tensor dx, pf_pixelfly_w dw, pf_te
     CPU_F32_OPT(dx);
     CPU_F32(dy);
     CPU_F32(x);
-    check_weights(p, w, true);
-    check_weights(p, dw, false);
-    int64_t N = cpu_rows(x), in = p->in, out = p->out, r = p->rank, ob = p->ob, ib = p->ib;
-    PF_ASSERT(cpu_cols(x) == in && cpu_rows(dy) == N && cpu_cols(dy) == out);
-    PF_ASSERT(!pf_present(dx) || (cpu_rows(dx) == N && cpu_cols(dx) == in));
-    bool need_dxv = r && (pf_present(dx) || pf_present(dw.V));
+    check_weights(w, true);
+    check_weights(dw, false);
+    pf_pixelfly_shape d = pf_shape_pixelfly_bwd(p, dx, dw, dxv, dy, x, xv, w);
+    int64_t N = d.N, in = d.in, out = d.out, r = d.r, ob = p->ob, ib = p->ib;
+    bool need_dxv = d.need_dxv;
     if (r) {
         CPU_F32(w.U);
         CPU_F32(w.V);
     }
-    if (r && pf_present(dw.U)) {
-        CPU_F32(xv);
-        PF_ASSERT(cpu_rows(xv) == N && cpu_cols(xv) == r);
-    }
-    if (need_dxv) {
-        CPU_F32(dxv);
-        PF_ASSERT(cpu_rows(dxv) == N && cpu_cols(dxv) == r);
-    }
+    if (r && pf_present(dw.U)) CPU_F32(xv);
+    if (need_dxv) CPU_F32(dxv);
     if (!N) return;
     const float *X = cpu_f(x), *DY = cpu_f(dy);
     float *S = cpu_f(w.S);
