@@ -10,12 +10,29 @@
 
 #include "cuda_ops.h"
 
+// Dense bf16 tensor-core peaks from NVIDIA's datasheets (without 2:4 sparsity), matched on
+// the device name; 0 for any other card (run.peak_tflops supplies one).
+static double known_peak_tflops(const char *name) {
+    if (strstr(name, "H100") && strstr(name, "PCIe")) return 756.0;
+    if (strstr(name, "H100") && strstr(name, "NVL")) return 835.0;
+    if (strstr(name, "H100") || strstr(name, "H200")) return 989.0;
+    if (strstr(name, "A100")) return 312.0;
+    return 0.0;
+}
+
 static pf_cuda_context make_context(void) {
     pf_cuda_context c = {};
     c.stream = 0;
     CUBLAS_CHECK(cublasCreate(&c.cublas));
     CUBLAS_CHECK(cublasSetStream(c.cublas, c.stream));
     CUBLAS_CHECK(cublasSetMathMode(c.cublas, CUBLAS_DEFAULT_MATH));
+    int dev = 0;
+    cudaDeviceProp prop;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaGetDeviceProperties(&prop, dev));
+    snprintf(c.device.name, sizeof c.device.name, "%s", prop.name);
+    c.device.mem_total = (double)prop.totalGlobalMem;
+    c.device.peak_tflops = known_peak_tflops(prop.name);
     return c;
 }
 
@@ -45,27 +62,11 @@ size_t cuda_note_memory(void) {
     return total_b - free_b;
 }
 
-// Dense bf16 tensor-core peaks from NVIDIA's datasheets (without 2:4 sparsity), matched on
-// the device name; 0 for any other card (run.peak_tflops supplies one).
-static double known_peak_tflops(const char *name) {
-    if (strstr(name, "H100") && strstr(name, "PCIe")) return 756.0;
-    if (strstr(name, "H100") && strstr(name, "NVL")) return 835.0;
-    if (strstr(name, "H100") || strstr(name, "H200")) return 989.0;
-    if (strstr(name, "A100")) return 312.0;
-    return 0.0;
-}
-
+// Called every logged step: the static part was read once with the context.
 static void cuda_device_info(pf_device_info *info) {
-    memset(info, 0, sizeof *info);
-    int dev = 0;
-    CUDA_CHECK(cudaGetDevice(&dev));
-    cudaDeviceProp prop;
-    CUDA_CHECK(cudaGetDeviceProperties(&prop, dev));
-    snprintf(info->name, sizeof info->name, "%s", prop.name);
-    info->mem_total = (double)prop.totalGlobalMem;
+    *info = pf_cuda_ctx()->device;
     info->mem_used = (double)cuda_note_memory();
     info->mem_peak = (double)pf_cuda_ctx()->mem_peak;
-    info->peak_tflops = known_peak_tflops(prop.name);
 }
 
 static void *cuda_alloc(size_t bytes) {

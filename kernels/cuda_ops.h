@@ -30,6 +30,7 @@ typedef struct {
     void *scratch;        // device scratch owned by the context, see cuda_scratch()
     size_t scratch_bytes;
     size_t mem_peak;      // the most device memory seen in use (cuda_note_memory)
+    pf_device_info device;  // name, total memory and peak FLOP/s, read once
 } pf_cuda_context;
 
 pf_cuda_context *pf_cuda_ctx(void);

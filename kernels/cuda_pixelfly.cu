@@ -297,111 +297,91 @@ static unsigned vec_bit(const void *base, int64_t unit, unsigned bit) {
     return base && (uintptr_t)base % 16 == 0 && unit % v == 0 ? bit : 0;
 }
 
-// ---- forward -------------------------------------------------------------------------------
-// y[n, p*ob + o] = sum_{k<=nf} sum_{i<ib} x[n, q*ib + i] S[p][k][o][i]     (q = col(p, k))
-//                + sum_{j<r} xv[n, j] U[p*ob + o, j] + b[p*ob + o]
-// x [N, in], S [bs, nf+1, ob, ib], xv [N, r], U [out, r], b [out] (NULL: none), y [N, out]
-// (overwritten); all T. CTA (bx, by): super-row p, columns c0.. of its block, tokens m0..
+// ---- forward and dX ------------------------------------------------------------------------
+// The two token-major products share one kernel: a CTA owns an [M tile x column tile] block
+// of one super-row (forward) or super-column (dX) and loops over the nf+1 gathered K-runs,
+// then the low-rank K-run, in one accumulator.
+//   forward (RowPass::FWD), y overwritten:
+//     y[n, p*ob + o] = sum_{k<=nf} sum_{i<ib} x[n, q*ib + i] S[p][k][o][i]     (q = col(p, k))
+//                    + sum_{j<r} xv[n, j] U[p*ob + o, j] + b[p*ob + o]
+//     x [N, in], S [bs, nf+1, ob, ib], xv [N, r], U [out, r], b [out] (NULL: none), y [N, out]
+//   dX (RowPass::DX), dx accumulated:
+//     dx[n, q*ib + i] += sum_{k<=nf} sum_{o<ob} dy[n, p'*ob + o] S[p'][k][o][i]  (p' = col(q, k))
+//                      + sum_{j<r} dxv[n, j] V[j, q*ib + i]
+//     dy [N, out], S [bs, nf+1, ob, ib], dxv [N, r], V [r, in], dx [N, in]
+// all T. Operands: a = x | dy, b = S, la = xv | dxv, lb = U | V.
+enum class RowPass { FWD, DX };
+
 template <typename T>
-struct FwdArgs {
+struct RowArgs {
     pft_dims d;
-    T *y;
-    const T *x, *S, *xv, *U, *b;
+    T *out;                          // y | dx
+    const T *a, *b, *la, *lb, *bias;  // bias: forward only
     unsigned vec;
 };
 
-template <typename T, class Cfg>
-__global__ static void __launch_bounds__(Cfg::THREADS) pixelfly_fwd_kernel(FwdArgs<T> args) {
-    using Sm = PfSmem<Cfg, PFT_FWD_AK, PFT_FWD_BK>;
+template <RowPass P>
+struct RowOps {  // the pass's index arithmetic (pixelfly_tiles.h)
+    static constexpr bool FWD = P == RowPass::FWD;
+    static constexpr int AK = FWD ? PFT_FWD_AK : PFT_DX_AK, BK = FWD ? PFT_FWD_BK : PFT_DX_BK;
+    __device__ static int width(const pft_dims &d) { return FWD ? d.ob : d.ib; }  // out block
+    __device__ static int run(const pft_dims &d) { return FWD ? d.ib : d.ob; }    // K-run
+    __device__ static pft_src a(const pft_dims &d, const pft_cta &c, const pft_kstep &s) {
+        return FWD ? pft_fwd_a(d, c, s) : pft_dx_a(d, c, s);
+    }
+    __device__ static pft_src b(const pft_dims &d, const pft_cta &c, const pft_kstep &s) {
+        return FWD ? pft_fwd_b(d, c, s) : pft_dx_b(d, c, s);
+    }
+    __device__ static pft_src out(const pft_dims &d, const pft_cta &c) {
+        return FWD ? pft_fwd_out(d, c) : pft_dx_out(d, c);
+    }
+};
+
+template <typename T, class Cfg, RowPass P>
+__global__ static void __launch_bounds__(Cfg::THREADS) pixelfly_row_kernel(RowArgs<T> args) {
+    using Ops = RowOps<P>;
+    using Sm = PfSmem<Cfg, Ops::AK, Ops::BK>;
     __shared__ __align__(128) unsigned char smem[Sm::BYTES];
     const pft_dims d = args.d;
-    const pft_cta c = pft_rowtile(blockIdx.x, blockIdx.y, d.ob, Cfg::BM, Cfg::BN);
+    const pft_cta c = pft_rowtile(blockIdx.x, blockIdx.y, Ops::width(d), Cfg::BM, Cfg::BN);
     PfAcc<Cfg> acc;
-    pf_mainloop<T, Cfg, Sm>(acc, smem, pft_ksteps(d.nf + 1, d.ib, d.r, Cfg::BK), [&](int t) {
-        pft_kstep s = pft_kstep_at(t, d.nf + 1, d.ib, d.r, Cfg::BK);
+    pf_mainloop<T, Cfg, Sm>(acc, smem, pft_ksteps(d.nf + 1, Ops::run(d), d.r, Cfg::BK), [&](int t) {
+        pft_kstep s = pft_kstep_at(t, d.nf + 1, Ops::run(d), d.r, Cfg::BK);
         bool sparse = s.run <= d.nf;
         PfStep<T> st;
-        st.a = sparse ? args.x : args.xv;
-        st.b = sparse ? args.S : args.U;
-        st.sa = pft_fwd_a(d, c, s);
-        st.sb = pft_fwd_b(d, c, s);
+        st.a = sparse ? args.a : args.la;
+        st.b = sparse ? args.b : args.lb;
+        st.sa = Ops::a(d, c, s);
+        st.sb = Ops::b(d, c, s);
         st.vec_a = args.vec & (sparse ? VEC_SA : VEC_LA);
         st.vec_b = args.vec & (sparse ? VEC_SB : VEC_LB);
         st.klen = s.klen;
         return st;
     });
-    const pft_src o = pft_fwd_out(d, c);
-    const T *bias = args.b ? args.b + pft_fwd_bias(d, c) : nullptr;
+    const pft_src o = Ops::out(d, c);
+    const T *bias = Ops::FWD && args.bias ? args.bias + pft_fwd_bias(d, c) : nullptr;
     pf_epilogue<Cfg>(acc, smem, [&](int i, int j, float v) {
         if (i < o.rows && j < o.cols) {
-            if (bias) v += cuda_ld(bias[j]);
-            args.y[o.off + (int64_t)i * o.ld + j] = cuda_st<T>(v);
+            T *q = args.out + o.off + (int64_t)i * o.ld + j;
+            if constexpr (Ops::FWD) {
+                if (bias) v += cuda_ld(bias[j]);
+            } else {
+                v += cuda_ld(*q);
+            }
+            *q = cuda_st<T>(v);
         }
     });
 }
 
-template <typename T>
-static void fwd_launch(const FwdArgs<T> &args) {
+template <typename T, RowPass P>
+static void row_launch(const RowArgs<T> &args) {
     const pft_dims &d = args.d;
-    with_tile(pft_pick_tile(d.ob), [&](auto tile) {
+    int width = P == RowPass::FWD ? d.ob : d.ib;
+    with_tile(pft_pick_tile(width), [&](auto tile) {
         using Cfg = decltype(tile);
-        dim3 grid(pft_grid_x(d.bs, d.ob, Cfg::BN), pft_grid_y(d.N, Cfg::BM));
+        dim3 grid(pft_grid_x(d.bs, width, Cfg::BN), pft_grid_y(d.N, Cfg::BM));
         PF_ASSERT(grid.y <= 65535);
-        pixelfly_fwd_kernel<T, Cfg><<<grid, Cfg::THREADS, 0, pf_cuda_ctx()->stream>>>(args);
-        CUDA_CHECK_LAUNCH();
-    });
-}
-
-// ---- dX ------------------------------------------------------------------------------------
-// dx[n, q*ib + i] += sum_{k<=nf} sum_{o<ob} dy[n, p'*ob + o] S[p'][k][o][i]   (p' = col(q, k))
-//                  + sum_{j<r} dxv[n, j] V[j, q*ib + i]
-// dy [N, out], S [bs, nf+1, ob, ib], dxv [N, r], V [r, in], dx [N, in] (accumulated); all T.
-// CTA (bx, by): super-column q, columns c0.. of its block, tokens m0..
-template <typename T>
-struct DxArgs {
-    pft_dims d;
-    T *dx;
-    const T *dy, *S, *dxv, *V;
-    unsigned vec;
-};
-
-template <typename T, class Cfg>
-__global__ static void __launch_bounds__(Cfg::THREADS) pixelfly_dx_kernel(DxArgs<T> args) {
-    using Sm = PfSmem<Cfg, PFT_DX_AK, PFT_DX_BK>;
-    __shared__ __align__(128) unsigned char smem[Sm::BYTES];
-    const pft_dims d = args.d;
-    const pft_cta c = pft_rowtile(blockIdx.x, blockIdx.y, d.ib, Cfg::BM, Cfg::BN);
-    PfAcc<Cfg> acc;
-    pf_mainloop<T, Cfg, Sm>(acc, smem, pft_ksteps(d.nf + 1, d.ob, d.r, Cfg::BK), [&](int t) {
-        pft_kstep s = pft_kstep_at(t, d.nf + 1, d.ob, d.r, Cfg::BK);
-        bool sparse = s.run <= d.nf;
-        PfStep<T> st;
-        st.a = sparse ? args.dy : args.dxv;
-        st.b = sparse ? args.S : args.V;
-        st.sa = pft_dx_a(d, c, s);
-        st.sb = pft_dx_b(d, c, s);
-        st.vec_a = args.vec & (sparse ? VEC_SA : VEC_LA);
-        st.vec_b = args.vec & (sparse ? VEC_SB : VEC_LB);
-        st.klen = s.klen;
-        return st;
-    });
-    const pft_src o = pft_dx_out(d, c);
-    pf_epilogue<Cfg>(acc, smem, [&](int i, int j, float v) {
-        if (i < o.rows && j < o.cols) {
-            T *p = args.dx + o.off + (int64_t)i * o.ld + j;
-            *p = cuda_st<T>(cuda_ld(*p) + v);
-        }
-    });
-}
-
-template <typename T>
-static void dx_launch(const DxArgs<T> &args) {
-    const pft_dims &d = args.d;
-    with_tile(pft_pick_tile(d.ib), [&](auto tile) {
-        using Cfg = decltype(tile);
-        dim3 grid(pft_grid_x(d.bs, d.ib, Cfg::BN), pft_grid_y(d.N, Cfg::BM));
-        PF_ASSERT(grid.y <= 65535);
-        pixelfly_dx_kernel<T, Cfg><<<grid, Cfg::THREADS, 0, pf_cuda_ctx()->stream>>>(args);
+        pixelfly_row_kernel<T, Cfg, P><<<grid, Cfg::THREADS, 0, pf_cuda_ctx()->stream>>>(args);
         CUDA_CHECK_LAUNCH();
     });
 }
@@ -554,19 +534,19 @@ void cuda_pixelfly_fwd(const pf_pattern *p, pf_tensor y, pf_tensor xv, pf_tensor
                   xv.data, d.r, dt);
     cuda_dispatch(dt, [&](auto tag) {
         using T = decltype(tag);
-        FwdArgs<T> a = {};
+        RowArgs<T> a = {};
         a.d = d;
-        a.y = (T *)y.data;
-        a.x = (const T *)x.data;
-        a.S = (const T *)w.S.data;
-        a.xv = r ? (const T *)xv.data : nullptr;
-        a.U = r ? (const T *)w.U.data : nullptr;
-        a.b = (const T *)w.b.data;
+        a.out = (T *)y.data;
+        a.a = (const T *)x.data;
+        a.b = (const T *)w.S.data;
+        a.la = r ? (const T *)xv.data : nullptr;
+        a.lb = r ? (const T *)w.U.data : nullptr;
+        a.bias = (const T *)w.b.data;
         // x tiles start at q*ib + kofs in rows of in = bs*ib; S tiles at multiples of ib
         // plus kofs; xv and U tiles at multiples of r plus kofs (kofs a multiple of 32).
-        a.vec = vec_bit<T>(a.x, d.ib, VEC_SA) | vec_bit<T>(a.S, d.ib, VEC_SB) |
-                vec_bit<T>(a.xv, d.r, VEC_LA) | vec_bit<T>(a.U, d.r, VEC_LB);
-        fwd_launch<T>(a);
+        a.vec = vec_bit<T>(a.a, d.ib, VEC_SA) | vec_bit<T>(a.b, d.ib, VEC_SB) |
+                vec_bit<T>(a.la, d.r, VEC_LA) | vec_bit<T>(a.lb, d.r, VEC_LB);
+        row_launch<T, RowPass::FWD>(a);
     });
 }
 
@@ -597,18 +577,18 @@ void cuda_pixelfly_bwd(const pf_pattern *p, pf_tensor dx, pf_pixelfly_w dw, pf_t
     cuda_dispatch(dt, [&](auto tag) {
         using T = decltype(tag);
         if (pf_present(dx)) {
-            DxArgs<T> a = {};
+            RowArgs<T> a = {};
             a.d = d;
-            a.dx = (T *)dx.data;
-            a.dy = (const T *)dy.data;
-            a.S = (const T *)w.S.data;
-            a.dxv = r ? (const T *)dxv.data : nullptr;
-            a.V = r ? (const T *)w.V.data : nullptr;
+            a.out = (T *)dx.data;
+            a.a = (const T *)dy.data;
+            a.b = (const T *)w.S.data;
+            a.la = r ? (const T *)dxv.data : nullptr;
+            a.lb = r ? (const T *)w.V.data : nullptr;
             // dy tiles start at p'*ob + kofs in rows of out = bs*ob; S tiles at multiples of
             // ib plus c0; dxv tiles at multiples of r plus kofs; V tiles at kofs*in + q*ib + c0.
-            a.vec = vec_bit<T>(a.dy, d.ob, VEC_SA) | vec_bit<T>(a.S, d.ib, VEC_SB) |
-                    vec_bit<T>(a.dxv, d.r, VEC_LA) | vec_bit<T>(a.V, d.ib, VEC_LB);
-            dx_launch<T>(a);
+            a.vec = vec_bit<T>(a.a, d.ob, VEC_SA) | vec_bit<T>(a.b, d.ib, VEC_SB) |
+                    vec_bit<T>(a.la, d.r, VEC_LA) | vec_bit<T>(a.lb, d.ib, VEC_LB);
+            row_launch<T, RowPass::DX>(a);
         }
         if (pf_present(dw.S)) ds_launch<T>(d, cuda_f(dw.S), (const T *)dy.data, (const T *)x.data);
     });

@@ -1,5 +1,6 @@
 // cpu_memory.c: host memory for the CPU backend. "Device" memory is ordinary host memory,
 // 64-byte aligned so that every row of a parameter arena starts on a cache line.
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,12 +51,19 @@ static void cpu_model_name(char *out, size_t len) {
     fclose(f);
 }
 
+// The host's name and memory, read once (device_info runs at every logged step).
+static pf_device_info cpu_host;
+static pthread_once_t cpu_host_once = PTHREAD_ONCE_INIT;
+static void cpu_host_read(void) {
+    cpu_model_name(cpu_host.name, sizeof cpu_host.name);
+    cpu_host.mem_total = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
+}
+
 // Memory is the process's resident set (VmRSS now, ru_maxrss at peak); no peak FLOP/s is
 // claimed for a CPU (run.peak_tflops sets one for MFU).
 void cpu_device_info(pf_device_info *info) {
-    memset(info, 0, sizeof *info);
-    cpu_model_name(info->name, sizeof info->name);
-    info->mem_total = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
+    pthread_once(&cpu_host_once, cpu_host_read);
+    *info = cpu_host;
     struct rusage ru;
     if (getrusage(RUSAGE_SELF, &ru) == 0) info->mem_peak = 1024.0 * (double)ru.ru_maxrss;
     FILE *f = fopen("/proc/self/statm", "r");

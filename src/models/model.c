@@ -462,10 +462,15 @@ void pf_model_summary(const pf_model *m, FILE *f) {
     fprintf(f, "arena: %lld floats (%.1f MB) x 4 buffers (params, grads, AdamW m, v)\n",
             (long long)m->layout.numel, 4.0 * m->layout.numel / 1e6);
     double per_sample = (double)m->act_bytes / m->B;
+    // The four fp32 buffers, plus the compute copy of the weights where it is a separate
+    // buffer (bf16 activations).
+    double arena = 16.0 * m->layout.numel;
+    if (m->arena.weights != (void *)m->arena.params)
+        arena += (double)pf_dtype_size(m->be->act_dtype) * m->layout.numel;
     fprintf(f, "memory on %s: arena %.1f MB + activations %.2f MB per sample (%.1f MB at "
                "train.batch_size %d)\n",
-            m->be->name, 16.0 * m->layout.numel / 1e6, per_sample / 1e6,
-            (16.0 * m->layout.numel + per_sample * c->batch_size) / 1e6, c->batch_size);
+            m->be->name, arena / 1e6, per_sample / 1e6,
+            (arena + per_sample * c->batch_size) / 1e6, c->batch_size);
     if (m->n_fused_mlps)
         fprintf(f, "  %d of %d MLPs fused (pixelfly.fuse_mlp): hidden activations recomputed in "
                    "backward, not kept\n",

@@ -761,20 +761,28 @@ static void test_adamw(int64_t n, int step) {
 
 enum { MB = 3 };  // micro-batch
 
+// The model of micro-batch MB described by `sets` ("section.key=value", NULL-terminated) on
+// one backend, its parameters drawn from seed; *cfg gets the resolved config.
+static pf_model *create_model(const pf_backend *be, const char *const *sets, uint64_t seed,
+                              pf_config *cfg) {
+    pf_config_defaults(cfg);
+    if (pf_config_set(cfg, "data.train=unused.h5")) PF_FATAL("%s", pf_errmsg());
+    for (const char *const *s = sets; *s; s++)
+        if (pf_config_set(cfg, *s)) PF_FATAL("%s: %s", *s, pf_errmsg());
+    if (pf_config_validate(cfg)) PF_FATAL("%s", pf_errmsg());
+    pf_model *m = pf_model_create(cfg, be, MB);
+    if (!m) PF_FATAL("%s", pf_errmsg());
+    pf_model_init_params(m, seed);
+    return m;
+}
+
 // Forward + backward of the model described by `sets` on one backend; returns the loss and
 // downloads the gradient arena into *grads (malloc'd, layout->numel floats).
 static float model_step(const pf_backend *be, const char *const *sets, const int32_t *tokens,
                         const int32_t *targets, const float *images, const int32_t *labels,
                         float **grads, pf_layout *layout_copy) {
     pf_config c;
-    pf_config_defaults(&c);
-    if (pf_config_set(&c, "data.train=unused.h5")) PF_FATAL("%s", pf_errmsg());
-    for (const char *const *s = sets; *s; s++)
-        if (pf_config_set(&c, *s)) PF_FATAL("%s: %s", *s, pf_errmsg());
-    if (pf_config_validate(&c)) PF_FATAL("%s", pf_errmsg());
-    pf_model *m = pf_model_create(&c, be, MB);
-    if (!m) PF_FATAL("%s", pf_errmsg());
-    pf_model_init_params(m, 1234);
+    pf_model *m = create_model(be, sets, 1234, &c);
     pf_arena *a = pf_model_arena(m);
     const pf_layout *l = pf_model_layout(m);
     size_t bytes = sizeof(float) * (size_t)l->numel;
@@ -857,14 +865,7 @@ enum { TRAIN_STEPS = 50 };
 static void train_fixed_batch(const pf_backend *be, const char *const *sets, float *first,
                               float *last) {
     pf_config c;
-    pf_config_defaults(&c);
-    if (pf_config_set(&c, "data.train=unused.h5")) PF_FATAL("%s", pf_errmsg());
-    for (const char *const *s = sets; *s; s++)
-        if (pf_config_set(&c, *s)) PF_FATAL("%s: %s", *s, pf_errmsg());
-    if (pf_config_validate(&c)) PF_FATAL("%s", pf_errmsg());
-    pf_model *m = pf_model_create(&c, be, MB);
-    if (!m) PF_FATAL("%s", pf_errmsg());
-    pf_model_init_params(m, 99);
+    pf_model *m = create_model(be, sets, 99, &c);
     int64_t n = (int64_t)MB * c.seq_len;
     int32_t *tok = pf_malloc(sizeof(int32_t) * 2 * n);
     for (int64_t i = 0; i < 2 * n; i++) tok[i] = (int32_t)((urand() + 1) * 0.5f * c.vocab_size) % c.vocab_size;
