@@ -38,6 +38,7 @@ ifeq ($(CUDA),1)
   CFLAGS   += -DPF_CUDA -I$(CUDA_HOME)/include
   NVFLAGS  := -O3 -std=c++20 -DPF_CUDA -Isrc -Ikernels -Icomm \
               -gencode=arch=compute_90a,code=sm_90a -gencode=arch=compute_80,code=sm_80 \
+              -gencode=arch=compute_80,code=compute_80 \
               -Xcompiler -Wall,-Wextra,-Wno-missing-field-initializers --expt-relaxed-constexpr -Werror all-warnings
   LDLIBS   += -L$(CUDA_HOME)/lib64 -L$(CUDA_HOME)/lib -lcublasLt -lcublas -lcusparse -lnccl -lcudart -lstdc++
 endif

@@ -1,6 +1,9 @@
 // cuda_loss.cu: softmax cross-entropy over the V real classes of padded logits [N, Vp],
-// with label smoothing and an ignore index; one block per row, row statistics in double
-// with the row maximum subtracted (as cpu_loss.c). logits and dlogits are act tensors
+// with label smoothing and an ignore index; one block per row. Each thread keeps an online
+// softmax (running max m, sum of expf(l - m) in fp32) over its strided share of the row, so
+// the forward reads the logits once and the backward twice; the block combines the thread
+// pairs in double. expf after the max subtraction has arguments <= 0 and loses nothing that
+// a double exp would keep at fp32/bf16 logits (cpu_loss.c sums in double). logits and dlogits are act tensors
 // (fp32 or bf16, read as fp32); losses fp32.
 //
 // A target outside [0, V) that is not ignore_index (the CPU backend stops with an error)
@@ -10,16 +13,34 @@
 
 #define XENT_THREADS 256
 
-// log sum_{c<V} exp(l[c]) of one row of T (read as fp32), computed by the whole block (same
-// value everywhere).
+// Per thread: m = max of its logits l[c], c = threadIdx.x + k blockDim.x < V; s = sum of
+// expf(l[c] - m); sum = sum of l[c] (only when want_sum). One pass over the row.
+struct xent_row {
+    float m, s, sum;
+};
+
 template <typename T>
-__device__ static double row_logsumexp(const T *l, int V) {
-    float m = -INFINITY;
-    for (int c = threadIdx.x; c < V; c += blockDim.x) m = fmaxf(m, cuda_ld(l[c]));
-    m = block_reduce<cuda_max_op>(m, -INFINITY);
-    double s = 0;
-    for (int c = threadIdx.x; c < V; c += blockDim.x) s += exp((double)cuda_ld(l[c]) - m);
-    return m + log(block_reduce<cuda_sum_op>(s, 0.0));
+__device__ static xent_row xent_thread_stats(const T *l, int V, bool want_sum) {
+    xent_row r = {-INFINITY, 0.0f, 0.0f};
+    for (int c = threadIdx.x; c < V; c += blockDim.x) {
+        float v = cuda_ld(l[c]);
+        if (want_sum) r.sum += v;
+        if (v > r.m) {  // rescale the running sum to the new maximum (expf(-inf) = 0 first time)
+            r.s = r.s * expf(r.m - v) + 1.0f;
+            r.m = v;
+        } else {
+            r.s += expf(v - r.m);
+        }
+    }
+    return r;
+}
+
+// log sum_{c<V} exp(l[c]) of the row whose per-thread stats are r, the same value in every
+// thread of the block: M = max of the m, then sum of s expf(m - M) in double.
+__device__ static double xent_block_lse(xent_row r) {
+    float M = block_reduce<cuda_max_op>(r.m, -INFINITY);
+    double s = r.m == -INFINITY ? 0.0 : (double)r.s * expf(r.m - M);  // threads with no column
+    return M + log(block_reduce<cuda_sum_op>(s, 0.0));
 }
 
 // losses[n] (fp32) = (1-eps) (lse - l[t]) + eps (lse - mean_{c<V} l[c]); 0 for ignored rows.
@@ -33,9 +54,9 @@ __global__ static void xent_fwd_kernel(float *losses, const T *logits, const int
         return;
     }
     const T *l = logits + blockIdx.x * Vp;
-    double lse = row_logsumexp(l, V), s = 0;
-    for (int c = threadIdx.x; c < V; c += blockDim.x) s += cuda_ld(l[c]);
-    double mean = block_reduce<cuda_sum_op>(s, 0.0) / V;
+    xent_row r = xent_thread_stats(l, V, true);
+    double lse = xent_block_lse(r);
+    double mean = block_reduce<cuda_sum_op>((double)r.sum, 0.0) / V;
     if (threadIdx.x == 0)
         losses[blockIdx.x] =
             (float)((1.0 - smoothing) * (lse - cuda_ld(l[t])) + smoothing * (lse - mean));
@@ -51,10 +72,10 @@ __global__ static void xent_bwd_kernel(T *dlogits, const T *logits, const int32_
     if (t == ignore_index || t < 0 || t >= V) return;
     const T *l = logits + blockIdx.x * Vp;
     T *dl = dlogits + blockIdx.x * Vp;
-    double lse = row_logsumexp(l, V);
+    float lse = (float)xent_block_lse(xent_thread_stats(l, V, false));
+    float q0 = smoothing / V, q1 = q0 + (1.0f - smoothing);
     for (int c = threadIdx.x; c < V; c += blockDim.x) {
-        double q = (double)smoothing / V + (c == t ? 1.0 - smoothing : 0.0);
-        float d = (float)(scale * (exp(cuda_ld(l[c]) - lse) - q));
+        float d = scale * (expf(cuda_ld(l[c]) - lse) - (c == t ? q1 : q0));
         dl[c] = cuda_st<T>(cuda_ld(dl[c]) + d);
     }
 }

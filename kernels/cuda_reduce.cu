@@ -5,30 +5,48 @@
 // sumsq works on fixed chunks of this many elements (as cpu_reduce.c), one block each,
 // then one block adds the chunk partials.
 #define SUMSQ_CHUNK 65536
-#define COLSUM_LANES 16  // rows processed side by side per column
+#define COLSUM_LANES 16   // rows processed side by side per column
+#define COLSUM_ROWS 512   // rows per partial sum: a fixed split, so results do not depend on the GPU
 
-// out[c] += sum_n v(n, c) over rows n < N, v = x[n*ld + c], or, with mean/rstd given,
-// v = x[n*ld + c] * (xn[n*ld + c] - mean[n]) * rstd[n] (layernorm dgamma). x, xn: T (fp32 or
-// bf16, read as fp32); out, mean, rstd fp32; the sums in double.
-// Block (32, COLSUM_LANES) owns 32 columns: lane y sums rows y, y + LANES, ... in order
-// (coalesced across the 32 columns), then thread y == 0 adds the LANES partials in order.
+// part[p, c] (or out[c] += when there is one part) = sum of v(n, c) over the rows n of part p,
+// [p * COLSUM_ROWS, min(N, (p + 1) * COLSUM_ROWS)), with v = x[n*ld + c] or, with mean/rstd
+// given, v = x[n*ld + c] * (xn[n*ld + c] - mean[n]) * rstd[n] (layernorm dgamma).
+// x, xn: T (fp32 or bf16, read as fp32); out, mean, rstd fp32; part and the sums in double.
+// Grid (ceil(C / 32), P), block (32, COLSUM_LANES): lane y sums rows y, y + LANES, ... of its
+// part in order (coalesced across the 32 columns), then thread y == 0 adds the LANES partials
+// in order. Splitting the rows keeps C/32 * P blocks busy (C = 768: 24 blocks without it).
 template <typename T>
-__global__ static void colsum_kernel(float *out, const T *x, const T *xn, const float *mean,
-                                     const float *rstd, int64_t N, int64_t C, int64_t ld) {
-    __shared__ double part[COLSUM_LANES][32];
+__global__ static void colsum_part_kernel(double *part, float *out, const T *x, const T *xn,
+                                          const float *mean, const float *rstd, int64_t N,
+                                          int64_t C, int64_t ld) {
+    __shared__ double lanes[COLSUM_LANES][32];
     int64_t c = (int64_t)blockIdx.x * 32 + threadIdx.x;
+    int64_t n0 = (int64_t)blockIdx.y * COLSUM_ROWS, n1 = n0 + COLSUM_ROWS < N ? n0 + COLSUM_ROWS : N;
     double s = 0;
     if (c < C)
-        for (int64_t n = threadIdx.y; n < N; n += COLSUM_LANES) {
+        for (int64_t n = n0 + threadIdx.y; n < n1; n += COLSUM_LANES) {
             float v = cuda_ld(x[n * ld + c]);
             if (xn) v *= (cuda_ld(xn[n * ld + c]) - mean[n]) * rstd[n];
             s += v;
         }
-    part[threadIdx.y][threadIdx.x] = s;
+    lanes[threadIdx.y][threadIdx.x] = s;
     __syncthreads();
     if (threadIdx.y == 0 && c < C) {
         double t = 0;
-        for (int i = 0; i < COLSUM_LANES; i++) t += part[i][threadIdx.x];
+        for (int i = 0; i < COLSUM_LANES; i++) t += lanes[i][threadIdx.x];
+        if (part)
+            part[blockIdx.y * C + c] = t;
+        else
+            out[c] += (float)t;
+    }
+}
+
+// out[c] += sum_{p < P} part[p, c], in order of p. Grid-stride over C.
+__global__ static void colsum_finish_kernel(float *out, const double *part, int64_t P, int64_t C) {
+    for (int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; c < C;
+         c += (int64_t)gridDim.x * blockDim.x) {
+        double t = 0;
+        for (int64_t p = 0; p < P; p++) t += part[p * C + c];
         out[c] += (float)t;
     }
 }
@@ -37,13 +55,21 @@ static void colsum_launch(float *out, const void *x, const void *xn, pf_dtype dt
                           const float *mean, const float *rstd, int64_t N, int64_t C,
                           int64_t ld) {
     if (!C) return;
-    dim3 block(32, COLSUM_LANES);
+    int64_t P = N > 0 ? (N + COLSUM_ROWS - 1) / COLSUM_ROWS : 1;
+    PF_ASSERT(P <= 65535);  // grid.y; N <= 33.5M rows
+    double *part = P > 1 ? (double *)cuda_scratch(sizeof(double) * (size_t)(P * C)) : NULL;
+    cudaStream_t st = pf_cuda_ctx()->stream;
+    dim3 block(32, COLSUM_LANES), grid((unsigned)((C + 31) / 32), (unsigned)P);
     cuda_dispatch(dt, [&](auto tag) {
         using T = decltype(tag);
-        colsum_kernel<T><<<(unsigned)((C + 31) / 32), block, 0, pf_cuda_ctx()->stream>>>(
-            out, (const T *)x, (const T *)xn, mean, rstd, N, C, ld);
+        colsum_part_kernel<T><<<grid, block, 0, st>>>(part, out, (const T *)x, (const T *)xn,
+                                                     mean, rstd, N, C, ld);
         CUDA_CHECK_LAUNCH();
     });
+    if (part) {
+        colsum_finish_kernel<<<cuda_blocks(C), CUDA_THREADS, 0, st>>>(out, part, P, C);
+        CUDA_CHECK_LAUNCH();
+    }
 }
 
 void cuda_colsum_add(float *out, const void *x, pf_dtype dt, int64_t N, int64_t C, int64_t ld) {

@@ -967,6 +967,7 @@ int main(void) {
         test_layernorm(dt, 5, 1000, false, true);
         test_layernorm(dt, 3, 33, true, false);
         test_layernorm(dt, 4, 2050, true, true);
+        test_layernorm(dt, 1100, 40, true, true);  // column sums split into 3 row parts
 
         test_elementwise(dt, 1);
         test_elementwise(dt, 1027);
@@ -995,10 +996,12 @@ int main(void) {
         test_xent(dt, 67, 80, 96, 0.1f);
         test_xent(dt, 5, 50, 50, 0.0f);
         test_xent(dt, 9, 1000, 1024, 0.2f);
+        test_xent(dt, 3, 50257, 50304, 0.1f);  // GPT-2's vocabulary
 
         test_embedding(dt, 3, 11, 40, 50, true, true);
         test_embedding(dt, 3, 11, 40, 50, false, true);
         test_embedding(dt, 2, 7, 33, 9, true, false);
+        test_embedding(dt, 4, 300, 130, 700, true, true);  // 1200 tokens, C over one block
 
         test_vision(dt, 2, 37, 50, true);
         test_vision(dt, 3, 9, 40, false);
