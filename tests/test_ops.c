@@ -609,6 +609,10 @@ static const op_case cases[] = {
     {OP(attention), {1, 1, 1, 4}, 0, true, false, TOL},
     {OP(attention), {1, 1, 1, 4}, 0, false, false, TOL},
     {OP(attention), {1, 9, 3, 2}, 0, true, false, TOL},
+    // more queries than one tile (64) and keys than one block (128) of cpu_attention.c
+    {OP(attention), {1, 150, 1, 4}, 0, true, false, TOL},
+    {OP(attention), {1, 150, 1, 4}, 0, false, false, TOL},
+    {OP(attention), {2, 70, 2, 3}, 0, true, false, TOL},
     // xent: {N, V, Vp, ignored row}, f = label smoothing
     {OP(xent), {5, 7, 10, 3}, 0.0f, false, false, TOL},
     {OP(xent), {5, 7, 10, 2}, 0.1f, false, false, TOL},

@@ -1,16 +1,35 @@
 // cpu_attention.c: multi-head attention without the T x T matrix (flash-attention's
-// contract): forward saves only each row's log-sum-exp, backward recomputes the row's
-// probabilities from q, k and it. One (batch, head) pair per iteration: its q, k, v columns
-// (and those of dqkv) belong to it alone, so the loops need no reductions across threads.
+// contract): forward saves only each row's log-sum-exp, backward recomputes the
+// probabilities from q, k and it. Both passes are tiled: a tile of ATT_QB queries against a
+// block of ATT_KB keys is a few small GEMMs (cpu_sgemm, single-threaded inside the parallel
+// loop) on the strided q, k, v columns of one head, plus one vectorisable pass over the
+// [ATT_QB x ATT_KB] scores. The forward keeps an online softmax over the key blocks (scratch
+// per thread independent of T).
+//
+// qkv: [B, T, 3C] with q, k, v of head h at columns h*hd, C + h*hd, 2C + h*hd;
+// out, dout: [B, T, C]; lse: [B, NH, T]; dqkv like qkv.
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "common.h"
 #include "cpu_ops.h"
 
-// Per (b, h) and query t, over the visible keys t2 < nk (nk = t+1 when causal, else T):
-//   s[t2] = q_t . k_t2 / sqrt(hd);  lse[b,h,t] = log sum_t2 exp(s[t2]);
-//   out[b,t,h*hd:] = sum_t2 exp(s[t2] - lse) v_t2
+#define ATT_QB 64   // queries per tile
+#define ATT_KB 128  // keys per block
+
+// Keys of block [k0, k0 + nk) visible to query t: all of them, or those <= t when causal.
+static inline int64_t att_visible(int64_t t, int64_t k0, int64_t nk, bool causal) {
+    if (!causal) return nk;
+    int64_t v = t - k0 + 1;
+    return v < 0 ? 0 : v > nk ? nk : v;
+}
+
+// Per (b, h) and query tile [t0, t0 + nq), over key blocks [k0, k0 + nk) of the visible keys:
+//   S = Q K^T * scale  (masked: -inf);  m' = max(m, rowmax S);  P = exp(S - m');
+//   l = l exp(m - m') + rowsum P;  O = O exp(m - m') + P V
+// then out = O / l and lse = m + log l. Each work item (b, h, query tile) writes its own rows
+// of out and lse, so the result does not depend on the thread schedule.
 void cpu_attention_fwd(pf_tensor out, pf_tensor lse, pf_tensor qkv, int n_head, bool causal) {
     CPU_F32(out);
     CPU_F32(lse);
@@ -20,48 +39,64 @@ void cpu_attention_fwd(pf_tensor out, pf_tensor lse, pf_tensor qkv, int n_head, 
     const float *QKV = cpu_f(qkv);
     float *OUT = cpu_f(out), *LSE = cpu_f(lse);
     float scale = 1.0f / sqrtf((float)hd);
+    int64_t nqt = (T + ATT_QB - 1) / ATT_QB;
 #pragma omp parallel
     {
-        float *p = pf_malloc(sizeof(float) * (size_t)(T > 0 ? T : 1));  // one row's scores
-#pragma omp for schedule(static)
-        for (int64_t bh = 0; bh < B * NH; bh++) {
-            int64_t b = bh / NH, h = bh % NH;
-            for (int64_t t = 0; t < T; t++) {
-                const float *q = QKV + (b * T + t) * 3 * C + h * hd;
-                int64_t nk = causal ? t + 1 : T;  // keys 0..nk-1 are visible
-                float mx = -INFINITY;
-                for (int64_t t2 = 0; t2 < nk; t2++) {
-                    const float *k = QKV + (b * T + t2) * 3 * C + C + h * hd;
-                    float s = 0;
-                    for (int64_t i = 0; i < hd; i++) s += q[i] * k[i];
-                    p[t2] = s * scale;
-                    if (p[t2] > mx) mx = p[t2];
+        float *s = pf_malloc(sizeof(float) * ATT_QB * ATT_KB);  // scores, then probabilities
+        float *m = pf_malloc(sizeof(float) * ATT_QB), *l = pf_malloc(sizeof(float) * ATT_QB);
+#pragma omp for schedule(dynamic)
+        for (int64_t item = 0; item < B * NH * nqt; item++) {
+            int64_t bh = item / nqt, b = bh / NH, h = bh % NH;
+            int64_t t0 = item % nqt * ATT_QB, nq = T - t0 < ATT_QB ? T - t0 : ATT_QB;
+            const float *q = QKV + (b * T + t0) * 3 * C + h * hd;
+            float *o = OUT + (b * T + t0) * C + h * hd;  // the accumulator O, [nq, hd] ld C
+            for (int64_t i = 0; i < nq; i++) {
+                m[i] = -INFINITY;
+                l[i] = 0;
+                memset(o + i * C, 0, sizeof(float) * (size_t)hd);
+            }
+            int64_t kend = causal ? t0 + nq : T;
+            for (int64_t k0 = 0; k0 < kend; k0 += ATT_KB) {
+                int64_t nk = kend - k0 < ATT_KB ? kend - k0 : ATT_KB;
+                const float *k = QKV + (b * T + k0) * 3 * C + C + h * hd, *v = k + C;
+                cpu_sgemm(false, true, nq, nk, hd, q, 3 * C, k, 3 * C, 0.0f, s, ATT_KB);
+                for (int64_t i = 0; i < nq; i++) {
+                    float *si = s + i * ATT_KB;
+                    int64_t vis = att_visible(t0 + i, k0, nk, causal);
+                    float mx = m[i];
+                    for (int64_t j = 0; j < vis; j++) mx = fmaxf(mx, si[j] * scale);
+                    float alpha = m[i] == -INFINITY ? 0.0f : expf(m[i] - mx), sum = 0;
+                    for (int64_t j = 0; j < vis; j++) {
+                        si[j] = expf(si[j] * scale - mx);
+                        sum += si[j];
+                    }
+                    for (int64_t j = vis; j < nk; j++) si[j] = 0;
+                    if (vis) {
+                        m[i] = mx;
+                        l[i] = l[i] * alpha + sum;
+                        if (alpha != 1.0f)
+                            for (int64_t c = 0; c < hd; c++) o[i * C + c] *= alpha;
+                    }
                 }
-                double sum = 0;
-                for (int64_t t2 = 0; t2 < nk; t2++) {
-                    p[t2] = expf(p[t2] - mx);
-                    sum += p[t2];
-                }
-                LSE[bh * T + t] = mx + (float)log(sum);
-                float inv = (float)(1.0 / sum);
-                float *o = OUT + (b * T + t) * C + h * hd;
-                for (int64_t i = 0; i < hd; i++) o[i] = 0;
-                for (int64_t t2 = 0; t2 < nk; t2++) {
-                    const float *v = QKV + (b * T + t2) * 3 * C + 2 * C + h * hd;
-                    float a = p[t2] * inv;
-                    for (int64_t i = 0; i < hd; i++) o[i] += a * v[i];
-                }
+                cpu_sgemm(false, false, nq, hd, nk, s, ATT_KB, v, 3 * C, 1.0f, o, C);
+            }
+            for (int64_t i = 0; i < nq; i++) {
+                float inv = 1.0f / l[i];
+                for (int64_t c = 0; c < hd; c++) o[i * C + c] *= inv;
+                LSE[bh * T + t0 + i] = m[i] + logf(l[i]);
             }
         }
-        free(p);
+        free(l);
+        free(m);
+        free(s);
     }
 }
 
-// Per (b, h) and query t, recomputing P[t2] = exp(s[t2] - lse[t]) over the visible keys:
-//   D = dout_t . out_t;  dP[t2] = dout_t . v_t2;  dS[t2] = P (dP - D)   (d of s)
-//   dv_t2 += P dout_t;  dq_t += dS k_t2 / sqrt(hd);  dk_t2 += dS q_t / sqrt(hd)
-// D and dP are summed in the same order and type, so where P is exactly 1 (one visible key)
-// dS is exactly 0, as the loss is then independent of q and k.
+// Per (b, h), with D[t] = dout_t . out_t, for every query tile i and visible key block j:
+//   P = exp(Q_i K_j^T * scale - lse_i)  (masked: 0);  dV_j += P^T dO_i;  dP = dO_i V_j^T;
+//   dS = P (dP - D_i) * scale;  dQ_i += dS K_j;  dK_j += dS^T Q_i
+// One work item per (b, h): it alone writes that head's columns of dqkv, adding the query
+// tiles in order, so the sums do not depend on the thread schedule.
 void cpu_attention_bwd(pf_tensor dqkv, pf_tensor dout, pf_tensor qkv, pf_tensor out,
                        pf_tensor lse, int n_head, bool causal) {
     CPU_F32(dqkv);
@@ -75,35 +110,57 @@ void cpu_attention_bwd(pf_tensor dqkv, pf_tensor dout, pf_tensor qkv, pf_tensor 
     const float *QKV = cpu_f(qkv), *DOUT = cpu_f(dout), *OUT = cpu_f(out), *LSE = cpu_f(lse);
     float *DQKV = cpu_f(dqkv);
     float scale = 1.0f / sqrtf((float)hd);
-#pragma omp parallel for schedule(static)
-    for (int64_t bh = 0; bh < B * NH; bh++) {
-        int64_t b = bh / NH, h = bh % NH;
-        for (int64_t t = 0; t < T; t++) {
-            int64_t row = (b * T + t) * 3 * C + h * hd;  // q_t's offset in qkv
-            const float *q = QKV + row, *dout_t = DOUT + (b * T + t) * C + h * hd;
-            const float *out_t = OUT + (b * T + t) * C + h * hd;
-            float *dq = DQKV + row;
-            float D = 0;
-            for (int64_t i = 0; i < hd; i++) D += dout_t[i] * out_t[i];
-            float l = LSE[bh * T + t];
-            int64_t nk = causal ? t + 1 : T;
-            for (int64_t t2 = 0; t2 < nk; t2++) {
-                int64_t col = (b * T + t2) * 3 * C + h * hd;  // k_t2 at col + C, v_t2 at + 2C
-                const float *k = QKV + col + C, *v = QKV + col + 2 * C;
-                float *dk = DQKV + col + C, *dv = DQKV + col + 2 * C;
-                float s = 0, dp = 0;
-                for (int64_t i = 0; i < hd; i++) {
-                    s += q[i] * k[i];
-                    dp += dout_t[i] * v[i];
-                }
-                float p = expf(s * scale - l);
-                float g = p * (dp - D) * scale;
-                for (int64_t i = 0; i < hd; i++) {
-                    dv[i] += p * dout_t[i];
-                    dq[i] += g * k[i];
-                    dk[i] += g * q[i];
+#pragma omp parallel
+    {
+        float *p = pf_malloc(sizeof(float) * ATT_QB * ATT_KB);
+        float *dp = pf_malloc(sizeof(float) * ATT_QB * ATT_KB);
+        float *D = pf_malloc(sizeof(float) * (size_t)(T > 0 ? T : 1));
+#pragma omp for schedule(dynamic)
+        for (int64_t bh = 0; bh < B * NH; bh++) {
+            int64_t b = bh / NH, h = bh % NH;
+            for (int64_t t = 0; t < T; t++) {
+                const float *g = DOUT + (b * T + t) * C + h * hd, *y = OUT + (b * T + t) * C + h * hd;
+                float s = 0;
+                for (int64_t c = 0; c < hd; c++) s += g[c] * y[c];
+                D[t] = s;
+            }
+            for (int64_t t0 = 0; t0 < T; t0 += ATT_QB) {
+                int64_t nq = T - t0 < ATT_QB ? T - t0 : ATT_QB;
+                int64_t qrow = (b * T + t0) * 3 * C + h * hd;
+                const float *q = QKV + qrow, *dO = DOUT + (b * T + t0) * C + h * hd;
+                const float *lse_i = LSE + bh * T + t0;
+                float *dq = DQKV + qrow;
+                int64_t kend = causal ? t0 + nq : T;
+                for (int64_t k0 = 0; k0 < kend; k0 += ATT_KB) {
+                    int64_t nk = kend - k0 < ATT_KB ? kend - k0 : ATT_KB;
+                    int64_t krow = (b * T + k0) * 3 * C + h * hd;
+                    const float *k = QKV + krow + C, *v = QKV + krow + 2 * C;
+                    float *dk = DQKV + krow + C, *dv = DQKV + krow + 2 * C;
+                    cpu_sgemm(false, true, nq, nk, hd, q, 3 * C, k, 3 * C, 0.0f, p, ATT_KB);
+                    cpu_sgemm(false, true, nq, nk, hd, dO, C, v, 3 * C, 0.0f, dp, ATT_KB);
+                    for (int64_t i = 0; i < nq; i++) {
+                        float *pi = p + i * ATT_KB, *dpi = dp + i * ATT_KB;
+                        int64_t vis = att_visible(t0 + i, k0, nk, causal);
+                        float li = lse_i[i], Di = D[t0 + i];
+                        for (int64_t j = 0; j < vis; j++) {
+                            pi[j] = expf(pi[j] * scale - li);
+                            dpi[j] = pi[j] * (dpi[j] - Di) * scale;  // dS
+                        }
+                        for (int64_t j = vis; j < nk; j++) pi[j] = dpi[j] = 0;
+                        // One visible key in all (T = 1, or the first query when causal):
+                        // P = 1 exactly and dS = dP - D = 0 in exact arithmetic, since out
+                        // = v; D (a dot) and dP (a GEMM) are summed in different orders,
+                        // so set it, or q and k would get rounding noise as gradient.
+                        if ((causal ? t0 + i + 1 : T) == 1) dpi[0] = 0;
+                    }
+                    cpu_sgemm(true, false, nk, hd, nq, p, ATT_KB, dO, C, 1.0f, dv, 3 * C);
+                    cpu_sgemm(false, false, nq, hd, nk, dp, ATT_KB, k, 3 * C, 1.0f, dq, 3 * C);
+                    cpu_sgemm(true, false, nk, hd, nq, dp, ATT_KB, q, 3 * C, 1.0f, dk, 3 * C);
                 }
             }
         }
+        free(D);
+        free(dp);
+        free(p);
     }
 }
