@@ -21,7 +21,9 @@ PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -fopenmp -fno-math-errno -Isrc -Icomm -Idatasets -Ikernels $(PKG_CFLAGS)
+# -fno-math-errno and -fno-trapping-math let GCC vectorise math calls and float compares
+# (clamps, maxima) without changing any result; no -ffast-math, which would reorder sums.
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -fopenmp -fno-math-errno -fno-trapping-math -Isrc -Icomm -Idatasets -Ikernels $(PKG_CFLAGS)
 LDLIBS  := $(PKG_LIBS) -fopenmp -lm
 
 MAINS    := $(wildcard src/cli/*.c)

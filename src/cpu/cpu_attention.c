@@ -14,6 +14,7 @@
 
 #include "common.h"
 #include "cpu_ops.h"
+#include "cpu_vexp.h"
 
 #define ATT_QB 64   // queries per tile
 #define ATT_KB 128  // keys per block
@@ -23,6 +24,27 @@ static inline int64_t att_visible(int64_t t, int64_t k0, int64_t nk, bool causal
     if (!causal) return nk;
     int64_t v = t - k0 + 1;
     return v < 0 ? 0 : v > nk ? nk : v;
+}
+
+// p[j] = exp(s[j] * scale - mx) for j < vis; returns their sum.
+CPU_VEC_CLONES static float att_row_exp(float *p, int64_t vis, float scale, float mx) {
+    float sum = 0;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t j = 0; j < vis; j++) {
+        p[j] = cpu_expf(p[j] * scale - mx);
+        sum += p[j];
+    }
+    return sum;
+}
+
+// p[j] = exp(s[j] * scale - lse) (P) and dp[j] = P (dP[j] - D) scale (dS) for j < vis.
+CPU_VEC_CLONES static void att_row_ds(float *p, float *dp, int64_t vis, float scale, float lse,
+                                      float D) {
+#pragma omp simd
+    for (int64_t j = 0; j < vis; j++) {
+        p[j] = cpu_expf(p[j] * scale - lse);
+        dp[j] = p[j] * (dp[j] - D) * scale;
+    }
 }
 
 // Per (b, h) and query tile [t0, t0 + nq), over key blocks [k0, k0 + nk) of the visible keys:
@@ -65,11 +87,8 @@ void cpu_attention_fwd(pf_tensor out, pf_tensor lse, pf_tensor qkv, int n_head, 
                     int64_t vis = att_visible(t0 + i, k0, nk, causal);
                     float mx = m[i];
                     for (int64_t j = 0; j < vis; j++) mx = fmaxf(mx, si[j] * scale);
-                    float alpha = m[i] == -INFINITY ? 0.0f : expf(m[i] - mx), sum = 0;
-                    for (int64_t j = 0; j < vis; j++) {
-                        si[j] = expf(si[j] * scale - mx);
-                        sum += si[j];
-                    }
+                    float alpha = m[i] == -INFINITY ? 0.0f : expf(m[i] - mx);
+                    float sum = att_row_exp(si, vis, scale, mx);
                     for (int64_t j = vis; j < nk; j++) si[j] = 0;
                     if (vis) {
                         m[i] = mx;
@@ -142,10 +161,7 @@ void cpu_attention_bwd(pf_tensor dqkv, pf_tensor dout, pf_tensor qkv, pf_tensor 
                         float *pi = p + i * ATT_KB, *dpi = dp + i * ATT_KB;
                         int64_t vis = att_visible(t0 + i, k0, nk, causal);
                         float li = lse_i[i], Di = D[t0 + i];
-                        for (int64_t j = 0; j < vis; j++) {
-                            pi[j] = expf(pi[j] * scale - li);
-                            dpi[j] = pi[j] * (dpi[j] - Di) * scale;  // dS
-                        }
+                        att_row_ds(pi, dpi, vis, scale, li, Di);
                         for (int64_t j = vis; j < nk; j++) pi[j] = dpi[j] = 0;
                         // One visible key in all (T = 1, or the first query when causal):
                         // P = 1 exactly and dS = dP - D = 0 in exact arithmetic, since out

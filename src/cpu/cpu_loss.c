@@ -1,8 +1,11 @@
 // cpu_loss.c: softmax cross-entropy over the V real classes of padded logits [N, Vp],
 // with label smoothing and an ignore index. Row statistics in double, max subtracted.
+// The row passes are vector loops (cpu_vexp.h): over GPT-2's 50,257 classes they were the
+// largest share of a small model's CPU step as scalar expf calls.
 #include <math.h>
 
 #include "cpu_ops.h"
+#include "cpu_vexp.h"
 
 typedef struct {
     int64_t N, Vp;
@@ -24,15 +27,29 @@ static int row_target(const int32_t *targets, int64_t n, int V, int ignore_index
     return t;
 }
 
-// log sum_{c<V} exp(l[c]), with the row maximum subtracted before exp. The exponentials
-// are single precision (this row pass dominates a GPT-2 step on the CPU over a 50k
-// vocabulary, and expf is ~2x cheaper than exp), their sum is double.
-static double logsumexp(const float *l, int V) {
-    float m = l[0];
-    for (int c = 1; c < V; c++) m = l[c] > m ? l[c] : m;
+// log sum_{c<V} exp(l[c]), with the row maximum subtracted before exp; single-precision
+// exponentials, their sum in double. With the mean (*mean = sum_c l[c] / V) when asked.
+CPU_VEC_CLONES static double row_logsumexp(const float *l, int V, double *mean) {
+    float m = -INFINITY;
+#pragma omp simd reduction(max : m)
+    for (int c = 0; c < V; c++) m = l[c] > m ? l[c] : m;
     double s = 0;
-    for (int c = 0; c < V; c++) s += expf(l[c] - m);
+#pragma omp simd reduction(+ : s)
+    for (int c = 0; c < V; c++) s += cpu_expf(l[c] - m);
+    if (mean) {
+        double t = 0;
+#pragma omp simd reduction(+ : t)
+        for (int c = 0; c < V; c++) t += l[c];
+        *mean = t / V;
+    }
     return m + log(s);
+}
+
+// dl[c] += scale * (exp(l[c] - lse) - q0) for c < V.
+CPU_VEC_CLONES static void row_softmax_add(float *dl, const float *l, int V, float lse,
+                                           float scale, float q0) {
+#pragma omp simd
+    for (int c = 0; c < V; c++) dl[c] += scale * (cpu_expf(l[c] - lse) - q0);
 }
 
 // losses[N] = (1-eps) * -log p[target] + eps * mean_{c<V} -log p[c]; ignored rows get 0.
@@ -52,9 +69,7 @@ void cpu_xent_fwd(pf_tensor losses, pf_tensor logits, pf_tensor targets, int V,
             continue;
         }
         const float *l = L + n * d.Vp;
-        double lse = logsumexp(l, V), mean = 0;
-        for (int c = 0; c < V; c++) mean += l[c];
-        mean /= V;
+        double mean, lse = row_logsumexp(l, V, &mean);
         LOSS[n] = (float)((1.0 - smoothing) * (lse - l[t]) + smoothing * (lse - mean));
     }
 }
@@ -75,8 +90,8 @@ void cpu_xent_bwd(pf_tensor dlogits, pf_tensor logits, pf_tensor targets, int V,
         if (t == ignore_index) continue;
         const float *l = L + n * d.Vp;
         float *dl = DL + n * d.Vp;
-        float lse = (float)logsumexp(l, V), q0 = smoothing / V;
-        for (int c = 0; c < V; c++) dl[c] += scale * (expf(l[c] - lse) - q0);
+        float lse = (float)row_logsumexp(l, V, NULL), q0 = smoothing / V;
+        row_softmax_add(dl, l, V, lse, scale, q0);
         dl[t] -= scale * (1.0f - smoothing);
     }
 }

@@ -16,7 +16,7 @@ void cpu_adamw(pf_tensor p, pf_tensor g, pf_tensor m, pf_tensor v, const pf_adam
     float gs = a->grad_scale;
     float c1 = (float)(1.0 - pow(b1, a->step)), c2 = (float)(1.0 - pow(b2, a->step));
     float *P = cpu_f(p), *G = cpu_f(g), *M = cpu_f(m), *V = cpu_f(v);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for simd schedule(static)
     for (int64_t i = 0; i < n; i++) {
         float gi = gs * G[i];
         float mi = b1 * M[i] + (1.0f - b1) * gi;
