@@ -33,6 +33,10 @@ static pf_cuda_context make_context(void) {
     snprintf(c.device.name, sizeof c.device.name, "%s", prop.name);
     c.device.mem_total = (double)prop.totalGlobalMem;
     c.device.peak_tflops = known_peak_tflops(prop.name);
+    // cudaDevAttrMaxSharedMemoryPerBlockOptin: 227 KB on sm_90, 163 KB on sm_80, 99 KB on
+    // sm_86 / sm_89. It decides which attention head dims this device runs.
+    c.smem_optin = prop.sharedMemPerBlockOptin;
+    cuda_attention_fit_device(c.smem_optin, prop.name);
     return c;
 }
 
@@ -97,7 +101,15 @@ static void cuda_copy(void *dst, const void *src, size_t bytes) {
         cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, pf_cuda_ctx()->stream));
 }
 static void cuda_synchronize(void) { CUDA_CHECK(cudaDeviceSynchronize()); }
-static bool cuda_supports(pf_op op) { return (unsigned)op < PF_OP_COUNT; }
+// The trainer asks this for every op first thing after the communicator's cudaSetDevice
+// (src/train.c setup), so the context is created here, on that device: what the table
+// publishes for the device (attention_head_dims) is settled before a model is planned or
+// built. (Not in pf_cuda_available: pftrain selects the backend before the communicator
+// picks the rank's device.)
+static bool cuda_supports(pf_op op) {
+    pf_cuda_ctx();
+    return (unsigned)op < PF_OP_COUNT;
+}
 
 bool pf_cuda_available(void) {
     int n = 0;

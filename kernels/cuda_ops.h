@@ -31,6 +31,7 @@ typedef struct {
     size_t scratch_bytes;
     size_t mem_peak;      // the most device memory seen in use (cuda_note_memory)
     pf_device_info device;  // name, total memory and peak FLOP/s, read once
+    size_t smem_optin;      // the most dynamic shared memory a block may opt into (bytes)
 } pf_cuda_context;
 
 pf_cuda_context *pf_cuda_ctx(void);
@@ -188,7 +189,18 @@ void cuda_add(pf_tensor y, pf_tensor a, pf_tensor b);
 void cuda_accumulate(pf_tensor dst, pf_tensor src);
 
 // cuda_attention.cu
-extern "C" const int cuda_attention_head_dims[];  // 0-terminated
+// The head dims the kernels run on this device, 0-terminated (the backend table publishes
+// them); cuda_attention_fit_device, called once when the context is created, keeps those
+// whose kernels fit in `smem_optin` bytes of shared memory per block and prints why any other
+// is missing. The three functions after it are its parts (tests/gpu/test_cuda_ops.c checks
+// them for other limits): the largest kernel's bytes at head dim hd (0: no kernels), the
+// head dims that fit a limit, and the refusal message for one that does not (false if it fits).
+extern "C" int cuda_attention_head_dims[];
+void cuda_attention_fit_device(size_t smem_optin, const char *card);
+extern "C" size_t cuda_attention_smem_bytes(int hd, const char **kernel);
+extern "C" int cuda_attention_fit_head_dims(int *dims, size_t limit);
+extern "C" bool cuda_attention_smem_refusal(char *msg, size_t n, int hd, size_t limit,
+                                            const char *card);
 void cuda_attention_fwd(pf_tensor out, pf_tensor lse, pf_tensor qkv, int n_head, bool causal);
 void cuda_attention_bwd(pf_tensor dqkv, pf_tensor dout, pf_tensor qkv, pf_tensor out,
                         pf_tensor lse, int n_head, bool causal);

@@ -536,14 +536,43 @@ static void test_sumsq(int64_t n) {
 // qkv, out, dout, dqkv in dt; lse fp32. The CUDA kernels multiply on bf16 tensor cores
 // (q, k, v, dout, P and dS rounded to bf16) whatever dt, so every case is held to BF16_TOL.
 // Head dims must be 16, 32, 64 or 128 (the kernels' templates).
+// Whether the device runs attention at head dim hd (the backend publishes the head dims whose
+// kernels fit its shared memory per block).
+static bool head_dim_runs(int64_t hd) {
+    for (const int *d = GPU->attention_head_dims; d && *d; d++)
+        if (*d == hd) return true;
+    return !GPU->attention_head_dims;
+}
+
+// Moves b's device copy one element up into a new allocation, so that its base is not 16-byte
+// aligned (the attention kernels then take element accesses instead of 16-byte ones); returns
+// the allocation, which the caller puts back into b->d before release().
+static void *shift_buf(buf *b) {
+    size_t es = pf_dtype_size(b->dt), bytes = es * (size_t)b->n;
+    char *p = GPU->alloc(bytes + es);
+    GPU->copy(p + es, b->d, bytes);
+    GPU->synchronize();
+    GPU->free(b->d);
+    b->d = p + es;
+    return p;
+}
+
+static bool att_unaligned;  // test_attention: every act tensor one element off alignment
+
 static void test_attention(pf_dtype dt, int64_t B, int64_t T, int64_t C, int NH, bool causal) {
     if (!selected("attention")) return;
     const char *dn = dt == PF_BF16 ? "bf16" : "f32";
+    if (!head_dim_runs(C / NH)) {  // the context printed why
+        printf("SKIP attention %s hd=%ld: this device does not run it\n", dn, (long)(C / NH));
+        return;
+    }
     buf qkv = A3(dt, IN, B, T, 3 * C), out = A3(dt, OUT, B, T, C), lse = F3(OUT, B, NH, T);
+    void *base[4] = {NULL};  // att_unaligned: the allocations of qkv, out, dout, dqkv
+    if (att_unaligned) base[0] = shift_buf(&qkv), base[1] = shift_buf(&out);
     scale_buf(&qkv, 2.0f);
-    char shape[96];
-    snprintf(shape, sizeof shape, "%s B=%ld T=%ld C=%ld NH=%d hd=%ld causal=%d", dn, (long)B,
-             (long)T, (long)C, NH, (long)(C / NH), causal);
+    char shape[112];
+    snprintf(shape, sizeof shape, "%s B=%ld T=%ld C=%ld NH=%d hd=%ld causal=%d%s", dn, (long)B,
+             (long)T, (long)C, NH, (long)(C / NH), causal, att_unaligned ? " unaligned" : "");
     begin("attention_fwd %s", shape);
     CPU->attention_fwd(tc(&out), tc(&lse), tc(&qkv), NH, causal);
     GPU->attention_fwd(tg(&out), tg(&lse), tg(&qkv), NH, causal);
@@ -560,14 +589,95 @@ static void test_attention(pf_dtype dt, int64_t B, int64_t T, int64_t C, int NH,
     sync_buf(&out);
     sync_buf(&lse);
     buf dout = A3(dt, IN, B, T, C), dqkv = A3(dt, ACC, B, T, 3 * C);
+    if (att_unaligned) base[2] = shift_buf(&dout), base[3] = shift_buf(&dqkv);
     shrink_bf16_start(&dqkv);
     begin("attention_bwd %s", shape);
     CPU->attention_bwd(tc(&dqkv), tc(&dout), tc(&qkv), tc(&out), tc(&lse), NH, causal);
     GPU->attention_bwd(tg(&dqkv), tg(&dout), tg(&qkv), tg(&out), tg(&lse), NH, causal);
     cmp_tol("dqkv", &dqkv, BF16_TOL);
     end();
+    if (att_unaligned) qkv.d = base[0], out.d = base[1], dout.d = base[2], dqkv.d = base[3];
     buf *all[] = {&qkv, &out, &lse, &dout, &dqkv};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) release(all[i]);
+}
+
+// The shared-memory fit of attention's head dims (kernels/cuda_attention.cu, declared in
+// kernels/cuda_ops.h): the head dims a device with a given per-block limit runs (the
+// emulation reports sm_90's 232448 bytes; sm_80 allows 166912, compute capability 8.6 / 8.9
+// 101376), the refusal message, what the backend publishes for this device, and a model with
+// a head dim missing from the list refused when it is built.
+size_t cuda_attention_smem_bytes(int hd, const char **kernel);
+int cuda_attention_fit_head_dims(int *dims, size_t limit);
+bool cuda_attention_smem_refusal(char *msg, size_t n, int hd, size_t limit, const char *card);
+
+static void fit_check(bool ok, const char *what) {
+    if (!ok) {
+        printf("  attention fit: %s\n", what);
+        case_ok = false;
+    }
+}
+
+static bool dims_equal(const int *a, const int *b) {
+    for (; *a && *a == *b; a++, b++) {}
+    return *a == *b;
+}
+
+static void test_attention_fit(void) {
+    if (!selected("attention")) return;
+    begin("attention head dims fit the device's shared memory");
+    static const int all[] = {16, 32, 64, 96, 128, 0}, to96[] = {16, 32, 64, 96, 0},
+                     sm86[] = {16, 32, 64, 0}, none[] = {0};
+    const struct { size_t limit; const int *want; } fits[] = {
+        {232448, all}, {166912, all}, {123392, all}, {123391, to96}, {101376, sm86}, {0, none}};
+    int dims[8];
+    for (size_t i = 0; i < sizeof fits / sizeof *fits; i++) {
+        cuda_attention_fit_head_dims(dims, fits[i].limit);
+        char what[64];
+        snprintf(what, sizeof what, "head dims for a limit of %zu bytes", fits[i].limit);
+        fit_check(dims_equal(dims, fits[i].want), what);
+    }
+    const char *kernel = NULL;
+    fit_check(cuda_attention_smem_bytes(128, &kernel) == 123392 && !strcmp(kernel, "dK/dV"),
+              "head dim 128 needs 123392 bytes (dK/dV)");
+    fit_check(cuda_attention_smem_bytes(96, &kernel) == 107008, "head dim 96 needs 107008");
+    fit_check(cuda_attention_smem_bytes(48, NULL) == 0, "head dim 48 has no kernels");
+    char msg[512] = "";
+    fit_check(!cuda_attention_smem_refusal(msg, sizeof msg, 64, 101376, "NVIDIA L4"),
+              "head dim 64 runs in 101376 bytes");
+    fit_check(cuda_attention_smem_refusal(msg, sizeof msg, 128, 101376, "NVIDIA L4") &&
+                  strstr(msg, "head dim 128") && strstr(msg, "123392") &&
+                  strstr(msg, "101376") && strstr(msg, "NVIDIA L4") &&
+                  strstr(msg, "16, 32, 64"),
+              "the refusal names the head dim, the bytes, the limit, the card, what runs");
+    // What the backend publishes: the fit for this device's limit.
+    int dev = 0, limit = 0;
+    if (cudaGetDevice(&dev) == cudaSuccess &&
+        cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) ==
+            cudaSuccess) {
+        cuda_attention_fit_head_dims(dims, (size_t)limit);
+        fit_check(dims_equal(GPU->attention_head_dims, dims),
+                  "the backend publishes the fit for this device's limit");
+    } else {
+        fit_check(false, "cudaDeviceGetAttribute(cudaDevAttrMaxSharedMemoryPerBlockOptin)");
+    }
+    // A device of 101376 bytes refuses GPT-2 at head dim 128 (256 / 2) when it is built.
+    cuda_attention_fit_head_dims(dims, 101376);
+    pf_backend be = *GPU;
+    be.attention_head_dims = dims;
+    pf_config c;
+    pf_config_defaults(&c);
+    const char *sets[] = {"data.train=unused.h5", "model.type=gpt2", "model.n_layer=1",
+                          "model.n_embd=256", "model.n_head=2", "model.seq_len=24",
+                          "model.vocab_size=101", NULL};
+    for (const char *const *st = sets; *st; st++)
+        if (pf_config_set(&c, *st)) fit_check(false, pf_errmsg());
+    if (pf_config_validate(&c)) fit_check(false, pf_errmsg());
+    pf_model *m = pf_model_create(&c, &be, 1);
+    fit_check(!m && strstr(pf_errmsg(), "= 128") && strstr(pf_errmsg(), "16, 32, 64"),
+              "a model at head dim 128 is refused when it is built");
+    if (!m) printf("  (build refused: %s)\n", pf_errmsg());
+    if (m) pf_model_free(m);
+    end();
 }
 
 // ---- cross-entropy --------------------------------------------------------------------------
@@ -868,7 +978,12 @@ static void train_fixed_batch(const pf_backend *be, const char *const *sets, flo
     pf_model *m = create_model(be, sets, 99, &c);
     int64_t n = (int64_t)MB * c.seq_len;
     int32_t *tok = pf_malloc(sizeof(int32_t) * 2 * n);
+    // The same batch for every backend (the first losses are compared): urand from a fixed
+    // state, which is put back afterwards.
+    uint64_t saved = rng_state;
+    rng_state = 0x2545f4914f6cdd1dull;
     for (int64_t i = 0; i < 2 * n; i++) tok[i] = (int32_t)((urand() + 1) * 0.5f * c.vocab_size) % c.vocab_size;
+    rng_state = saved;
     pf_batch batch = {.tokens = tok, .targets = tok + n};
     pf_arena *a = pf_model_arena(m);
     for (int step = 1; step <= TRAIN_STEPS; step++) {
@@ -974,6 +1089,7 @@ int main(void) {
         test_elementwise(dt, 300001);
     }
 
+    test_attention_fit();
     for (int d = 0; d < 2; d++) {  // (B, T, C, NH, causal): every head dim, T = 1, T off tile
         pf_dtype dt = d ? PF_BF16 : PF_F32;
         test_attention(dt, 2, 17, 48, 3, true);     // hd 16
@@ -988,6 +1104,10 @@ int main(void) {
         test_attention(dt, 1, 130, 256, 2, true);   // hd 128
         test_attention(dt, 2, 77, 256, 2, false);
         test_attention(dt, 1, 197, 192, 2, false);  // hd 96 (ViT-S/16)
+        att_unaligned = true;  // element accesses instead of 16-byte ones
+        test_attention(dt, 1, 100, 64, 2, true);
+        test_attention(dt, 2, 77, 256, 2, false);
+        att_unaligned = false;
     }
 
     for (int d = 0; d < 2; d++) {
