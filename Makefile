@@ -5,6 +5,7 @@
 #   make test-emu    test-gpu's suite on the CPU: kernels/*.cu under emulation (tests/emu)
 #   make gpu-bundle  binaries + libraries for a lent GPU machine (tests/gpu/session.sh)
 #   make bench       pfbench kernels: Pixelfly vs dense layers, side by side
+#   make fuzz        libFuzzer harnesses (tests/fuzz), FUZZ_SECONDS each (default 60)
 #   make deps        install Debian packages
 #   make quickstart  Fashion-MNIST: Pixelfly Mixer vs dense, side by side
 
@@ -91,6 +92,29 @@ test-mpi: $(TOOLS)
 test-slurm: $(TOOLS)
 	tests/slurm/run.sh
 
+# libFuzzer harnesses (tests/fuzz): the library rebuilt by clang in build-fuzz/ (CPU only,
+# ASan + UBSan + fuzzer coverage), one binary per tests/fuzz/fuzz_*.c, each run for
+# FUZZ_SECONDS on a scratch copy of its seed corpus (tests/fuzz/corpus/NAME); fails on a crash.
+FUZZ_BUILD   ?= build-fuzz
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_SRC     := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZERS      := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
+.PHONY: fuzz fuzz-build fuzzers
+fuzz: fuzz-build
+	tests/fuzz/run.sh $(FUZZ_BUILD)/fuzz $(FUZZ_SECONDS)
+
+fuzz-build:
+	CFLAGS="-O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined \
+	    -fno-sanitize-recover=undefined -Wno-pass-failed" $(MAKE) CC=$(FUZZ_CC) CUDA=0 BUILD=$(FUZZ_BUILD) fuzzers
+
+fuzzers: $(FUZZERS)
+
+$(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.c tests/fuzz/fuzz.h \
+                      $(BUILD)/libpixelfly.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fsanitize=fuzzer $(filter %.c %.a,$^) $(LDLIBS) -o $@
+
 bench: $(TOOLS)
 	$(BUILD)/pfbench kernels
 
@@ -101,7 +125,8 @@ quickstart: deps
 
 DEB_PKGS := build-essential pkg-config libopenmpi-dev openmpi-bin libhdf5-dev check \
             libsubunit-dev libopenblas-dev libinih-dev libcjson-dev libpcre2-dev \
-            libturbojpeg0-dev zlib1g-dev gnuplot-nox dataset-fashion-mnist
+            libturbojpeg0-dev zlib1g-dev gnuplot-nox dataset-fashion-mnist \
+            clang libclang-rt-14-dev libomp-dev
 # Installs only what is missing; a no-op when everything is present.
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | \

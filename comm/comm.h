@@ -91,8 +91,9 @@ void pf_comm_barrier(pf_comm *c);
 // flag).
 int pf_comm_agree_max_int(pf_comm *c, int v);
 
-// Prints "pixelfly: rank R: <message>" on stderr and ends every rank of the job with exit
-// code `code` (MPI_Abort). `c` may be NULL (before or without a communicator).
+// Prints "TOOL[rank R@HOST]: <message>" on stderr (the runtime context's prefix, common.h;
+// "TOOL: " in a singleton) and ends every rank of the job with exit code `code` (MPI_Abort).
+// `c` may be NULL (before or without a communicator).
 void pf_comm_abort(const pf_comm *c, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4), noreturn));
 

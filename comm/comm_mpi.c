@@ -29,17 +29,26 @@ static void __attribute__((noreturn)) abort_job(int code) {
     exit(code);
 }
 
+// "pftrain[rank 3@node2]" once pf_comm_init has recorded the rank in the runtime context (or a
+// singleton's "pftrain"); before that "pixelfly: rank R" (R -1 when MPI is not up).
+static void print_prefix(void) {
+    char prefix[128];
+    if (pf_runtime()->rank >= 0) fprintf(stderr, "%s: ", pf_runtime_prefix(prefix, sizeof prefix));
+    else fprintf(stderr, "%s: rank %d: ", pf_runtime()->tool, world_rank_or_minus1());
+}
+
 void pf_comm_fail_at(const char *file, int line, const char *call, const char *err) {
     fflush(stdout);
-    fprintf(stderr, "pixelfly: rank %d: fatal at %s:%d: %s: %s\n", world_rank_or_minus1(), file,
-            line, call, err);
+    print_prefix();
+    fprintf(stderr, "fatal at %s:%d: %s: %s\n", file, line, call, err);
     abort_job(PF_EXIT_FAILURE);
 }
 
 void pf_comm_abort(const pf_comm *c, int code, const char *fmt, ...) {
     va_list ap;
+    (void)c;
     fflush(stdout);
-    fprintf(stderr, "pixelfly: rank %d: ", c ? c->rank : world_rank_or_minus1());
+    print_prefix();
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
@@ -154,6 +163,7 @@ int pf_comm_init(int *argc, char ***argv, pf_comm_kind kind, pf_comm **out) {
                                      &c->node));
     PF_MPI_CHECK(MPI_Comm_rank(c->node, &c->local_rank));
     PF_MPI_CHECK(MPI_Comm_size(c->node, &c->local_size));
+    pf_runtime_set_rank(c->rank, c->world);  // from now on, messages name the rank and host
     c->ops = &mpi_ops;
     c->kind = PF_COMM_MPI;
     c->cuda_device = -1;

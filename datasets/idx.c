@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <zlib.h>
 
 #include "common.h"
@@ -39,8 +40,17 @@ static int read_exact(gzFile f, const char *path, void *buf, size_t n, const cha
     return 0;
 }
 
-// Opens an IDX file and reads its header: magic then ndim big-endian uint32 dims.
-static gzFile idx_open(const char *path, uint32_t magic, int ndim, uint32_t *dims) {
+// Opens an IDX file and reads its header: magic then ndim big-endian uint32 dims. *room gets
+// the most bytes of data the file can hold after its header: its size less the header when
+// plain, 1032 times its size when gzip'd (deflate's largest expansion), so that a header
+// announcing more than the file could hold is refused before anything is allocated for it.
+static gzFile idx_open(const char *path, uint32_t magic, int ndim, uint32_t *dims,
+                       double *room) {
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        pf_error("cannot open '%s': %s", path, strerror(errno));
+        return NULL;
+    }
     gzFile f = gzopen(path, "rb");
     if (!f) {
         pf_error("cannot open '%s': %s", path, errno ? strerror(errno) : "out of memory");
@@ -65,13 +75,21 @@ static gzFile idx_open(const char *path, uint32_t magic, int ndim, uint32_t *dim
         return NULL;
     }
     memcpy(dims, v + 1, sizeof *dims * (size_t)ndim);
+    *room = gzdirect(f) ? (double)st.st_size - 4 - 4 * ndim : 1032.0 * (double)st.st_size;
     return f;
 }
 
 // Whole labels file: labels [n] and the largest label.
 static int read_labels(const char *path, uint8_t **labels, uint32_t *n, int *max_label) {
-    gzFile f = idx_open(path, IDX_LABELS_MAGIC, 1, n);
+    double room;
+    gzFile f = idx_open(path, IDX_LABELS_MAGIC, 1, n, &room);
     if (!f) return -1;
+    if (*n > room) {
+        pf_error("'%s' is truncated: its header announces %u labels but the file holds at most "
+                 "%.0f bytes of them", path, *n, room);
+        gzclose(f);
+        return -1;
+    }
     *labels = pf_malloc(*n ? *n : 1);
     char what[64];
     snprintf(what, sizeof what, "the %u labels its header announces", *n);
@@ -94,8 +112,22 @@ int pf_convert_idx(const pf_convert_opts *o, int n_in, char **in, pf_convert_res
     uint32_t n_labels, dims[3];
     int max_label;
     if (read_labels(lab_path, &labels, &n_labels, &max_label) < 0) return -1;
-    gzFile f = idx_open(img_path, IDX_IMAGES_MAGIC, 3, dims);
+    double room;
+    gzFile f = idx_open(img_path, IDX_IMAGES_MAGIC, 3, dims, &room);
     if (!f) {
+        free(labels);
+        return -1;
+    }
+    double need = (double)dims[0] * dims[1] * dims[2];
+    if (dims[1] > PF_IMAGE_MAX_SIDE || dims[2] > PF_IMAGE_MAX_SIDE || need > room) {
+        if (need > room)
+            pf_error("'%s' is truncated or not an IDX file: its header announces %u images of "
+                     "%u x %u (%.0f bytes) but the file holds at most %.0f bytes of pixels",
+                     img_path, dims[0], dims[1], dims[2], need, room);
+        else
+            pf_error("'%s' announces images of %u x %u pixels; pfdata takes sides up to %d",
+                     img_path, dims[1], dims[2], PF_IMAGE_MAX_SIDE);
+        gzclose(f);
         free(labels);
         return -1;
     }
@@ -115,11 +147,14 @@ int pf_convert_idx(const pf_convert_opts *o, int n_in, char **in, pf_convert_res
     pf_shard_writer *w = pf_shard_writer_open(o->out, r->H, r->W, 1);
     int rc = w ? 0 : -1;
     size_t img_bytes = (size_t)dims[1] * dims[2];
-    uint8_t *buf = pf_malloc(img_bytes * IMAGES_PER_READ);
+    // reads of up to IMAGES_PER_READ images and 64 MiB (one image at least)
+    uint32_t per_read = (uint32_t)((64u << 20) / img_bytes);
+    per_read = per_read < 1 ? 1 : per_read > IMAGES_PER_READ ? IMAGES_PER_READ : per_read;
+    uint8_t *buf = pf_malloc(img_bytes * per_read);
     pf_progress prog;
     pf_progress_begin(&prog, o->progress, dims[0]);
-    for (uint32_t i = 0; rc == 0 && i < dims[0]; i += IMAGES_PER_READ) {
-        uint32_t k = dims[0] - i < IMAGES_PER_READ ? dims[0] - i : IMAGES_PER_READ;
+    for (uint32_t i = 0; rc == 0 && i < dims[0]; i += per_read) {
+        uint32_t k = dims[0] - i < per_read ? dims[0] - i : per_read;
         char what[96];
         snprintf(what, sizeof what, "images %u..%u (header announces %u images of %ux%u)", i,
                  i + k - 1, dims[0], dims[1], dims[2]);

@@ -112,9 +112,10 @@ done:
 }
 
 pf_shard_writer *pf_shard_writer_open(const char *out_path, int H, int W, int C) {
-    if (H <= 0 || W <= 0 || C <= 0 || C > PF_IMAGE_MAX_C) {
-        pf_error("image shape %dx%dx%d is not supported (H, W > 0, 1 <= C <= %d)", H, W, C,
-                 PF_IMAGE_MAX_C);
+    if (H <= 0 || W <= 0 || C <= 0 || C > PF_IMAGE_MAX_C || H > PF_IMAGE_MAX_SIDE ||
+        W > PF_IMAGE_MAX_SIDE) {
+        pf_error("image shape %dx%dx%d is not supported (1 <= H, W <= %d, 1 <= C <= %d)", H, W,
+                 C, PF_IMAGE_MAX_SIDE, PF_IMAGE_MAX_C);
         return NULL;
     }
     pf_shard_writer *w = pf_calloc(1, sizeof *w);
@@ -375,7 +376,23 @@ static int shard_open(pf_image_shard *s, const char *path) {
         pf_error("'%s': /images must be uint8", path);
         return -1;
     }
+    if (d[1] < 1 || d[1] > PF_IMAGE_MAX_SIDE || d[2] < 1 || d[2] > PF_IMAGE_MAX_SIDE) {
+        pf_error("'%s': /images holds %llu x %llu images; sides from 1 to %d are supported",
+                 path, (unsigned long long)d[1], (unsigned long long)d[2], PF_IMAGE_MAX_SIDE);
+        return -1;
+    }
     s->n = (int64_t)d[0], s->H = (int)d[1], s->W = (int)d[2], s->C = (int)d[3];
+    if (d[3] > PF_IMAGE_MAX_C) s->C = 0;  // refused just below
+    // The shard is stored uncompressed, so a file that holds fewer bytes than its shape says
+    // is truncated or damaged: refused before buffers are sized from that shape.
+    double logical = (double)d[0] * (double)d[1] * (double)d[2] * (double)d[3];
+    if (s->C >= 1 && (double)H5Dget_storage_size(s->images) < logical) {
+        pf_error("'%s': /images announces %lld images of %dx%dx%d (%.0f bytes) but the file "
+                 "stores %.0f bytes of them; it is truncated or damaged (convert it again)",
+                 path, (long long)s->n, s->H, s->W, s->C, logical,
+                 (double)H5Dget_storage_size(s->images));
+        return -1;
+    }
     if (s->C < 1 || s->C > PF_IMAGE_MAX_C || s->n == 0) {
         pf_error("'%s': /images has shape [%lld, %d, %d, %d]; need N > 0 and 1 <= C <= %d", path,
                  (long long)s->n, s->H, s->W, s->C, PF_IMAGE_MAX_C);
@@ -392,8 +409,9 @@ static int shard_open(pf_image_shard *s, const char *path) {
         read_attr(s, path, "mean", H5T_NATIVE_FLOAT, s->C, s->mean) ||
         read_attr(s, path, "std", H5T_NATIVE_FLOAT, s->C, s->std))
         return -1;
-    if (s->num_classes <= 0) {
-        pf_error("'%s': num_classes is %d", path, s->num_classes);
+    if (s->num_classes <= 0 || s->num_classes > PF_IMAGE_MAX_CLASSES) {
+        pf_error("'%s': num_classes is %d; 1 to %d are supported", path, s->num_classes,
+                 PF_IMAGE_MAX_CLASSES);
         return -1;
     }
     hid_t st = vlen_string_type();

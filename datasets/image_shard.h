@@ -24,6 +24,11 @@
 #include <stdint.h>
 
 #define PF_IMAGE_MAX_C 4
+// The largest image side the converters take (IDX and CIFAR headers, JPEG output sizes):
+// the same bound as model.image_size.
+#define PF_IMAGE_MAX_SIDE 16384
+// The most classes a shard may have (model.num_classes has the same bound).
+#define PF_IMAGE_MAX_CLASSES 1048576
 
 // ---- writer ----------------------------------------------------------------------------
 

@@ -85,8 +85,8 @@ static int list_dir(const char *dir, str_list *dirs, str_list *files) {
             str_push(files, pf_strdup(e->d_name));
     }
     closedir(d);
-    if (dirs) qsort(dirs->v, (size_t)dirs->n, sizeof *dirs->v, cmp_str);
-    if (files) qsort(files->v, (size_t)files->n, sizeof *files->v, cmp_str);
+    if (dirs && dirs->n) qsort(dirs->v, (size_t)dirs->n, sizeof *dirs->v, cmp_str);
+    if (files && files->n) qsort(files->v, (size_t)files->n, sizeof *files->v, cmp_str);
     return 0;
 }
 
@@ -223,6 +223,11 @@ static void plan_free(plan *p) {
 
 // ---- decoding --------------------------------------------------------------------------
 
+// Decoding limits (docs/FORMATS.md): at most 2^28 pixels (16384 x 16384) per image, and at
+// most 4096 pixels per byte of the file; a JPEG over either is corrupt (--on-corrupt).
+#define JPEG_MAX_PIXELS 268435456.0
+#define JPEG_MAX_PIXELS_PER_BYTE 4096.0
+
 typedef struct {
     tjhandle tj;
     uint8_t *px;  // decoded image [h, w, 3 or 4]
@@ -256,6 +261,17 @@ static int decode_one(decoder *d, const char *path, int S, uint8_t *out, char *e
                             &cs) < 0 ||
         w <= 0 || h <= 0) {
         snprintf(err, ERR_LEN, "not a readable JPEG: %s", tjGetErrorStr2(d->tj));
+        goto done;
+    }
+    // The header's size is checked before a buffer is sized from it: a cap on the pixels,
+    // and the file must be large enough to code them (Huffman coding spends at least one bit
+    // on every 8x8 block: at most 512 pixels per byte; the bound leaves 8x headroom).
+    double pixels = (double)w * h;
+    if (pixels > JPEG_MAX_PIXELS || pixels > JPEG_MAX_PIXELS_PER_BYTE * (double)len) {
+        snprintf(err, ERR_LEN, "the JPEG header claims %d x %d pixels, %s (%zu bytes)", w, h,
+                 pixels > JPEG_MAX_PIXELS ? "more than the 268 million pfdata decodes"
+                                          : "more than a file this small can hold",
+                 len);
         goto done;
     }
     int sw, sh, cmyk = cs == TJCS_CMYK || cs == TJCS_YCCK, pf = cmyk ? TJPF_CMYK : TJPF_RGB;

@@ -167,7 +167,11 @@ int64_t pf_text_shard_count(const pf_text_shard_writer *w) {
 
 int pf_text_shard_commit(pf_text_shard_writer *w) {
     int rc = flush(w);
-    herr_t closed_d = H5Dclose(w->dset), closed_f = H5Fclose(w->file);
+    herr_t closed_d = -1, closed_f = -1;
+    H5E_BEGIN_TRY {  // a full disk fails here: our message says so, not HDF5's error stack
+        closed_d = H5Dclose(w->dset);
+        closed_f = H5Fclose(w->file);
+    } H5E_END_TRY;
     w->dset = w->file = -1;
     if (!rc && (closed_d < 0 || closed_f < 0)) {
         pf_error("cannot close '%s' (disk full?)", w->tmp);
@@ -251,6 +255,22 @@ static int check_tokens(pf_text_shard *s) {
     return 0;
 }
 
+// No filters (docs/FORMATS.md): a file storing fewer bytes than its length says is truncated
+// or damaged, refused before the loader sizes anything (its shuffled order) from that length.
+static int check_storage(const pf_text_shard *s) {
+    hid_t type = H5Dget_type(s->dset);
+    double need = (double)s->num_tokens * (double)(type >= 0 ? H5Tget_size(type) : 2);
+    if (type >= 0) H5Tclose(type);
+    double have = (double)H5Dget_storage_size(s->dset);
+    if (have < need) {
+        pf_error("'%s': /tokens announces %lld tokens (%.0f bytes) but the file stores %.0f "
+                 "bytes of them; it is truncated or damaged (make it again with pfdata text)",
+                 s->path, (long long)s->num_tokens, need, have);
+        return -1;
+    }
+    return 0;
+}
+
 pf_text_shard *pf_text_shard_open(const char *path) {
     if (access(path, R_OK) != 0) {
         pf_error("cannot open the token shard '%s': %s", path, strerror(errno));
@@ -285,6 +305,10 @@ pf_text_shard *pf_text_shard_open(const char *path) {
     if (s->vocab_size <= 0 || s->eot < 0 || s->eot >= s->vocab_size) {
         pf_error("'%s': attributes vocab_size = %d, eot_token = %d are inconsistent", path,
                  s->vocab_size, s->eot);
+        pf_text_shard_close(s);
+        return NULL;
+    }
+    if (check_storage(s)) {
         pf_text_shard_close(s);
         return NULL;
     }

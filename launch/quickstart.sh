@@ -18,7 +18,9 @@ for split in train:train t10k:test; do
 done
 for variant in pixelfly dense; do
   echo "== training mixer-fmnist-$variant"
-  "$BIN/pftrain" "configs/mixer-fmnist-$variant.ini" --set "run.out_dir=$OUT/$variant" "$@"
+  # A rerun trains afresh; --new-run moves an earlier quickstart's run into previous-N rather
+  # than deleting it.
+  "$BIN/pftrain" "configs/mixer-fmnist-$variant.ini" --set "run.out_dir=$OUT/$variant" --new-run "$@"
 done
 "$BIN/pftrain" plot "$OUT/pixelfly" "$OUT/dense" --out "$OUT/loss.png"
 # summary.json is one flat JSON object; awk pulls the fields out.

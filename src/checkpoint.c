@@ -8,6 +8,7 @@
 #include <hdf5.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -373,13 +374,37 @@ static int write_whole(const char *path, const void *data, size_t n) {
     return 0;
 }
 
+int pf_checkpoint_check_finite(const pf_layout *layout, const float *arena, const char *what) {
+    for (int i = 0; i < layout->count; i++) {
+        const pf_param_info *p = &layout->params[i];
+        const float *x = arena + p->offset;
+        int64_t n = pf_param_numel(p);
+        for (int64_t j = 0; j < n; j++)
+            if (!isfinite(x[j])) {
+                pf_error("/%s/%s holds %s at element %" PRId64 " (of %" PRId64 ")", what,
+                         p->name, isnan(x[j]) ? "NaN" : x[j] > 0 ? "+inf" : "-inf", j, n);
+                return -1;
+            }
+    }
+    return 0;
+}
+
 int pf_checkpoint_save(const char *dir, const pf_layout *layout, const float *params,
                        const float *m, const float *v, const pf_checkpoint_state *st) {
     PF_ASSERT(st->world >= 1 && st->rng_words >= 1 && st->rng && st->cursors);
     char path[PATH_MAX], tmp[PATH_MAX + 8];
-    if (make_dirs(dir) || pf_checkpoint_path(path, sizeof path, dir, st->step)) return -1;
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    if (pf_checkpoint_path(path, sizeof path, dir, st->step)) return -1;
     const float *const bufs[3] = {params, m, v};
+    for (int g = 0; g < 3 && !st->allow_nonfinite; g++)
+        if (pf_checkpoint_check_finite(layout, bufs[g], arena_group[g])) {
+            char why[1024];
+            snprintf(why, sizeof why, "%s", pf_errmsg());
+            pf_error("checkpoint '%s' not written: %s (the model diverged; the previous "
+                     "checkpoints and `latest` are untouched)", path, why);
+            return -1;
+        }
+    if (make_dirs(dir)) return -1;
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
     void *image;
     size_t size;
     h5_quiet q = quiet_begin();
@@ -620,6 +645,7 @@ static int read_config(reader *r, char **out) {
     *out = pf_calloc(len + 1, 1);
     int rc = read_all(r, d, "config", type, *out, len);
     H5Tclose(type);
+    if (rc) free(*out), *out = NULL;  // a failed read leaves nothing for the caller to free
     return rc;
 }
 
@@ -743,31 +769,54 @@ static int64_t read_latest(const char *dir, char *msg, size_t cap) {
     return ok ? step : -1;
 }
 
-static int try_step(const char *dir, int64_t step, const pf_layout *layout, char *path_out,
-                    size_t path_cap, char *msg, size_t msg_cap) {
+static int try_step(const char *dir, int64_t step, const pf_layout *layout,
+                    pf_checkpoint_accept_fn accept, void *ctx, char *path_out, size_t path_cap,
+                    char *msg, size_t msg_cap) {
     if (pf_checkpoint_path(path_out, path_cap, dir, step) == 0 &&
-        pf_checkpoint_verify(path_out, layout) == 0)
+        (!accept || accept(ctx, path_out) == 0) && pf_checkpoint_verify(path_out, layout) == 0)
         return 1;
     append_line(msg, msg_cap, "skipped: ", pf_errmsg());
     return 0;
 }
 
-int pf_checkpoint_find_resume(const char *dir, const pf_layout *layout, char *path_out,
+bool pf_checkpoint_any(const char *dir) {
+    char latest[PATH_MAX];
+    if (join(latest, sizeof latest, dir, "latest") == 0 && access(latest, F_OK) == 0) return true;
+    DIR *d = opendir(dir);
+    if (!d) return false;
+    bool any = false;
+    for (struct dirent *de; !any && (de = readdir(d));) {
+        int64_t step;
+        bool tmp;
+        any = parse_name(de->d_name, &step, &tmp) && !tmp;
+    }
+    closedir(d);
+    return any;
+}
+
+int pf_checkpoint_find_resume(const char *dir, const pf_layout *layout,
+                              pf_checkpoint_accept_fn accept, void *ctx, char *path_out,
                               size_t path_cap, char *msg, size_t msg_cap) {
     if (msg_cap) msg[0] = 0;
     struct stat sb;
-    if (stat(dir, &sb) != 0 && errno == ENOENT) return 0;
+    if (stat(dir, &sb) != 0 && errno == ENOENT) return PF_RESUME_NONE;
     ckpt_entry *e;
     int n;
-    if (scan_dir(dir, &e, &n)) return -1;
+    if (scan_dir(dir, &e, &n)) return PF_RESUME_ERROR;
+    if (!pf_checkpoint_any(dir)) {
+        free(e);
+        return PF_RESUME_NONE;
+    }
     int64_t latest = read_latest(dir, msg, msg_cap);
-    int found = latest >= 0 ? try_step(dir, latest, layout, path_out, path_cap, msg, msg_cap) : 0;
+    int found = latest >= 0 ? try_step(dir, latest, layout, accept, ctx, path_out, path_cap, msg,
+                                       msg_cap)
+                            : 0;
     for (int i = 0; i < n && !found; i++) {
         if (e[i].tmp || (latest >= 0 && e[i].step >= latest)) continue;
-        found = try_step(dir, e[i].step, layout, path_out, path_cap, msg, msg_cap);
+        found = try_step(dir, e[i].step, layout, accept, ctx, path_out, path_cap, msg, msg_cap);
     }
     free(e);
-    return found;
+    return found ? PF_RESUME_FOUND : PF_RESUME_UNUSABLE;
 }
 
 int pf_checkpoint_read_config(const char *path, char **text) {

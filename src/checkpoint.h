@@ -37,10 +37,13 @@
 // the directory. Only after every rank agreed the save succeeded does the trainer call
 // pf_checkpoint_commit, which rewrites `latest` the same way (latest.tmp, fsync, rename,
 // fsync the directory) and deletes older checkpoints beyond the last K. On any failure the
-// temporary file is removed and the previous checkpoint and `latest` are untouched.
+// temporary file is removed and the previous checkpoint and `latest` are untouched. A NaN or
+// infinity in any parameter or moment is such a failure (nothing is written), so no checkpoint
+// holds a diverged model.
 #ifndef PF_CHECKPOINT_H
 #define PF_CHECKPOINT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -57,6 +60,9 @@ typedef struct {
     uint64_t *rng;      // [world, rng_words]
     int64_t *cursors;   // [world, 2]: epoch, batch of each rank
     char *config_text;  // the resolved configuration, NUL-terminated
+    // Save only: write non-finite values too. By default pf_checkpoint_save refuses a NaN or
+    // infinity anywhere in params, m or v, so a diverged model never becomes a checkpoint.
+    bool allow_nonfinite;
 } pf_checkpoint_state;
 
 void pf_checkpoint_state_free(pf_checkpoint_state *st);
@@ -67,10 +73,17 @@ int pf_checkpoint_path(char *out, size_t cap, const char *dir, int64_t step);
 // Writes DIR/ckpt-STEP.h5 (creating DIR and its parents if missing) from host buffers of
 // layout->numel floats each: params, m, v (gaps are not stored). Does not touch `latest`.
 // Returns 0, or -1 with pf_error() naming the file and what failed; then no ckpt-STEP.h5 or
-// .tmp is left behind and older files are untouched. One rank writes (all hold the same
+// .tmp is left behind and older files are untouched. A non-finite value in any parameter of
+// the three arenas is such a failure (pf_checkpoint_check_finite's message) unless
+// st->allow_nonfinite. One rank writes (all hold the same
 // parameters after the all-reduce); the trainer gathers rng and cursors to it first.
 int pf_checkpoint_save(const char *dir, const pf_layout *layout, const float *params,
                        const float *m, const float *v, const pf_checkpoint_state *st);
+
+// Whether every parameter of `arena` (layout->numel floats on the host; gaps are not looked
+// at) is finite. 0, or -1 with pf_error() naming the group (`what`, e.g. "params"), the
+// parameter, the element and its value.
+int pf_checkpoint_check_finite(const pf_layout *layout, const float *arena, const char *what);
 
 // Points DIR/latest at ckpt-STEP.h5 atomically, then deletes stale ckpt-*.h5.tmp files and
 // older checkpoints so that the committed one and the keep-1 newest before it remain
@@ -91,14 +104,31 @@ int pf_checkpoint_verify(const char *path, const pf_layout *layout);
 int pf_checkpoint_load(const char *path, const pf_layout *layout, float *params, float *m,
                        float *v, pf_checkpoint_state *st);
 
+// Whether DIR holds checkpoints: a ckpt-*.h5 file or `latest` (stale .tmp files do not count).
+// False when DIR does not exist.
+bool pf_checkpoint_any(const char *dir);
+
+// The caller's say on a candidate checkpoint before it is verified (the trainer compares the
+// configuration stored in it with its own): 0 to go on, -1 with pf_error() saying why not.
+typedef int (*pf_checkpoint_accept_fn)(void *ctx, const char *path);
+
+// What pf_checkpoint_find_resume found.
+enum {
+    PF_RESUME_FOUND = 1,      // path_out names the checkpoint to resume from
+    PF_RESUME_NONE = 0,       // DIR holds no checkpoint (pf_checkpoint_any): a fresh start
+    PF_RESUME_ERROR = -1,     // DIR exists but cannot be listed (pf_error())
+    PF_RESUME_UNUSABLE = -2,  // DIR holds checkpoints and none can be resumed from (see msg)
+};
+
 // `--resume auto`: picks the checkpoint to resume from in DIR. Tries the file `latest` names
-// first; if that is missing or fails pf_checkpoint_verify, the newest ckpt-*.h5 that verifies
-// (only those older than the one `latest` names, when it names one: newer files were never
-// committed). Writes the chosen path to path_out[path_cap] and returns 1; returns 0 when there
-// is none to resume from (no directory, or no good checkpoint: a fresh start); -1 with
-// pf_error() when DIR exists but cannot be listed. msg[msg_cap] receives one line per
-// checkpoint skipped and why ("skipped DIR/ckpt-00002000.h5: ..."), empty when none was.
-int pf_checkpoint_find_resume(const char *dir, const pf_layout *layout, char *path_out,
+// first; if that is missing, refused by `accept` (when not NULL) or fails
+// pf_checkpoint_verify, the newest ckpt-*.h5 that passes both (only those older than the one
+// `latest` names, when it names one: newer files were never committed). Writes the chosen path
+// to path_out[path_cap]. Returns a PF_RESUME_* value. msg[msg_cap] receives one line per
+// checkpoint skipped and why ("skipped: checkpoint 'DIR/ckpt-00002000.h5': ..."), and per
+// unusable `latest`, empty when none was.
+int pf_checkpoint_find_resume(const char *dir, const pf_layout *layout,
+                              pf_checkpoint_accept_fn accept, void *ctx, char *path_out,
                               size_t path_cap, char *msg, size_t msg_cap);
 
 // The resolved configuration text stored in the checkpoint at `path` (malloc'd into *text),

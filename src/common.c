@@ -11,14 +11,50 @@
 
 static _Thread_local char pf_errbuf[2048];
 
-void pf_fatal_at(const char *file, int line, const char *fmt, ...) {
+static pf_runtime_context runtime = {.tool = "pixelfly", .rank = -1, .world = 1};
+
+void pf_runtime_set_tool(const char *tool) { runtime.tool = tool; }
+
+void pf_runtime_set_rank(int rank, int world) {
+    runtime.rank = rank;
+    runtime.world = world;
+    if (gethostname(runtime.host, sizeof runtime.host) != 0)
+        snprintf(runtime.host, sizeof runtime.host, "?");
+    runtime.host[sizeof runtime.host - 1] = 0;
+}
+
+const pf_runtime_context *pf_runtime(void) { return &runtime; }
+
+const char *pf_runtime_prefix(char *buf, size_t cap) {
+    if (runtime.rank >= 0 && runtime.world > 1)
+        snprintf(buf, cap, "%s[rank %d@%s]", runtime.tool, runtime.rank, runtime.host);
+    else
+        snprintf(buf, cap, "%s", runtime.tool);
+    return buf;
+}
+
+void pf_report(const char *fmt, ...) {
+    char prefix[128];
     va_list ap;
     fflush(stdout);
-    fprintf(stderr, "pixelfly: fatal at %s:%d: ", file, line);
+    fprintf(stderr, "%s: ", pf_runtime_prefix(prefix, sizeof prefix));
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
     fputc('\n', stderr);
+    fflush(stderr);
+}
+
+void pf_fatal_at(const char *file, int line, const char *fmt, ...) {
+    va_list ap;
+    char prefix[128];
+    fflush(stdout);
+    fprintf(stderr, "%s: fatal at %s:%d: ", pf_runtime_prefix(prefix, sizeof prefix), file, line);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    fflush(stderr);  // stderr may be a buffered file (redirected): abort() does not flush
     abort();
 }
 

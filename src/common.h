@@ -28,6 +28,26 @@ enum {
     PF_EXIT_REQUEUE = 75,  // saved a checkpoint on SIGTERM/SIGUSR1: requeue the job (EX_TEMPFAIL)
 };
 
+// ---- runtime context: who this process is, for the first words of its error messages ----
+// The tool ("pixelfly" until a main names itself) and, once a communicator is up, the rank, the
+// job's size and the host. One per process, set at start-up by the main (tool) and pf_comm_init
+// (rank), read by every message that ends a process or reports one rank's own failure.
+typedef struct {
+    const char *tool;  // a string literal, kept by pointer
+    int rank;          // -1 until pf_runtime_set_rank
+    int world;
+    char host[64];
+} pf_runtime_context;
+
+void pf_runtime_set_tool(const char *tool);
+void pf_runtime_set_rank(int rank, int world);  // also records the host name
+const pf_runtime_context *pf_runtime(void);
+// "pftrain[rank 3@node2]" in a job of several ranks, "pftrain" otherwise, into buf; returns buf.
+const char *pf_runtime_prefix(char *buf, size_t cap);
+// One line on stderr, "PREFIX: message" (stdout is flushed first so the two interleave in order).
+void pf_report(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+// Prints "PREFIX: fatal at FILE:LINE: message" and aborts (PREFIX as pf_runtime_prefix).
 void pf_fatal_at(const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 3, 4), noreturn));
 

@@ -18,25 +18,33 @@ typedef struct {
     const char *def;      // default, as it would be written in the file
     const char *choices;  // T_ENUM: "a|b|c", index = enum value
     const char *help;
+    double max;           // T_INT, T_INT64, T_FLOAT: the largest accepted value; 0: no bound
 } key_def;
 
 #define K(sec, name, ty, field, def, choices, help) \
-    {sec, name, ty, offsetof(pf_config, field), def, choices, help}
+    {sec, name, ty, offsetof(pf_config, field), def, choices, help, 0}
+// A key with an upper bound (`pftrain keys` lists it): sizes that buffers are allocated
+// from, bounded so that every product of them the models form stays within 64-bit sizes.
+#define KMAX(sec, name, ty, field, def, help, max) \
+    {sec, name, ty, offsetof(pf_config, field), def, 0, help, max}
 
 static const key_def SCHEMA[] = {
     K("model", "type", T_ENUM, model, "gpt2", "gpt2|vit|mixer", "model family"),
-    K("model", "n_layer", T_INT, n_layer, "4", 0, "number of blocks"),
-    K("model", "n_embd", T_INT, n_embd, "128", 0, "width"),
-    K("model", "n_head", T_INT, n_head, "4", 0, "attention heads"),
-    K("model", "seq_len", T_INT, seq_len, "128", 0, "gpt2: context length"),
-    K("model", "vocab_size", T_INT, vocab_size, "50257", 0, "gpt2: vocabulary (padded to 64)"),
-    K("model", "mlp_ratio", T_FLOAT, mlp_ratio, "4", 0, "MLP hidden = n_embd * mlp_ratio"),
-    K("model", "image_size", T_INT, image_size, "28", 0, "vision: input side"),
-    K("model", "patch_size", T_INT, patch_size, "4", 0, "vision: patch side"),
-    K("model", "channels", T_INT, channels, "1", 0, "vision: image channels"),
-    K("model", "num_classes", T_INT, num_classes, "10", 0, "vision: classes"),
-    K("model", "token_mlp_dim", T_INT, token_mlp_dim, "64", 0, "mixer: token-mixing hidden"),
-    K("model", "channel_mlp_dim", T_INT, channel_mlp_dim, "256", 0, "mixer: channel hidden"),
+    KMAX("model", "n_layer", T_INT, n_layer, "4", "number of blocks", 1024),
+    KMAX("model", "n_embd", T_INT, n_embd, "128", "width", 65536),
+    KMAX("model", "n_head", T_INT, n_head, "4", "attention heads", 1024),
+    KMAX("model", "seq_len", T_INT, seq_len, "128", "gpt2: context length", 1048576),
+    KMAX("model", "vocab_size", T_INT, vocab_size, "50257", "gpt2: vocabulary (padded to 64)",
+         4194304),
+    KMAX("model", "mlp_ratio", T_FLOAT, mlp_ratio, "4", "MLP hidden = n_embd * mlp_ratio", 64),
+    KMAX("model", "image_size", T_INT, image_size, "28", "vision: input side", 16384),
+    KMAX("model", "patch_size", T_INT, patch_size, "4", "vision: patch side", 16384),
+    KMAX("model", "channels", T_INT, channels, "1", "vision: image channels", 4),
+    KMAX("model", "num_classes", T_INT, num_classes, "10", "vision: classes", 1048576),
+    KMAX("model", "token_mlp_dim", T_INT, token_mlp_dim, "64", "mixer: token-mixing hidden",
+         1048576),
+    KMAX("model", "channel_mlp_dim", T_INT, channel_mlp_dim, "256", "mixer: channel hidden",
+         1048576),
     K("model", "init_std", T_FLOAT, init_std, "0.02", 0, "std of dense linear weights"),
     K("pixelfly", "attn_qkv", T_LAYER, attn_qkv, "dense", 0, "attention q/k/v projection"),
     K("pixelfly", "attn_proj", T_LAYER, attn_proj, "dense", 0, "attention output projection"),
@@ -49,8 +57,8 @@ static const key_def SCHEMA[] = {
       "block for one more fc1 forward and GELU per step; needs mlp_fc1 and mlp_fc2 Pixelfly"),
     K("data", "train", T_PATH, train_path, "", 0, "training shard (.h5)"),
     K("data", "val", T_PATH, val_path, "", 0, "validation shard (.h5)"),
-    K("train", "batch_size", T_INT, batch_size, "8", 0, "micro-batch per rank"),
-    K("train", "grad_accum", T_INT, grad_accum, "1", 0, "micro-batches per step"),
+    KMAX("train", "batch_size", T_INT, batch_size, "8", "micro-batch per rank", 65536),
+    KMAX("train", "grad_accum", T_INT, grad_accum, "1", "micro-batches per step", 65536),
     K("train", "steps", T_INT64, steps, "100", 0, "optimizer steps"),
     K("train", "lr", T_FLOAT, lr, "6e-4", 0, "peak learning rate"),
     K("train", "min_lr_frac", T_FLOAT, min_lr_frac, "0.1", 0, "final lr as a fraction of lr"),
@@ -75,7 +83,8 @@ static const key_def SCHEMA[] = {
     K("run", "backend", T_ENUM, backend, "auto", "auto|cpu|cuda", "where to compute"),
     K("run", "checkpoint_every", T_INT, checkpoint_every, "0", 0, "steps between saves (0: end)"),
     K("run", "keep_checkpoints", T_INT, keep_checkpoints, "3", 0, "checkpoints kept"),
-    K("run", "bucket_bytes", T_INT64, bucket_bytes, "26214400", 0, "all-reduce bucket size"),
+    KMAX("run", "bucket_bytes", T_INT64, bucket_bytes, "26214400", "all-reduce bucket size",
+         1099511627776),
     K("run", "peak_tflops", T_FLOAT, peak_tflops, "0", 0,
       "device peak TFLOP/s for MFU (0: the bf16 peak of a known GPU, none on CPU)"),
 };
@@ -144,6 +153,10 @@ int pf_layer_spec_parse(pf_layer_spec *s, const char *text) {
             pf_error("'%s' in layer spec '%s': expected dense or 'bs=B nf=F [rank=R]'", tok, text);
             return -1;
         }
+        if (v < 0 || v > 4194304) {  // no layer is wider than n_embd * mlp_ratio <= 2^22
+            pf_error("'%s' in layer spec '%s': use a value in [0, 4194304]", tok, text);
+            return -1;
+        }
         *eq = 0;
         if (!strcmp(tok, "bs")) s->bs = (int)v, have_bs = true;
         else if (!strcmp(tok, "nf")) s->nf = (int)v, have_nf = true;
@@ -165,6 +178,34 @@ void pf_layer_spec_format(const pf_layer_spec *s, char *buf, size_t len) {
     else snprintf(buf, len, "bs=%d nf=%d rank=%d", s->bs, s->nf, s->rank);
 }
 
+// A free-text value (a path) must come back unchanged from the `key = value` line that
+// pf_config_write makes of it (config.ini, a checkpoint's /config), read by libinih: that
+// strips leading and trailing whitespace, takes ';' after whitespace as the start of a
+// comment, and splits lines longer than PF_CONFIG_LINE_MAX. Values it would change are
+// refused here, whether they come from a file or --set (docs/FORMATS.md).
+static int check_line_value(const key_def *k, const char *v) {
+    size_t n = strlen(v), room = PF_CONFIG_LINE_MAX - strlen(k->key) - 3;
+    const char *why = NULL;
+    for (size_t i = 0; i < n && !why; i++)
+        if ((unsigned char)v[i] < 0x20 || v[i] == 0x7f) why = "contains a control character";
+    if (!why && n && (v[0] == ' ' || v[n - 1] == ' ')) why = "begins or ends with a space";
+    if (!why && (v[0] == ';' || strstr(v, " ;")))
+        why = "has ';' at its start or after a space, which a config file reads as a comment";
+    if (why) {
+        pf_error("%s.%s = '%s' %s: it would not read back the same from config.ini; remove "
+                 "it (rename the file if it is part of its name)",
+                 k->section, k->key, v, why);
+        return -1;
+    }
+    if (n > room) {
+        pf_error("%s.%s: the value is %zu bytes; a config line holds at most %d bytes, so at "
+                 "most %zu fit after '%s = ' (use a shorter or relative path, or a symlink)",
+                 k->section, k->key, n, PF_CONFIG_LINE_MAX, room, k->key);
+        return -1;
+    }
+    return 0;
+}
+
 static int set_value(pf_config *c, const key_def *k, const char *v) {
     void *dst = (char *)c + k->offset;
     char *end = NULL;
@@ -174,7 +215,13 @@ static int set_value(pf_config *c, const key_def *k, const char *v) {
     case T_INT64: {
         long long x = strtoll(v, &end, 10);
         if (end == v || *end || errno || x < 0 || (k->type == T_INT && x > 2147483647)) {
-            pf_error("%s.%s = '%s' is not a non-negative integer", k->section, k->key, v);
+            pf_error("%s.%s = '%s' is not a non-negative integer%s", k->section, k->key, v,
+                     k->type == T_INT ? " (at most 2147483647)" : "");
+            return -1;
+        }
+        if (k->max > 0 && (double)x > k->max) {
+            pf_error("%s.%s = %s is above its limit %.0f (see `pftrain keys`); use a value "
+                     "in [0, %.0f]", k->section, k->key, v, k->max, k->max);
             return -1;
         }
         if (k->type == T_INT) *(int *)dst = (int)x;
@@ -185,6 +232,11 @@ static int set_value(pf_config *c, const key_def *k, const char *v) {
         float x = strtof(v, &end);
         if (end == v || *end || errno || !isfinite(x)) {
             pf_error("%s.%s = '%s' is not a number", k->section, k->key, v);
+            return -1;
+        }
+        if (k->max > 0 && x > k->max) {
+            pf_error("%s.%s = %s is above its limit %g (see `pftrain keys`)", k->section,
+                     k->key, v, k->max);
             return -1;
         }
         *(float *)dst = x;
@@ -199,10 +251,7 @@ static int set_value(pf_config *c, const key_def *k, const char *v) {
         }
         return 0;
     case T_PATH:
-        if (strlen(v) >= PF_PATH_MAX) {
-            pf_error("%s.%s: path longer than %d bytes", k->section, k->key, PF_PATH_MAX - 1);
-            return -1;
-        }
+        if (check_line_value(k, v) < 0) return -1;
         strcpy((char *)dst, v);
         return 0;
     case T_ENUM: {
@@ -231,11 +280,40 @@ void pf_config_defaults(pf_config *c) {
     for (int i = 0; i < NKEYS; i++) PF_ASSERT(set_value(c, &SCHEMA[i], SCHEMA[i].def) == 0);
 }
 
+// The text of a config, line by line, for ini_parse_stream: counts lines (so that messages
+// can name the line of an earlier key) and refuses a line libinih would split.
+typedef struct {
+    const char *p, *end;
+    int line;
+    const char *bad;  // why reading stopped early, NULL at the end of the text
+} line_stream;
+
+static char *read_line(char *str, int num, void *stream) {
+    line_stream *s = stream;
+    if (s->bad || s->p >= s->end) return NULL;
+    const char *nl = memchr(s->p, '\n', (size_t)(s->end - s->p));
+    size_t len = nl ? (size_t)(nl + 1 - s->p) : (size_t)(s->end - s->p);
+    s->line++;
+    size_t body = len - (nl != NULL);
+    if (body && s->p[body - 1] == '\r') body--;
+    if (memchr(s->p, 0, len)) s->bad = "contains a NUL byte (is this a text file?)";
+    else if (body > PF_CONFIG_LINE_MAX || len + 1 > (size_t)num)
+        s->bad = "is longer than the 197 bytes a config line may have; shorten the value "
+                 "(a relative path or a symlink)";
+    if (s->bad) return NULL;
+    memcpy(str, s->p, len);
+    str[len] = 0;
+    s->p += len;
+    return str;
+}
+
 typedef struct {
     pf_config *cfg;
     const char *path;
     int failed;
     char msg[1536];
+    line_stream in;
+    int seen[NKEYS];  // line of each key's value, 0: not given
 } parse_state;
 
 static int on_entry(void *user, const char *section, const char *key, const char *value) {
@@ -243,6 +321,15 @@ static int on_entry(void *user, const char *section, const char *key, const char
     if (st->failed) return 0;
     const key_def *k = find_key(section, key);
     char hint[128];
+    if (k && st->seen[k - SCHEMA]) {
+        st->failed = 1;
+        snprintf(st->msg, sizeof st->msg,
+                 "%s.%s is given twice, on line %d and line %d; keep one of them (an indented "
+                 "line continues the key above it)",
+                 section, key, st->seen[k - SCHEMA], st->in.line);
+        return 0;
+    }
+    if (k) st->seen[k - SCHEMA] = st->in.line;
     if (!k) {
         if (!known_section(section)) {
             st->failed = 1;
@@ -264,31 +351,39 @@ static int on_entry(void *user, const char *section, const char *key, const char
     return 1;
 }
 
+// Parses `len` bytes of config text over *c; messages start with "ORIGIN:LINE: ".
+static int parse_text(pf_config *c, const char *text, size_t len, const char *origin) {
+    parse_state *st = pf_calloc(1, sizeof *st);
+    *st = (parse_state){.cfg = c, .path = origin, .in = {.p = text, .end = text + len}};
+    int line = ini_parse_stream(read_line, &st->in, on_entry, st), rc = 0;
+    if (line != 0 || st->in.bad) {
+        if (st->failed) pf_error("%s:%d: %s", origin, line, st->msg);
+        else if (line != 0) pf_error("%s:%d: syntax error (expected [section] or key = value)",
+                                     origin, line);
+        else pf_error("%s:%d: the line %s", origin, st->in.line, st->in.bad);
+        rc = -1;
+    }
+    free(st);
+    return rc;
+}
+
 int pf_config_load(pf_config *c, const char *path) {
+    char *text;
+    size_t len;
     FILE *f = fopen(path, "r");
     if (!f) {
         pf_error("cannot open config '%s': %s", path, strerror(errno));
         return -1;
     }
-    parse_state st = {.cfg = c, .path = path};
-    int line = ini_parse_file(f, on_entry, &st);
     fclose(f);
-    if (line != 0) {
-        if (st.failed) pf_error("%s:%d: %s", path, line, st.msg);
-        else pf_error("%s:%d: syntax error (expected [section] or key = value)", path, line);
-        return -1;
-    }
-    return 0;
+    if (pf_read_file(path, &text, &len) < 0) return -1;
+    int rc = parse_text(c, text, len, path);
+    free(text);
+    return rc;
 }
 
 int pf_config_load_string(pf_config *c, const char *text, const char *origin) {
-    parse_state st = {.cfg = c, .path = origin};
-    int line = ini_parse_string(text, on_entry, &st);
-    if (line != 0) {
-        pf_error("%s:%d: %s", origin, line, st.failed ? st.msg : "syntax error");
-        return -1;
-    }
-    return 0;
+    return parse_text(c, text, strlen(text), origin);
 }
 
 int pf_config_set(pf_config *c, const char *assignment) {
@@ -403,8 +498,10 @@ void pf_config_print_keys(FILE *f) {
         const key_def *k = &SCHEMA[i];
         char name[64];
         snprintf(name, sizeof name, "%s.%s", k->section, k->key);
-        fprintf(f, "%-26s %-22s %s%s%s\n", name, k->def[0] ? k->def : "(none)", k->help,
-                k->choices ? ": " : "", k->choices ? k->choices : "");
+        char max[48] = "";
+        if (k->max > 0) snprintf(max, sizeof max, " (at most %.10g)", k->max);
+        fprintf(f, "%-26s %-22s %s%s%s%s\n", name, k->def[0] ? k->def : "(none)", k->help,
+                k->choices ? ": " : "", k->choices ? k->choices : "", max);
     }
 }
 

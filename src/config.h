@@ -10,6 +10,10 @@
 #include <stdio.h>
 
 #define PF_PATH_MAX 1024
+// The longest line of a config file, newline excluded: libinih (INI_MAX_LINE = 200, with room
+// for "\r\n\0") splits longer ones, so the reader refuses them and no value is accepted whose
+// `key = value` line would be longer (docs/FORMATS.md).
+#define PF_CONFIG_LINE_MAX 197
 
 // One linear layer type: dense, or Pixelfly with butterfly size bs, nf factors, rank r.
 typedef struct {

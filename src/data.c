@@ -85,6 +85,14 @@ pf_data *pf_data_open(const pf_config *c, const char *path, int B, int rank, int
     return open_images(c, path, B, rank, world, train);
 }
 
+double pf_data_plan_bytes(const pf_config *c, int B) {
+    if (c->model == PF_MODEL_GPT2)  // inputs and targets [B, T], the loader's window [T + 1]
+        return 8.0 * B * c->seq_len + 4.0 * (c->seq_len + 1);
+    double px = (double)c->image_size * c->image_size * c->channels;
+    // pixels [B, S, S, C] fp32, labels (and the mixing partners'), the loader's uint8 staging
+    return 4.0 * B * px + 8.0 * B + (double)B * px;
+}
+
 void pf_data_close(pf_data *d) {
     if (!d) return;
     if (d->tokens) pf_token_loader_close(d->tokens);

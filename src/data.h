@@ -21,6 +21,11 @@ typedef struct {
 pf_data *pf_data_open(const pf_config *c, const char *path, int B, int rank, int world,
                       bool train);
 void pf_data_close(pf_data *d);
+// Host bytes pf_data_open(c, ..., B, ...) allocates whatever the shard: the batch buffers and
+// the loader's per-batch staging. What depends on the shard comes on top: the shuffled order
+// (4 bytes per window or image) and an image shard's pixels when they fit the loader's cache
+// (image_loader.h, at most 1 GiB).
+double pf_data_plan_bytes(const pf_config *c, int B);
 // Fills the host buffers behind *batch with the next micro-batch; -1 with pf_error on a read
 // failure.
 int pf_data_next(pf_data *d, pf_batch *batch);

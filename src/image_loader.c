@@ -7,6 +7,7 @@
 
 #include "common.h"
 #include "image_shard.h"
+#include "memplan.h"
 #include "rng.h"
 
 #define DEFAULT_MEMORY_LIMIT ((int64_t)1 << 30)
@@ -159,6 +160,18 @@ static int check_opts(const pf_image_loader_opts *o, const pf_image_shard *s, in
     if (s->n > UINT32_MAX) {
         pf_error("image loader: '%s' has %lld images; at most %u per shard are supported", s->path,
                  (long long)s->n, UINT32_MAX);
+        return -1;
+    }
+    // The one buffer sized by the shard's image size times the batch (the config's image
+    // size is in the memory plan, the shard's stored size may be larger).
+    char source[800];
+    double need = (double)s->H * s->W * s->C * o->batch;
+    double avail = pf_host_mem_available(source, sizeof source);
+    if (need > avail) {
+        pf_error("image loader: a batch of %d images of %dx%dx%d from '%s' needs %.2f GB of host "
+                 "memory but %.2f GB is available (%s); lower train.batch_size or convert the "
+                 "shard at a smaller --size", o->batch, s->H, s->W, s->C, s->path, need / 1e9,
+                 avail / 1e9, source);
         return -1;
     }
     return 0;

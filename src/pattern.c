@@ -10,9 +10,9 @@
 static void powers_dividing(int n1, int n2, char *buf, size_t len) {
     size_t used = (size_t)snprintf(buf, len, "use one of ");
     bool any = false;
-    for (int b = 2; b <= n1 && used + 16 < len; b *= 2) {
+    for (int64_t b = 2; b <= n1 && used + 16 < len; b *= 2) {  // 64-bit: 2^31 must not wrap
         if (n1 % b || (n2 && n2 % b)) continue;
-        used += (size_t)snprintf(buf + used, len - used, "%s%d", any ? "," : "", b);
+        used += (size_t)snprintf(buf + used, len - used, "%s%lld", any ? "," : "", (long long)b);
         any = true;
     }
     if (!any)

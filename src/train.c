@@ -14,6 +14,7 @@
 #include "checkpoint.h"
 #include "common.h"
 #include "data.h"
+#include "memplan.h"
 #include "models/model.h"
 #include "signals.h"
 
@@ -31,6 +32,8 @@ typedef struct {
     FILE *metrics;
     int64_t step;       // optimizer steps done
     int64_t start_step; // the step this process started from (0, or the resumed one)
+    // The last checkpoint committed or resumed from (to name in a divergence message); "": none.
+    char last_ckpt[PF_PATH_MAX + 64];
     // all-reduce buckets over the gradient arena: bucket i covers [i*elems, (i+1)*elems)
     int64_t bucket_elems, n_buckets, next_bucket;  // buckets are launched from the last down
     pf_comm_request *reqs;
@@ -38,6 +41,7 @@ typedef struct {
     double t_start;
     double flops_per_sample;  // training FLOPs of one sample (nonzero work only)
     double peak_tflops;       // per-device peak for MFU; 0: unknown, no MFU reported
+    bool config_error;        // set-up failed on the config (exit 2), not on data or I/O
 } trainer;
 
 const pf_backend *pf_select_backend(int choice) {
@@ -112,6 +116,9 @@ typedef struct {
     double seconds;
 } step_result;
 
+// One optimizer step. 0 when done; 1 when the loss or the gradient norm is not finite on some
+// rank (every rank returns 1, nothing was updated, t->step is unchanged; r has the loss, norm
+// and lr); -1 on a data error on this rank (pf_error()).
 static int train_step(trainer *t, step_result *r) {
     const pf_config *c = t->cfg;
     const pf_backend *be = t->be;
@@ -131,10 +138,17 @@ static int train_step(trainer *t, step_result *r) {
     float clip = 1.0f;
     double norm = pf_grad_norm(be, t->arena->grads, lay->numel, c->grad_clip, &clip);
     r->lr = lr_at(c, t->step);
-    pf_model_adamw_step(t->model, r->lr, (int)(t->step + 1), clip);
-    be->synchronize();
     r->loss = average_over_ranks(t, loss);
     r->grad_norm = (float)norm;
+    // Divergence is caught before the update, so the parameters (and any checkpoint) stay
+    // those of the last good step. The loss is averaged over the ranks and the norm is that of
+    // the all-reduced gradients, so every rank sees the same values; the agreement makes it
+    // certain that all of them stop together.
+    int diverged = !isfinite(r->loss) || !isfinite(norm);
+    if (t->world > 1) diverged = pf_comm_agree_max_int(t->comm, diverged);
+    if (diverged) return 1;
+    pf_model_adamw_step(t->model, r->lr, (int)(t->step + 1), clip);
+    be->synchronize();
     r->seconds = pf_now() - t0;
     t->step++;
     return 0;
@@ -293,8 +307,8 @@ static int save_checkpoint(trainer *t) {
                                   .rng = rng, .cursors = cursors, .config_text = text};
         failed = pf_checkpoint_save(dir, lay, host, host + lay->numel, host + 2 * lay->numel,
                                     &st) < 0;
-        if (failed) fprintf(stderr, "pftrain: checkpoint at step %lld failed: %s\n",
-                            (long long)t->step, pf_errmsg());
+        if (failed) pf_report("checkpoint at step %lld failed: %s", (long long)t->step,
+                              pf_errmsg());
         free(text);
         free(rng);
         free(cursors);
@@ -303,51 +317,278 @@ static int save_checkpoint(trainer *t) {
     // `latest` moves only when every rank agrees the save went through.
     if (pf_comm_agree_max_int(t->comm, failed)) return -1;
     if (t->lead && pf_checkpoint_commit(dir, t->step, t->cfg->keep_checkpoints) < 0) {
-        fprintf(stderr, "pftrain: %s\n", pf_errmsg());
+        pf_report("%s", pf_errmsg());
         failed = 1;
     }
-    return pf_comm_agree_max_int(t->comm, failed) ? -1 : 0;
+    if (pf_comm_agree_max_int(t->comm, failed)) return -1;
+    pf_checkpoint_path(t->last_ckpt, sizeof t->last_ckpt, dir, t->step);
+    return 0;
 }
 
-// Rank 0 picks and loads the checkpoint, then broadcasts the state. Returns 0 (resumed or
-// fresh start), -1 on error (message printed on rank 0).
+// ---- the resume policy -----------------------------------------------------------------------
+//
+// A run directory that holds checkpoints is never overwritten by a fresh start: `--resume
+// auto` starts from step 0 only when it holds no checkpoint, and refuses (PF_EXIT_USAGE,
+// naming every file and why) when none of them can be resumed from. A checkpoint is resumed
+// only under the model it was written with (model_shape_key); every other key may change and
+// the changes are reported. A new run (no --resume) into a directory that holds a run is
+// refused unless --new-run, which moves the old run aside first (nothing is deleted).
+
+// Keys that define the model's parameters or what they compute. Every other key (train.lr,
+// train.steps, the schedule, evaluation, logging, data paths, run.*) may change on resume.
+static bool model_shape_key(const char *section, const char *key) {
+    if (!strcmp(section, "model")) return strcmp(key, "init_std") != 0;  // init only
+    if (!strcmp(section, "pixelfly")) return strcmp(key, "fuse_mlp") != 0;  // same parameters
+    return false;
+}
+
+typedef struct {
+    char section[32];
+    const char *key, *value;  // into the parsed text
+} ini_entry;
+
+// Splits the text pf_config_write makes ("[section]" lines, then "key = value" lines) in place
+// into at most `cap` entries; returns their number.
+static int parse_ini(char *text, ini_entry *e, int cap) {
+    char section[32] = "";
+    int n = 0;
+    char *save = NULL;
+    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        size_t len = strlen(line);
+        if (line[0] == '[' && len > 2 && line[len - 1] == ']') {
+            snprintf(section, sizeof section, "%.*s", (int)(len - 2), line + 1);
+            continue;
+        }
+        char *eq = strstr(line, " = ");
+        if (!eq || n == cap) continue;
+        *eq = 0;
+        snprintf(e[n].section, sizeof e[n].section, "%s", section);
+        e[n].key = line;
+        e[n].value = eq + 3;
+        n++;
+    }
+    return n;
+}
+
+// A value as a person would write it: floats through %g ("0.000500000024" -> "0.0005").
+static const char *shown(const char *v, char *buf, size_t cap) {
+    char *end;
+    double x = strtod(v, &end);
+    if (!*v) snprintf(buf, cap, "''");
+    else if (*end == 0 && strpbrk(v, ".eE")) snprintf(buf, cap, "%g", x);
+    else snprintf(buf, cap, "%s", v);
+    return buf;
+}
+
+static void append(char *buf, size_t cap, const char *sep, const char *text) {
+    size_t k = strlen(buf);
+    if (cap > k) snprintf(buf + k, cap - k, "%s%s", k ? sep : "", text);
+}
+
+// Compares the configuration stored in a checkpoint (`old_text`) with this run's: each key
+// whose value differs, as "section.key OLD -> NEW", goes to `refused` (model-shape keys,
+// joined by ", ") or to `changed` (the others, one per line); either may be NULL. Keys that
+// only one side has (another pixelfly version) are not compared. Returns the refused count.
+static int config_diff(const char *old_text, const pf_config *cfg, char *refused, size_t rcap,
+                       char *changed, size_t ccap) {
+    enum { MAX_KEYS = 512 };
+    char *old = pf_strdup(old_text), *now = pf_config_to_string(cfg);
+    ini_entry *a = pf_malloc(2 * MAX_KEYS * sizeof *a), *b = a + MAX_KEYS;
+    int na = parse_ini(old, a, MAX_KEYS), nb = parse_ini(now, b, MAX_KEYS), nref = 0;
+    for (int j = 0; j < nb; j++)
+        for (int i = 0; i < na; i++) {
+            if (strcmp(a[i].section, b[j].section) || strcmp(a[i].key, b[j].key)) continue;
+            if (!strcmp(a[i].value, b[j].value)) break;
+            char line[2 * PF_PATH_MAX + 256], v0[PF_PATH_MAX + 8], v1[PF_PATH_MAX + 8];
+            snprintf(line, sizeof line, "%s.%s %s -> %s", b[j].section, b[j].key,
+                     shown(a[i].value, v0, sizeof v0), shown(b[j].value, v1, sizeof v1));
+            bool shape = model_shape_key(b[j].section, b[j].key);
+            nref += shape;
+            if (shape && refused) append(refused, rcap, ", ", line);
+            if (!shape && changed) append(changed, ccap, "\n", line);
+            break;
+        }
+    free(a);
+    free(now);
+    free(old);
+    return nref;
+}
+
+// pf_checkpoint_find_resume's accept test (and --resume PATH's): the checkpoint's stored
+// configuration has this run's values for every model-shape key.
+static int resume_accepts(void *ctx, const char *path) {
+    const trainer *t = ctx;
+    char *text = NULL, refused[2048] = "";
+    if (pf_checkpoint_read_config(path, &text) < 0) return -1;
+    int n = config_diff(text, t->cfg, refused, sizeof refused, NULL, 0);
+    free(text);
+    if (n == 0) return 0;
+    pf_error("checkpoint '%s' was written with another model: %s (model-shape keys cannot "
+             "change on resume)", path, refused);
+    return -1;
+}
+
+// Prints each line of `lines` with pf_report, after `lead`.
+static void report_lines(const char *lead, const char *lines) {
+    for (const char *p = lines; *p;) {
+        size_t n = strcspn(p, "\n");
+        pf_report("%s%.*s", lead, (int)n, p);
+        p += n + (p[n] == '\n');
+    }
+}
+
+// Whether run.out_dir holds a run: checkpoints, metrics.jsonl or summary.json. `what` lists
+// those found ("checkpoints/, metrics.jsonl").
+static bool holds_run(const pf_config *c, char *what, size_t cap) {
+    char path[PF_PATH_MAX + 32];
+    what[0] = 0;
+    snprintf(path, sizeof path, "%s/checkpoints", c->out_dir);
+    if (pf_checkpoint_any(path)) append(what, cap, ", ", "checkpoints/");
+    static const char *const files[] = {"metrics.jsonl", "summary.json"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(path, sizeof path, "%s/%s", c->out_dir, files[i]);
+        if (access(path, F_OK) == 0) append(what, cap, ", ", files[i]);
+    }
+    return what[0] != 0;
+}
+
+// Before set-up, on rank 0: a new run (no --resume) into a directory that holds one is
+// refused unless --new-run. Returns 0 or PF_EXIT_USAGE (message printed).
+static int check_new_run(const trainer *t) {
+    const pf_train_opts *o = t->opts;
+    char what[256];
+    if (o->new_run && o->resume) {
+        pf_report("--new-run starts a new run and --resume continues one: give one of them");
+        return PF_EXIT_USAGE;
+    }
+    if (o->resume || o->new_run || !holds_run(t->cfg, what, sizeof what)) return 0;
+    pf_report("run.out_dir '%s' already holds a run (%s); a new run does not start over it. "
+              "Continue it with --resume auto, start the new run in another run.out_dir, or "
+              "pass --new-run to move the old run aside into %s/previous-N (nothing is "
+              "deleted)", t->cfg->out_dir, what, t->cfg->out_dir);
+    return PF_EXIT_USAGE;
+}
+
+// --new-run, on rank 0 once set-up has succeeded: moves the old run's checkpoints/,
+// metrics.jsonl, summary.json and config.ini into run.out_dir/previous-N (the first N free).
+static int move_run_aside(const trainer *t) {
+    const char *out = t->cfg->out_dir;
+    char what[256], aside[PF_PATH_MAX + 32], from[PF_PATH_MAX + 32], to[2 * PF_PATH_MAX + 64];
+    if (!holds_run(t->cfg, what, sizeof what)) return 0;
+    for (int n = 1;; n++) {
+        snprintf(aside, sizeof aside, "%s/previous-%d", out, n);
+        if (mkdir(aside, 0777) == 0) break;
+        if (errno != EEXIST) {
+            pf_error("--new-run: cannot create '%s': %s", aside, strerror(errno));
+            return -1;
+        }
+    }
+    static const char *const entries[] = {"checkpoints", "metrics.jsonl", "summary.json",
+                                          "config.ini"};
+    for (int i = 0; i < 4; i++) {
+        struct stat sb;
+        snprintf(from, sizeof from, "%s/%s", out, entries[i]);
+        snprintf(to, sizeof to, "%s/%s", aside, entries[i]);
+        if (lstat(from, &sb) != 0) continue;
+        if (rename(from, to) != 0) {
+            pf_error("--new-run: cannot move '%s' to '%s': %s", from, to, strerror(errno));
+            return -1;
+        }
+    }
+    printf("pftrain: --new-run: moved the previous run (%s) aside to %s\n", what, aside);
+    return 0;
+}
+
+// Rank 0 picks the checkpoint (--resume auto: pf_checkpoint_find_resume with resume_accepts as
+// its test; --resume PATH: that file, tested the same way), loads it and broadcasts the state.
+// Returns 0 (resumed, or a fresh start when the run directory holds no checkpoint) or an exit
+// code every rank agrees on: PF_EXIT_USAGE when the checkpoints cannot be resumed under this
+// config or none of them loads (the directory is left as it is), PF_EXIT_FAILURE when the
+// checkpoint directory cannot be listed. Messages are printed on rank 0.
 static int resume(trainer *t) {
     const pf_layout *lay = t->arena->layout;
     size_t bytes = sizeof(float) * lay->numel;
     char path[PF_PATH_MAX + 64] = "";
-    int status = 0;  // 1: loaded, 0: fresh start, -1: error
+    int status = 0;  // 1: a checkpoint to load, 0: fresh start
+    int code = 0;    // the exit code when resuming is refused
     int64_t header[3] = {0};  // step, epoch, batch
     if (t->lead) {
+        char dir[PF_PATH_MAX + 16];
+        checkpoint_dir(t, dir, sizeof dir);
         if (!strcmp(t->opts->resume, "auto")) {
-            char dir[PF_PATH_MAX + 16], msg[4096] = "";
-            checkpoint_dir(t, dir, sizeof dir);
-            status = pf_checkpoint_find_resume(dir, lay, path, sizeof path, msg, sizeof msg);
-            if (msg[0]) fprintf(stderr, "pftrain: resume: %s", msg);
-            if (status == 0) printf("pftrain: no checkpoint in %s: starting fresh\n", dir);
+            enum { MSG_MAX = 16384 };
+            char *msg = pf_malloc(MSG_MAX);
+            int found = pf_checkpoint_find_resume(dir, lay, resume_accepts, t, path, sizeof path,
+                                                  msg, MSG_MAX);
+            if (found == PF_RESUME_FOUND) {
+                report_lines("resume: ", msg);  // the newer files skipped, and why
+                status = 1;
+            } else if (found == PF_RESUME_NONE) {
+                printf("pftrain: no checkpoint in %s: starting fresh\n", dir);
+            } else if (found == PF_RESUME_UNUSABLE) {
+                pf_report("cannot resume: none of the checkpoints in %s can be resumed from:", dir);
+                report_lines("  ", msg);
+                pf_report("a run directory that holds checkpoints is never restarted from step 0 "
+                          "(nothing was changed in it). Resume with the settings the checkpoints "
+                          "were written with, name a file with --resume PATH, or start a new run "
+                          "(without --resume) in another run.out_dir, or with --new-run, which "
+                          "moves this run aside");
+                code = PF_EXIT_USAGE;
+            } else {
+                pf_report("cannot resume: %s", pf_errmsg());
+                code = PF_EXIT_FAILURE;
+            }
+            free(msg);
+        } else if (resume_accepts(t, t->opts->resume) < 0) {
+            pf_report("cannot resume: %s", pf_errmsg());
+            code = PF_EXIT_USAGE;
         } else {
             snprintf(path, sizeof path, "%s", t->opts->resume);
             status = 1;
         }
-        if (status < 0) fprintf(stderr, "pftrain: %s\n", pf_errmsg());
         if (status == 1) {
             float *host = pf_malloc(3 * bytes);
             pf_checkpoint_state st = {0};
-            if (pf_checkpoint_load(path, lay, host, host + lay->numel, host + 2 * lay->numel,
-                                   &st) < 0) {
-                fprintf(stderr, "pftrain: cannot resume: %s\n", pf_errmsg());
-                status = -1;
+            static const char *const groups[3] = {"params", "opt/m", "opt/v"};
+            bool loaded = pf_checkpoint_load(path, lay, host, host + lay->numel,
+                                             host + 2 * lay->numel, &st) == 0;
+            // A checkpoint saved after the model diverged (by a pixelfly before the divergence
+            // check) would diverge again on every requeue: refused, by name.
+            int g = 0;
+            while (loaded && g < 3 &&
+                   pf_checkpoint_check_finite(lay, host + g * lay->numel, groups[g]) == 0)
+                g++;
+            if (!loaded) {
+                pf_report("cannot resume: %s", pf_errmsg());
+                code = PF_EXIT_USAGE;
+                status = 0;
+            } else if (g < 3) {
+                pf_report("cannot resume from '%s': %s: it was saved after the model diverged; "
+                          "resume from an earlier checkpoint with --resume PATH",
+                          path, pf_errmsg());
+                pf_checkpoint_state_free(&st);
+                code = PF_EXIT_USAGE;
+                status = 0;
             } else {
                 t->be->upload(t->arena->params, host, bytes);
                 t->be->upload(t->arena->m, host + lay->numel, bytes);
                 t->be->upload(t->arena->v, host + 2 * lay->numel, bytes);
                 header[0] = st.step, header[1] = st.cursors[0], header[2] = st.cursors[1];
                 printf("pftrain: resumed from %s at step %lld\n", path, (long long)st.step);
+                char changed[4096] = "";
+                config_diff(st.config_text, t->cfg, NULL, 0, changed, sizeof changed);
+                for (const char *p = changed; *p;) {
+                    size_t n = strcspn(p, "\n");
+                    printf("pftrain: resume: %.*s\n", (int)n, p);
+                    p += n + (p[n] == '\n');
+                }
+                snprintf(t->last_ckpt, sizeof t->last_ckpt, "%s", path);
                 pf_checkpoint_state_free(&st);
             }
             free(host);
         }
     }
-    if (pf_comm_agree_max_int(t->comm, status < 0)) return -1;  // an error on any rank
+    if ((code = pf_comm_agree_max_int(t->comm, code))) return code;  // refused on rank 0
     pf_comm_broadcast_host(t->comm, header, sizeof header, 0);
     status = pf_comm_agree_max_int(t->comm, status);
     if (status != 1) return 0;
@@ -357,10 +598,10 @@ static int resume(trainer *t) {
     pf_comm_broadcast(t->comm, t->arena->v, bytes, 0);
     t->step = header[0];
     int bad = pf_data_set_cursor(t->train, (pf_data_cursor){.epoch = header[1], .batch = header[2]});
-    if (bad && (t->lead || t->world == 1))
-        fprintf(stderr, "pftrain: cannot resume the data position (was the checkpoint written "
-                        "with another batch size or rank count?): %s\n", pf_errmsg());
-    return pf_comm_agree_max_int(t->comm, bad != 0) ? -1 : 0;
+    if (bad)
+        pf_report("cannot resume the data position (was the checkpoint written with another "
+                  "batch size or rank count?): %s", pf_errmsg());
+    return pf_comm_agree_max_int(t->comm, bad != 0) ? PF_EXIT_USAGE : 0;
 }
 
 // ---- set-up and the loop ---------------------------------------------------------------------
@@ -395,7 +636,7 @@ static void write_summary(trainer *t, const eval_result *e, double train_seconds
     snprintf(path, sizeof path, "%s/summary.json", t->cfg->out_dir);
     FILE *f = fopen(path, "w");
     if (!f) {
-        fprintf(stderr, "pftrain: cannot write '%s': %s\n", path, strerror(errno));
+        pf_report("cannot write '%s': %s", path, strerror(errno));
         return;
     }
     int64_t params = pf_layout_param_count(t->arena->layout);
@@ -443,15 +684,22 @@ static int setup(trainer *t) {
     if (t->be->device == PF_DEV_CUDA && t->lead)
         fprintf(stderr, "pftrain: warning: the CUDA backend has not passed `make test-gpu` on a "
                         "GPU yet; check its results against run.backend = cpu\n");
+    // The memory plan before anything large is allocated: a model the config cannot build
+    // (a [pixelfly] pattern that does not fit its layer) or one this machine cannot hold is a
+    // configuration error, with the figures and the keys that change them.
+    pf_mem_plan plan;
+    t->config_error = true;
+    if (pf_mem_plan_compute(c, t->be, &plan) < 0 ||
+        pf_mem_plan_check(&plan, c, t->be, pf_comm_local_size(t->comm)) < 0)
+        return -1;
+    t->config_error = false;
     if (!(t->model = pf_model_create(c, t->be, c->batch_size))) return -1;
     t->arena = pf_model_arena(t->model);
     t->flops_per_sample = pf_model_train_flops(t->model, false);
     pf_device_info dev;
     t->be->device_info(&dev);
     t->peak_tflops = c->peak_tflops > 0 ? c->peak_tflops : dev.peak_tflops;
-    pf_model_init_params(t->model, c->seed);
-    // Identical seeds give identical parameters already; the broadcast makes it a guarantee.
-    pf_comm_broadcast(t->comm, t->arena->params, sizeof(float) * t->arena->layout->numel, 0);
+    pf_model_init_params(t->model, c->seed);  // pf_train broadcasts rank 0's after set-up
     if (!(t->train = pf_data_open(c, c->train_path, c->batch_size, t->rank, t->world, true)))
         return -1;
     if (t->lead && c->val_path[0] &&
@@ -474,19 +722,80 @@ static void teardown(trainer *t) {
     pf_model_free(t->model);
 }
 
-// Runs the setup on every rank and agrees on the outcome, so that a config error on one
-// rank ends all of them cleanly.
+// Runs after each set-up stage on every rank and agrees on the outcome, so that an error on
+// one rank ends all of them cleanly. Every rank that failed prints its own message with its
+// rank and host (pf_report: "pftrain[rank 3@node2]: cannot open ..."), so the one rank whose
+// data file is missing is the one named; rank 0 says why it stops when it did not fail itself.
 static int agree(trainer *t, int rc) {
-    if (rc < 0 && (t->lead || t->world == 1)) fprintf(stderr, "pftrain: %s\n", pf_errmsg());
-    return pf_comm_agree_max_int(t->comm, rc < 0) ? -1 : 0;
+    if (rc < 0) pf_report("%s", pf_errmsg());
+    int failed = pf_comm_agree_max_int(t->comm, rc < 0);
+    if (failed && rc >= 0 && pf_comm_rank(t->comm) == 0)
+        pf_report("stopping: set-up failed on another rank (see its message)");
+    return failed ? -1 : 0;
+}
+
+// A resumed run whose checkpoint is already at train.steps has nothing to do: it ends with 0
+// and leaves the run directory as it is (summary.json keeps the finished run's figures).
+static void report_nothing_to_do(const trainer *t) {
+    char path[PF_PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s/summary.json", t->cfg->out_dir);
+    bool have = access(path, F_OK) == 0;
+    printf("pftrain: nothing to do: the run is at step %lld and train.steps is %lld (raise "
+           "train.steps to train further); %s\n",
+           (long long)t->step, (long long)t->cfg->steps,
+           have ? "summary.json is left as it was" : "it has no summary.json (it ended before "
+                                                     "writing one), and none is written now");
+}
+
+// The step after t->step diverged (train_step returned 1): its update was not applied, so
+// the parameters and every checkpoint are those of earlier steps. Says what to try. Rank 0.
+static void report_divergence(const trainer *t, const step_result *r) {
+    const pf_config *c = t->cfg;
+    if (t->tty) printf("\n");
+    pf_report("training diverged at step %lld: loss %g, gradient norm %g (train.lr %g at this "
+              "step); its update was not applied and no checkpoint holds it",
+              (long long)t->step + 1, r->loss, r->grad_norm, r->lr);
+    pf_report("try a lower train.lr (now %g), gradient clipping train.grad_clip (now %g%s) or a "
+              "longer train.warmup_steps (now %d)",
+              c->lr, c->grad_clip, c->grad_clip > 0 ? "" : ": off", c->warmup_steps);
+    if (t->last_ckpt[0])
+        pf_report("then resume from the last checkpoint, %s, e.g. --resume %s --set "
+                  "train.lr=%g",
+                  t->last_ckpt, t->last_ckpt, c->lr / 10);
+    else
+        pf_report("no checkpoint was saved yet: start again with --new-run (or in another "
+                  "run.out_dir), e.g. --new-run --set train.lr=%g",
+                  c->lr / 10);
 }
 
 int pf_train(const pf_config *cfg, const pf_train_opts *opts, pf_comm *comm) {
     trainer t = {.cfg = cfg, .opts = opts, .comm = comm};
     int exit_code = PF_EXIT_FAILURE;
-    if (agree(&t, setup(&t)) < 0) goto done;
-    if (opts->resume && resume(&t) < 0) goto done;
+    // A new run never starts over another one (check_new_run); refused before any set-up.
+    int code = pf_comm_rank(comm) == 0 ? check_new_run(&t) : 0;
+    if ((code = pf_comm_agree_max_int(comm, code))) {
+        exit_code = code;
+        goto done;
+    }
+    if (agree(&t, setup(&t)) < 0) {
+        if (pf_comm_agree_max_int(comm, t.config_error)) exit_code = PF_EXIT_USAGE;
+        goto done;
+    }
+    // Identical seeds give identical parameters already; the broadcast makes it a guarantee. It
+    // comes after every rank's set-up has succeeded: a collective inside the set-up would hang
+    // the ranks that reached it while a failed rank waits in the agreement.
+    pf_comm_broadcast(comm, t.arena->params, sizeof(float) * t.arena->layout->numel, 0);
+    if (opts->new_run && agree(&t, t.lead ? move_run_aside(&t) : 0) < 0) goto done;
+    if (opts->resume && (code = resume(&t)) != 0) {
+        exit_code = code;
+        goto done;
+    }
     t.start_step = t.step;
+    if (opts->resume && t.step > 0 && t.step >= cfg->steps) {
+        if (t.lead) report_nothing_to_do(&t);
+        exit_code = PF_EXIT_OK;
+        goto done;
+    }
     if (agree(&t, open_outputs(&t)) < 0) goto done;
     pf_signals_install();
     if (t.lead && !opts->quiet) {
@@ -503,15 +812,16 @@ int pf_train(const pf_config *cfg, const pf_train_opts *opts, pf_comm *comm) {
     step_result r = {0};
     eval_result e = {0};
     while (t.step < cfg->steps) {
-        if (train_step(&t, &r) < 0) {
-            fprintf(stderr, "pftrain: rank %d: %s\n", t.rank, pf_errmsg());
-            pf_comm_abort(comm, PF_EXIT_FAILURE, "data error at step %lld", (long long)t.step);
+        int rc = train_step(&t, &r);
+        if (rc < 0) {
+            pf_report("%s", pf_errmsg());
+            pf_comm_abort(comm, PF_EXIT_FAILURE, "data error at step %lld",
+                          (long long)t.step + 1);
         }
-        if (!isfinite(r.loss))
-            pf_comm_abort(comm, PF_EXIT_FAILURE,
-                          "loss is %f at step %lld: training diverged; lower train.lr or "
-                          "raise train.warmup_steps",
-                          r.loss, (long long)t.step);
+        if (rc > 0) {  // diverged: every rank stops here, exit code 1
+            if (t.lead) report_divergence(&t, &r);
+            goto done;
+        }
         if (t.lead) log_step(&t, &r);
         bool eval_now = t.val && ((cfg->eval_every > 0 && t.step % cfg->eval_every == 0) ||
                                   t.step == cfg->steps);

@@ -1,6 +1,7 @@
 // test_checkpoint.c: checkpoint files: bit-exact round trip, `latest`, pruning, corruption and
 // truncation detection, --resume auto fallback, layout mismatch, failed writes.
 #include <hdf5.h>
+#include <math.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,7 +71,8 @@ static void fixture_init(fixture *f, uint64_t seed) {
     for (int i = 0; i < WORLD * 2; i++) f->cursors[i] = (int64_t)seed * 10 + i;
     f->st = (pf_checkpoint_state){.step = 0, .world = WORLD, .rng_words = RNG_WORDS,
                                   .rng = f->rng, .cursors = f->cursors,
-                                  .config_text = "[model]\nname = tiny\nlr = 3e-4\n"};
+                                  .config_text = "[model]\nname = tiny\nlr = 3e-4\n",
+                                  .allow_nonfinite = true};
 }
 
 static void fixture_free(fixture *f) {
@@ -108,6 +110,10 @@ static bool exists(const char *dir, const char *name) {
     snprintf(p, sizeof p, "%s/%s", dir, name);
     return access(p, F_OK) == 0;
 }
+
+// pf_checkpoint_find_resume into the caller's `path` and `msg` arrays.
+#define FIND_RESUME(dir, layout, accept, ctx) \
+    pf_checkpoint_find_resume(dir, layout, accept, ctx, path, sizeof path, msg, sizeof msg)
 
 static char *ckpt_path(const char *dir, int64_t step) {
     static char p[1024];
@@ -305,16 +311,16 @@ START_TEST(test_find_resume_falls_back) {
     fixture f;
     fixture_init(&f, 17);
     char *dir = temp_dir(), path[1024], msg[4096];
-    ck_assert_int_eq(pf_checkpoint_find_resume(dir, &f.layout, path, sizeof path, msg, sizeof msg), 0);
+    ck_assert_int_eq(FIND_RESUME(dir, &f.layout, NULL, NULL), PF_RESUME_NONE);
     for (int s = 1; s <= 3; s++) save_commit(&f, dir, s, 5);
-    ck_assert_int_eq(pf_checkpoint_find_resume(dir, &f.layout, path, sizeof path, msg, sizeof msg), 1);
+    ck_assert_int_eq(FIND_RESUME(dir, &f.layout, NULL, NULL), PF_RESUME_FOUND);
     ck_assert_str_eq(path, ckpt_path(dir, 3));
     ck_assert_str_eq(msg, "");
 
     // latest names 3, which is corrupt; 4 is newer but was never committed.
     ck_assert_int_eq(save_step(&f, dir, 4), 0);
     flip_byte_in(ckpt_path(dir, 3), "opt/v/a.w");
-    ck_assert_int_eq(pf_checkpoint_find_resume(dir, &f.layout, path, sizeof path, msg, sizeof msg), 1);
+    ck_assert_int_eq(FIND_RESUME(dir, &f.layout, NULL, NULL), PF_RESUME_FOUND);
     ck_assert_str_eq(path, ckpt_path(dir, 2));
     ck_assert_msg(strstr(msg, "skipped") && strstr(msg, ckpt_path(dir, 3)) &&
                       strstr(msg, "/opt/v/a.w"),
@@ -324,14 +330,17 @@ START_TEST(test_find_resume_falls_back) {
     char latest[1100];
     snprintf(latest, sizeof latest, "%s/latest", dir);
     ck_assert_int_eq(unlink(latest), 0);
-    ck_assert_int_eq(pf_checkpoint_find_resume(dir, &f.layout, path, sizeof path, msg, sizeof msg), 1);
+    ck_assert_int_eq(FIND_RESUME(dir, &f.layout, NULL, NULL), PF_RESUME_FOUND);
     ck_assert_str_eq(path, ckpt_path(dir, 4));
 
-    // Nothing usable: a fresh start, with the reasons.
+    // Nothing usable: not a fresh start (that would overwrite the run) but UNUSABLE, with the
+    // reason for every file.
     FILE *fp = fopen(latest, "w");
     ck_assert(fp && fputs("garbage\n", fp) >= 0 && fclose(fp) == 0);
     for (int s = 1; s <= 4; s++) ck_assert_int_eq(truncate(ckpt_path(dir, s), 100), 0);
-    ck_assert_int_eq(pf_checkpoint_find_resume(dir, &f.layout, path, sizeof path, msg, sizeof msg), 0);
+    ck_assert_int_eq(FIND_RESUME(dir, &f.layout, NULL, NULL), PF_RESUME_UNUSABLE);
+    for (int s = 1; s <= 4; s++)
+        ck_assert_msg(strstr(msg, ckpt_path(dir, s)), "no line for step %d: %s", s, msg);
     ck_assert_msg(strstr(msg, "ignored latest") && strstr(msg, ckpt_path(dir, 1)), "message: %s",
                   msg);
     fixture_free(&f);
@@ -411,9 +420,118 @@ START_TEST(test_full_disk_keeps_previous) {
     ck_assert_msg(strstr(pf_errmsg(), "ckpt-00000002.h5"), "message: %s", pf_errmsg());
     ck_assert(!exists(dir, "ckpt-00000002.h5") && !exists(dir, "ckpt-00000002.h5.tmp"));
     char path[1024], msg[1024];
-    ck_assert_int_eq(pf_checkpoint_find_resume(dir, &f.layout, path, sizeof path, msg, sizeof msg), 1);
+    ck_assert_int_eq(FIND_RESUME(dir, &f.layout, NULL, NULL), PF_RESUME_FOUND);
     ck_assert_str_eq(path, ckpt_path(dir, 1));
     ck_assert_str_eq(msg, "");
+    fixture_free(&f);
+    remove_tree(dir);
+}
+END_TEST
+
+// Arenas of small finite values (the random bit patterns above hold NaNs).
+static void make_finite(fixture *f) {
+    float *a[3] = {f->p, f->m, f->v};
+    for (int g = 0; g < 3; g++)
+        for (int64_t i = 0; i < f->layout.numel; i++)
+            a[g][i] = (float)((i * 37 + g) % 201 - 100) / 64;
+    f->st.allow_nonfinite = false;
+}
+
+// The trainer's backstop against divergence: a NaN or infinity in any parameter, moment or
+// second moment makes the save fail with the place named, and leaves nothing behind; `latest`
+// and the previous checkpoint stay. Values in alignment gaps are not parameters and do not count.
+START_TEST(test_save_refuses_nonfinite) {
+    fixture f;
+    fixture_init(&f, 31);
+    make_finite(&f);
+    char *dir = temp_dir();
+    save_commit(&f, dir, 1, 3);
+    const pf_param_info *big = &f.layout.params[3], *e = &f.layout.params[4];
+    ck_assert_str_eq(big->name, "big");
+    float keep = f.p[big->offset + 5];
+    f.p[big->offset + 5] = NAN;
+    ck_assert_int_eq(save_step(&f, dir, 2), -1);
+    ck_assert_msg(strstr(pf_errmsg(), "ckpt-00000002.h5") && strstr(pf_errmsg(), "/params/big") &&
+                      strstr(pf_errmsg(), "NaN at element 5"),
+                  "message: %s", pf_errmsg());
+    ck_assert(!exists(dir, "ckpt-00000002.h5") && !exists(dir, "ckpt-00000002.h5.tmp"));
+    f.p[big->offset + 5] = keep;
+    f.v[e->offset + 129] = INFINITY;
+    ck_assert_int_eq(save_step(&f, dir, 2), -1);
+    ck_assert_msg(strstr(pf_errmsg(), "/opt/v/e holds +inf at element 129"), "message: %s",
+                  pf_errmsg());
+    ck_assert_int_eq(pf_checkpoint_check_finite(&f.layout, f.v, "opt/v"), -1);
+    f.v[e->offset + 129] = 1;
+    // "a.b" has 7 elements: the 57 after it up to the next 64-float offset are a gap.
+    ck_assert_int_eq(f.layout.params[2].offset - f.layout.params[1].offset, 64);
+    f.m[f.layout.params[1].offset + 7] = NAN;
+    ck_assert_msg(save_step(&f, dir, 2) == 0, "%s", pf_errmsg());
+    char path[1024], msg[1024];
+    ck_assert_int_eq(FIND_RESUME(dir, &f.layout, NULL, NULL), PF_RESUME_FOUND);
+    ck_assert_str_eq(path, ckpt_path(dir, 1));  // `latest` never moved
+    fixture_free(&f);
+    remove_tree(dir);
+}
+END_TEST
+
+// An accept callback that refuses the checkpoints of the steps in ctx (a 0-terminated list).
+static int refuse_steps(void *ctx, const char *path) {
+    for (const int *s = ctx; *s; s++) {
+        char name[32];
+        snprintf(name, sizeof name, "ckpt-%08d.h5", *s);
+        if (strstr(path, name)) {
+            pf_error("checkpoint '%s': refused by the caller", path);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+// The caller's veto (the trainer's config comparison) is a reason to fall back like a failed
+// verification, and when it refuses every file the directory is UNUSABLE, never NONE.
+START_TEST(test_find_resume_accept_and_any) {
+    fixture f;
+    fixture_init(&f, 37);
+    char *dir = temp_dir(), path[1024], msg[4096];
+    ck_assert(!pf_checkpoint_any(dir));
+    char stale[1100];
+    snprintf(stale, sizeof stale, "%s.tmp", ckpt_path(dir, 9));
+    FILE *fp = fopen(stale, "w");
+    ck_assert(fp && fclose(fp) == 0);
+    ck_assert(!pf_checkpoint_any(dir));  // a stale temporary is not a checkpoint
+    ck_assert_int_eq(FIND_RESUME(dir, &f.layout, NULL, NULL), PF_RESUME_NONE);
+    for (int s = 1; s <= 3; s++) save_commit(&f, dir, s, 5);
+    ck_assert(pf_checkpoint_any(dir));
+    int newest[] = {3, 0}, all[] = {1, 2, 3, 0};
+    ck_assert_int_eq(FIND_RESUME(dir, &f.layout, refuse_steps, newest), PF_RESUME_FOUND);
+    ck_assert_str_eq(path, ckpt_path(dir, 2));
+    ck_assert_msg(strstr(msg, "skipped: checkpoint") && strstr(msg, "refused by the caller") &&
+                      strstr(msg, ckpt_path(dir, 3)),
+                  "message: %s", msg);
+    ck_assert_int_eq(FIND_RESUME(dir, &f.layout, refuse_steps, all), PF_RESUME_UNUSABLE);
+    for (int s = 1; s <= 3; s++) ck_assert(strstr(msg, ckpt_path(dir, s)));
+    // `latest` alone (its file deleted by hand) still marks the directory as holding a run.
+    for (int s = 1; s <= 3; s++) ck_assert_int_eq(unlink(ckpt_path(dir, s)), 0);
+    ck_assert(pf_checkpoint_any(dir));
+    ck_assert_int_eq(FIND_RESUME(dir, &f.layout, NULL, NULL), PF_RESUME_UNUSABLE);
+    fixture_free(&f);
+    remove_tree(dir);
+}
+END_TEST
+
+// A corrupt /config fails pf_checkpoint_read_config without handing back a buffer (it used to
+// leak one; found by tests/fuzz/fuzz_checkpoint).
+START_TEST(test_corrupt_config_text) {
+    fixture f;
+    fixture_init(&f, 17);
+    char *dir = temp_dir();
+    ck_assert_int_eq(save_step(&f, dir, 7), 0);
+    const char *path = ckpt_path(dir, 7);
+    flip_byte_in(path, "config");
+    char *text = NULL;
+    ck_assert_int_eq(pf_checkpoint_read_config(path, &text), -1);
+    ck_assert_ptr_null(text);
+    ck_assert_msg(strstr(pf_errmsg(), "/config"), "message: %s", pf_errmsg());
     fixture_free(&f);
     remove_tree(dir);
 }
@@ -433,6 +551,9 @@ Suite *pf_test_suite(void) {
     tcase_add_test(tc, test_layout_mismatch);
     tcase_add_test(tc, test_unwritable_directory);
     tcase_add_test(tc, test_full_disk_keeps_previous);
+    tcase_add_test(tc, test_save_refuses_nonfinite);
+    tcase_add_test(tc, test_find_resume_accept_and_any);
+    tcase_add_test(tc, test_corrupt_config_text);
     suite_add_tcase(s, tc);
     return s;
 }

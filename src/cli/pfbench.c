@@ -35,6 +35,7 @@
 #include "backend.h"
 #include "common.h"
 #include "config.h"
+#include "memplan.h"
 #include "models/model.h"
 #include "train.h"
 #ifdef PF_CUDA
@@ -529,6 +530,11 @@ static int cmd_step(const pf_backend *be, char **configs, int nconfigs, char **s
                 return PF_EXIT_USAGE;
             }
         step_bench s = {.cfg = &c};
+        pf_mem_plan plan;  // refused before the model is allocated, as pftrain does
+        if (pf_mem_plan_compute(&c, be, &plan) < 0 || pf_mem_plan_check(&plan, &c, be, 1) < 0) {
+            fprintf(stderr, "pfbench: %s: %s\n", configs[i], pf_errmsg());
+            return PF_EXIT_USAGE;
+        }
         if (!(s.model = pf_model_create(&c, be, c.batch_size))) {
             fprintf(stderr, "pfbench: %s: %s\n", configs[i], pf_errmsg());
             return PF_EXIT_USAGE;

@@ -1,4 +1,5 @@
 // pfdata: converts corpora and image collections into pixelfly's HDF5 shards.
+#include <hdf5.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -14,6 +15,10 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+    // No HDF5 clean-up at exit: the files pfdata writes are closed (or removed) explicitly,
+    // and after a close that failed (a full disk) HDF5 1.10's exit handler crashes on the
+    // half-closed file, after our message has been printed.
+    H5dont_atexit();
     if (argc < 2) {
         usage(stderr);
         return PF_EXIT_USAGE;

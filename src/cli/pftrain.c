@@ -1,4 +1,6 @@
 // pftrain: trains, inspects and samples Pixelfly models. See `pftrain --help`.
+#include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,25 +11,36 @@
 #include "comm.h"
 #include "common.h"
 #include "config.h"
+#include "memplan.h"
 #include "models/model.h"
 #include "pattern.h"
 #include "tokenizer.h"
 #include "train.h"
 
+// `pattern` draws the mask up to this butterfly size (a bs x bs grid of characters).
+#define PATTERN_DRAW_MAX 256
+// `sample --tokens` at most (each token is one forward pass over the context).
+#define SAMPLE_MAX_TOKENS 1000000
+
 static void usage(FILE *f) {
     fprintf(f,
-        "usage: pftrain CONFIG [--set section.key=value]... [--resume auto|PATH] [--quiet]\n"
+        "usage: pftrain CONFIG [--set section.key=value]... [--resume auto|PATH | --new-run]\n"
+        "                      [--quiet]\n"
         "       pftrain summary CONFIG [--set section.key=value]...\n"
         "       pftrain pattern --out O --in I --bs B --nf F [--rank R]\n"
         "       pftrain sample CHECKPOINT --vocab DIR [--prompt TEXT] [--tokens N]\n"
         "                      [--temperature T] [--top-k K] [--seed S]\n"
+        "                      (N in [0, 1000000], T >= 0 (0: greedy), K >= 0 (0: all))\n"
         "       pftrain plot RUN_DIR... [--out PLOT.png]\n"
         "       pftrain keys                 (every config key, its default and meaning)\n"
         "       pftrain --help | --version\n"
         "\n"
         "Training runs on every rank of `mpirun -np N pftrain CONFIG` (data parallel).\n"
         "Outputs go to run.out_dir: metrics.jsonl, config.ini, summary.json, checkpoints/.\n"
-        "Exit codes: 0 done, 1 runtime failure, 2 bad usage or configuration,\n"
+        "A run.out_dir that holds a run is continued with --resume auto; a new run there is\n"
+        "refused unless --new-run, which moves the old run into run.out_dir/previous-N.\n"
+        "Exit codes: 0 done, 1 runtime failure (divergence included), 2 bad usage or\n"
+        "            configuration (also: a run.out_dir the run cannot start or resume in),\n"
         "            75 saved a checkpoint after SIGTERM/SIGUSR1: requeue and resume.\n");
 }
 
@@ -71,6 +84,14 @@ static int load_config(pf_config *c, int argc, char **argv, int i, const char **
 static int cmd_train(int argc, char **argv) {
     pf_config cfg;
     pf_train_opts opts = {.config_path = argv[1]};
+    // --new-run is the trainer's alone: taken out here, the rest goes to load_config.
+    int kept = 1;
+    for (int i = 1; i < argc; i++) {
+        bool value = i > 1 && (!strcmp(argv[i - 1], "--set") || !strcmp(argv[i - 1], "--resume"));
+        if (!value && !strcmp(argv[i], "--new-run")) opts.new_run = true;
+        else argv[kept++] = argv[i];
+    }
+    argc = kept;
     if (load_config(&cfg, argc, argv, 1, &opts.resume, &opts.quiet) < 0) return PF_EXIT_USAGE;
     const pf_backend *be = pf_select_backend(cfg.backend);
     if (!be) {
@@ -98,12 +119,19 @@ static int cmd_summary(int argc, char **argv) {
         fprintf(stderr, "pftrain: %s\n", pf_errmsg());
         return PF_EXIT_USAGE;
     }
-    pf_model *m = pf_model_create(&cfg, be, 1);
+    // Nothing is allocated: a config too large for this machine is summarized all the same.
+    pf_mem_plan plan;
+    if (pf_mem_plan_compute(&cfg, be, &plan) < 0) {
+        fprintf(stderr, "pftrain: %s: %s\n", argv[2], pf_errmsg());
+        return PF_EXIT_USAGE;
+    }
+    pf_model *m = pf_model_describe(&cfg, be, 1);
     if (!m) {
         fprintf(stderr, "pftrain: %s: %s\n", argv[2], pf_errmsg());
         return PF_EXIT_USAGE;
     }
     pf_model_summary(m, stdout);
+    pf_mem_plan_print(&plan, &cfg, be, stdout);
     pf_device_info dev;
     be->device_info(&dev);
     double peak = cfg.peak_tflops > 0 ? cfg.peak_tflops : dev.peak_tflops;
@@ -118,14 +146,28 @@ static int cmd_summary(int argc, char **argv) {
     return PF_EXIT_OK;
 }
 
-static int int_flag(const char *name, const char *v, int *out) {
+// An integer flag in [lo, hi]; -1 after printing the flag, its value and the range.
+static int int_flag(const char *name, const char *v, int *out, long lo, long hi) {
     char *end;
+    errno = 0;
     long x = strtol(v, &end, 10);
-    if (end == v || *end) {
-        fprintf(stderr, "pftrain: %s '%s' is not an integer\n", name, v);
+    if (end == v || *end || errno || x < lo || x > hi) {
+        fprintf(stderr, "pftrain: %s '%s' is not an integer in [%ld, %ld]\n", name, v, lo, hi);
         return -1;
     }
     *out = (int)x;
+    return 0;
+}
+
+// A finite number >= 0 for a float flag; -1 after printing the flag and the range.
+static int nonneg_float_flag(const char *name, const char *v, float *out) {
+    char *end;
+    float x = strtof(v, &end);
+    if (end == v || *end || !isfinite(x) || x < 0) {
+        fprintf(stderr, "pftrain: %s '%s' must be a finite number >= 0\n", name, v);
+        return -1;
+    }
+    *out = x;
     return 0;
 }
 
@@ -140,7 +182,8 @@ static int cmd_pattern(int argc, char **argv) {
             fprintf(stderr, "pftrain pattern: unexpected argument '%s'\n", argv[i]);
             return PF_EXIT_USAGE;
         }
-        if (int_flag(flags[k].flag, argv[++i], flags[k].dst) < 0) return PF_EXIT_USAGE;
+        if (int_flag(flags[k].flag, argv[++i], flags[k].dst, 0, INT_MAX) < 0)
+            return PF_EXIT_USAGE;
     }
     for (int k = 0; k < 4; k++)
         if (*flags[k].dst < 0) {
@@ -153,10 +196,15 @@ static int cmd_pattern(int argc, char **argv) {
         fprintf(stderr, "pftrain pattern: %s\n", pf_errmsg());
         return PF_EXIT_USAGE;
     }
-    char *mask = pf_malloc((size_t)bs * (bs + 1) + 1);
-    pf_pattern_draw(&p, mask);
-    fputs(mask, stdout);
-    free(mask);
+    if (bs <= PATTERN_DRAW_MAX) {
+        char *mask = pf_malloc((size_t)bs * (bs + 1) + 1);
+        pf_pattern_draw(&p, mask);
+        fputs(mask, stdout);
+        free(mask);
+    } else {
+        printf("(the %d x %d super-block mask is not drawn above bs=%d)\n", bs, bs,
+               PATTERN_DRAW_MAX);
+    }
     int64_t params = pf_pattern_numel(&p), dense = (int64_t)out * in;
     printf("density %.4f (sparse part, %d of %d super-blocks per row, each %dx%d), params %lld "
            "(%.2f%% of dense %lld)\n",
@@ -206,12 +254,17 @@ static int cmd_sample(int argc, char **argv) {
         bool has = i + 1 < argc;
         if (!strcmp(a, "--vocab") && has) vocab = argv[++i];
         else if (!strcmp(a, "--prompt") && has) prompt = argv[++i];
-        else if (!strcmp(a, "--tokens") && has) { if (int_flag(a, argv[++i], &ntok) < 0) return PF_EXIT_USAGE; }
-        else if (!strcmp(a, "--top-k") && has) { if (int_flag(a, argv[++i], &top_k) < 0) return PF_EXIT_USAGE; }
-        else if (!strcmp(a, "--seed") && has) { if (int_flag(a, argv[++i], &seed) < 0) return PF_EXIT_USAGE; }
-        else if (!strcmp(a, "--temperature") && has) temperature = strtof(argv[++i], NULL);
-        else if (!ckpt && a[0] != '-') ckpt = a;
-        else {
+        else if (!strcmp(a, "--tokens") && has) {
+            if (int_flag(a, argv[++i], &ntok, 0, SAMPLE_MAX_TOKENS) < 0) return PF_EXIT_USAGE;
+        } else if (!strcmp(a, "--top-k") && has) {  // 0: all tokens
+            if (int_flag(a, argv[++i], &top_k, 0, INT_MAX) < 0) return PF_EXIT_USAGE;
+        } else if (!strcmp(a, "--seed") && has) {
+            if (int_flag(a, argv[++i], &seed, INT_MIN, INT_MAX) < 0) return PF_EXIT_USAGE;
+        } else if (!strcmp(a, "--temperature") && has) {  // 0: the most likely token
+            if (nonneg_float_flag(a, argv[++i], &temperature) < 0) return PF_EXIT_USAGE;
+        } else if (!ckpt && a[0] != '-') {
+            ckpt = a;
+        } else {
             fprintf(stderr, "pftrain sample: unexpected argument '%s'\n", a);
             return PF_EXIT_USAGE;
         }
@@ -244,6 +297,13 @@ static int cmd_sample(int argc, char **argv) {
         fprintf(stderr, "pftrain sample: %s is not a GPT-2 checkpoint\n", ckpt);
         goto out;
     }
+    if (pf_tokenizer_vocab_size(tok) > probe.vocab_size) {
+        fprintf(stderr, "pftrain sample: --vocab %s has %d tokens but the model of %s only %d "
+                        "(model.vocab_size); give the vocabulary it was trained with\n",
+                vocab, pf_tokenizer_vocab_size(tok), ckpt, probe.vocab_size);
+        rc = PF_EXIT_USAGE;
+        goto out;
+    }
     if (!(m = pf_model_create(&probe, &pf_backend_cpu, 1))) {
         fprintf(stderr, "pftrain sample: %s\n", pf_errmsg());
         goto out;
@@ -259,6 +319,8 @@ static int cmd_sample(int argc, char **argv) {
         fprintf(stderr, "pftrain sample: prompt: %s\n", pf_errmsg());
         goto out;
     }
+    // An empty prompt starts from end-of-text, as GPT-2's unconditional samples do.
+    if (ids.n == 0) pf_ids_push(&ids, pf_tokenizer_eot(tok));
     int T = probe.seq_len, V = probe.vocab_size;
     int32_t *window = pf_calloc(T, sizeof(int32_t)), *targets = pf_malloc(sizeof(int32_t) * T);
     for (int t = 0; t < T; t++) targets[t] = -1;
@@ -299,6 +361,7 @@ out:
 int pf_plot_main(int argc, char **argv);  // src/plot.c
 
 int main(int argc, char **argv) {
+    pf_runtime_set_tool("pftrain");  // messages that end the process start "pftrain[rank R@host]"
     if (argc < 2) {
         usage(stderr);
         return PF_EXIT_USAGE;

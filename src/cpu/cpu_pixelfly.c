@@ -97,7 +97,7 @@ void cpu_pixelfly_bwd(const pf_pattern *p, pf_tensor dx, pf_pixelfly_w dw, pf_te
                 cpu_sgemm(false, false, N, ib, ob, DY + row * ob, out, block(p, S, row, k), ib,
                           1.0f, DX + q * ib, in);
             }
-            if (r)
+        if (r)
             cpu_sgemm(false, false, N, in, r, cpu_f(dxv), r, cpu_f(w.V), in, 1.0f, DX, in);
     }
     if (pf_present(dw.S)) {

@@ -53,8 +53,8 @@ static int gpt2_declare(pf_model *m) {
     g->losses = pf_act_f32(m, N);
     g->dres = pf_act(m, N * C);
     g->dhf = pf_act(m, N * C);
-    g->host_losses = pf_calloc(N, sizeof(float));
-    g->host_targets = pf_calloc(N, sizeof(int32_t));
+    g->host_losses = pf_host_buf(m, N, sizeof(float));
+    g->host_targets = pf_host_buf(m, N, sizeof(int32_t));
     return 0;
 }
 

@@ -17,7 +17,14 @@ static const pf_model_vtable *vtable_for(pf_model_kind k) {
     return NULL;
 }
 
+// a + b for byte counts, saturating instead of overflowing (a plan may be absurdly large).
+static int64_t add_bytes(int64_t a, int64_t b) { return b > INT64_MAX - a ? INT64_MAX : a + b; }
+
 static void *act_alloc(pf_model *m, size_t bytes) {
+    if (m->plan_only) {  // count only: the plan is checked before anything is allocated
+        m->act_bytes = add_bytes(m->act_bytes, (int64_t)(bytes ? bytes : 4));
+        return NULL;
+    }
     if (m->n_acts == m->cap_acts) {
         m->cap_acts = m->cap_acts ? 2 * m->cap_acts : 64;
         m->acts = pf_realloc(m->acts, sizeof(void *) * m->cap_acts);
@@ -28,6 +35,11 @@ static void *act_alloc(pf_model *m, size_t bytes) {
     m->acts[m->n_acts++] = p;
     m->act_bytes += (int64_t)bytes;
     return p;
+}
+
+void *pf_host_buf(pf_model *m, int64_t n, size_t size) {
+    m->host_bytes = add_bytes(m->host_bytes, (n > 0 ? n : 0) * (int64_t)size);
+    return m->plan_only ? NULL : pf_calloc((size_t)n, size);
 }
 
 size_t pf_act_bytes(const pf_model *m, int64_t n) {
@@ -359,11 +371,12 @@ void pf_block_scratch_alloc(pf_model *m, pf_block_scratch *s, int B, int T, int 
 
 // ---- public API ----------------------------------------------------------------------------
 
-pf_model *pf_model_create(const pf_config *c, const pf_backend *be, int B) {
+static pf_model *model_build(const pf_config *c, const pf_backend *be, int B, bool plan_only) {
     pf_model *m = pf_calloc(1, sizeof *m);
     m->cfg = *c;
     m->be = be;
     m->B = B;
+    m->plan_only = plan_only;
     m->vt = vtable_for(c->model);
     pf_layout_init(&m->layout);
     if (m->vt->declare(m) < 0) {
@@ -372,8 +385,35 @@ pf_model *pf_model_create(const pf_config *c, const pf_backend *be, int B) {
     }
     // One scratch for every MLP of the model, sized by pf_mlp_declare for the largest.
     if (m->mlp_scratch_n) m->mlp_scratch = pf_act(m, m->mlp_scratch_n);
-    pf_arena_alloc(&m->arena, &m->layout, be);
+    if (!plan_only) pf_arena_alloc(&m->arena, &m->layout, be);
     return m;
+}
+
+pf_model *pf_model_create(const pf_config *c, const pf_backend *be, int B) {
+    return model_build(c, be, B, false);
+}
+
+pf_model *pf_model_describe(const pf_config *c, const pf_backend *be, int B) {
+    return model_build(c, be, B, true);
+}
+
+int pf_model_plan(const pf_config *c, const pf_backend *be, int B, pf_model_memory *out) {
+    pf_model *m = model_build(c, be, B, true);
+    if (!m) return -1;
+    double n = (double)m->layout.numel;
+    *out = (pf_model_memory){
+        .B = B,
+        .numel = m->layout.numel,
+        .params = 4 * n,
+        .grads = 4 * n,
+        .optim = 8 * n,
+        // the compute copy of the weights, where it is a buffer of its own (pf_arena_alloc)
+        .weights = be->act_dtype != PF_F32 ? (double)pf_dtype_size(be->act_dtype) * n : 0,
+        .activations = (double)m->act_bytes,
+        .host = (double)m->host_bytes,
+    };
+    pf_model_free(m);
+    return 0;
 }
 
 void pf_model_free(pf_model *m) {
@@ -461,16 +501,7 @@ void pf_model_summary(const pf_model *m, FILE *f) {
             rows > 1 ? "token" : "image", flops / rows, dense_flops / rows, dense_flops / flops);
     fprintf(f, "arena: %lld floats (%.1f MB) x 4 buffers (params, grads, AdamW m, v)\n",
             (long long)m->layout.numel, 4.0 * m->layout.numel / 1e6);
-    double per_sample = (double)m->act_bytes / m->B;
-    // The four fp32 buffers, plus the compute copy of the weights where it is a separate
-    // buffer (bf16 activations).
-    double arena = 16.0 * m->layout.numel;
-    if (m->arena.weights != (void *)m->arena.params)
-        arena += (double)pf_dtype_size(m->be->act_dtype) * m->layout.numel;
-    fprintf(f, "memory on %s: arena %.1f MB + activations %.2f MB per sample (%.1f MB at "
-               "train.batch_size %d)\n",
-            m->be->name, arena / 1e6, per_sample / 1e6,
-            (arena + per_sample * c->batch_size) / 1e6, c->batch_size);
+    // Memory: `pftrain summary` prints the run's plan (memplan.h) after this table.
     if (m->n_fused_mlps)
         fprintf(f, "  %d of %d MLPs fused (pixelfly.fuse_mlp): hidden activations recomputed in "
                    "backward, not kept\n",

@@ -31,6 +31,23 @@ typedef struct {
 // Builds the model for micro-batch B on backend be. NULL with pf_error() when the config
 // does not describe a valid model (e.g. a Pixelfly pattern that does not fit a layer).
 pf_model *pf_model_create(const pf_config *c, const pf_backend *be, int B);
+
+// What pf_model_create(c, be, B) would allocate, in bytes, computed without allocating it
+// (the same declarations run with every buffer only counted). On be's device: the fp32
+// parameters, gradients and AdamW moments (m and v), the compute copy of the weights (bf16
+// backends; 0 when the parameters are it) and the activations (saved activations and
+// backward scratch at micro-batch B); on the host: the model's host buffers (losses,
+// targets, image patches). -1 with pf_error() as pf_model_create.
+typedef struct {
+    int B;
+    int64_t numel;  // parameter arena elements
+    double params, grads, optim, weights, activations;  // device
+    double host;
+} pf_model_memory;
+int pf_model_plan(const pf_config *c, const pf_backend *be, int B, pf_model_memory *out);
+// The model of c with its layers and parameter layout but no buffers at all: for
+// pf_model_summary, pf_model_train_flops and the layout; never init, forward or backward it.
+pf_model *pf_model_describe(const pf_config *c, const pf_backend *be, int B);
 void pf_model_free(pf_model *m);
 
 // Draws all parameters from `seed` on the host and uploads them.

@@ -6,7 +6,8 @@
 #include "layers.h"
 #include "model.h"
 
-#define PF_MAX_LINEARS 512
+// Every model's linear layers: 4 per block at model.n_layer's bound (1024), stem and head.
+#define PF_MAX_LINEARS (4 * 1024 + 2)
 
 typedef struct pf_model_vtable pf_model_vtable;
 
@@ -25,6 +26,8 @@ struct pf_model {
     void **acts;                               // activation buffers, freed with the model
     int n_acts, cap_acts;
     int64_t act_bytes;                         // their total size (at micro-batch B)
+    int64_t host_bytes;                        // host buffers of the model (pf_host_buf)
+    bool plan_only;                            // pf_model_plan: count sizes, allocate nothing
     void *mlp_scratch;                         // one scratch for every pf_mlp (see there),
     int64_t mlp_scratch_n;                     // activations, sized for the largest
     int n_mlps, n_fused_mlps;
@@ -49,6 +52,9 @@ extern const pf_model_vtable pf_gpt2_vtable, pf_vit_vtable, pf_mixer_vtable;
 // or n int32 (token ids, labels).
 void *pf_act(pf_model *m, int64_t n);
 float *pf_act_f32(pf_model *m, int64_t n);
+// n zeroed host elements of `size` bytes, counted in the memory plan; the model frees them
+// itself. NULL (nothing allocated) when the model is only being planned.
+void *pf_host_buf(pf_model *m, int64_t n, size_t size);
 int32_t *pf_act_i32(pf_model *m, int64_t n);
 size_t pf_act_bytes(const pf_model *m, int64_t n);  // of n activations
 void *pf_act_at(const pf_model *m, void *base, int64_t i);  // &base[i] of an activation buffer

@@ -120,7 +120,7 @@ static int vision_declare(pf_model *m, bool vit) {
     }
     pf_ln_declare(m, &v->lnf, "lnf", v->D, NT);
     if (pf_model_linear(m, &v->head, "head", v->D, v->K, true, dense, 1) < 0) return -1;
-    v->patches_host = pf_malloc(sizeof(float) * NP * v->patch_dim);
+    v->patches_host = pf_host_buf(m, NP * v->patch_dim, sizeof(float));
     v->patches = pf_act(m, NP * v->patch_dim);
     v->xp = pf_act(m, NP * v->D);
     v->x0 = vit ? pf_act(m, NT * v->D) : v->xp;
@@ -135,9 +135,9 @@ static int vision_declare(pf_model *m, bool vit) {
     v->dpooled = pf_act(m, (int64_t)B * v->D);
     v->dlogits = pf_act(m, (int64_t)B * v->K);
     v->dxp = pf_act(m, NP * v->D);
-    v->host_logits = pf_malloc(sizeof(float) * B * v->K);
-    v->host_losses = pf_malloc(sizeof(float) * B);
-    v->host_labels = pf_malloc(sizeof(int32_t) * B);
+    v->host_logits = pf_host_buf(m, (int64_t)B * v->K, sizeof(float));
+    v->host_losses = pf_host_buf(m, B, sizeof(float));
+    v->host_labels = pf_host_buf(m, B, sizeof(int32_t));
     return 0;
 }
 

@@ -42,6 +42,7 @@ sanitize() {
 }
 
 train() {
+  rm -rf "$OUT/run-tiny"  # a failed session's run (pftrain does not start a new run over one)
   "$B/pftrain" configs/gpt2-tiny-pixelfly.ini --set run.backend=cuda --set train.steps=50 \
     --set data.train="$B/data/tinyshakespeare-train.h5" \
     --set data.val="$B/data/tinyshakespeare-val.h5" --set run.out_dir="$OUT/run-tiny" \

@@ -71,7 +71,7 @@ fi
 run_case "comm mpi singleton (no mpirun)" ok 60 "$T" mpi
 run_case "comm mpi np=2"                  ok 120 "${MPIRUN[@]}" -np 2 "$T" mpi
 run_case "comm mpi np=4"                  ok 180 "${MPIRUN[@]}" -np 4 "$T" mpi
-run_case "comm abort ends the job"        "fail:rank 3: comm_test: deliberate abort" 60 \
+run_case "comm abort ends the job"        "fail:\[rank 3@[^]]+\]: comm_test: deliberate abort" 60 \
   "${MPIRUN[@]}" -np 4 "$T" mpi abort
 run_case "comm dead peer ends the job"    "fail:signal 9" 90 "${MPIRUN[@]}" -np 2 "$T" mpi die
 if [ "$ngpu" -ge 1 ]; then
@@ -95,6 +95,11 @@ run_case "train SIGTERM saves, exits 75 (singleton)"    ok 120 bash "$TT" sigter
 run_case "train SIGTERM to one rank: all save, 75 np=2" ok 120 bash "$TT" sigterm 2
 run_case "train kill -9 of one rank ends the job np=2"  ok 90  bash "$TT" kill9 2
 run_case "train resume skips torn/corrupt checkpoints"  ok 90  bash "$TT" corrupt
+run_case "train divergence stops before the update"     ok 90  bash "$TT" diverge 0
+run_case "train divergence: all ranks stop, np=2"       ok 90  bash "$TT" diverge 2
+run_case "train one rank's missing data is named, np=4" ok 90  bash "$TT" rankfail 4 data
+run_case "train one rank fails before the broadcast np=2: no hang" ok 90 \
+  bash "$TT" rankfail 2 early
 
 # pfbench kernels on the CPU backend (no MPI): a tiny run prints every column of a dS row
 # down to the roofline bound ("F"/"M" and "% bound"); an unknown option is refused by name.

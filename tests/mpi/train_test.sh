@@ -12,6 +12,14 @@
 #   kill9 NP         SIGKILL to one rank: the job ends non-zero within 30 s, no rank is left
 #   corrupt          a torn newest checkpoint, then one with a flipped data byte: --resume
 #                    auto falls back to the previous good one and says why on stderr
+#   diverge NP       a learning rate far too large (at step 2 the loss is still finite but the
+#                    gradients are NaN): every rank stops before that update, the job exits 1
+#                    without an abort, `latest` names the step before, and every checkpoint
+#                    resumes (resuming refuses non-finite ones), so none holds the divergence
+#   rankfail NP WHEN the last rank's set-up fails (WHEN = data: its training shard is missing;
+#                    early: its memory plan, before the parameter broadcast): the job ends
+#                    within 60 s, non-zero, and that rank's own message reaches stderr
+#                    as "pftrain[rank R@HOST]: ..."
 set -u
 cd "$(dirname "$0")/../.." || exit 1
 BUILD=${BUILD:-build}
@@ -182,9 +190,60 @@ case_corrupt() {
   resume_says "$run" 5 "skipped: .*ckpt-00000010\.h5.*checksum mismatch"
 }
 
+case_diverge() {
+  local np=$1 out rc step latest f s
+  local flags=(--set train.batch_size="$(batch_for "$np")" --set train.lr=3e5
+               --set train.warmup_steps=0 --set run.checkpoint_every=1 --set run.keep_checkpoints=0
+               --set train.steps=12)
+  out=$(train "$np" "$WORK/run" "${flags[@]}" 2>&1); rc=$?
+  [ $rc -eq 1 ] || fail "exit code $rc, expected 1: $out"
+  ! grep -q MPI_ABORT <<< "$out" || fail "the job was aborted rather than ended: $out"
+  step=$(sed -n 's/.*training diverged at step \([0-9]*\):.*/\1/p' <<< "$out" | head -n 1)
+  [ -n "$step" ] || fail "no 'training diverged at step N' message: $out"
+  [ "$(grep -c "training diverged at step" <<< "$out")" -eq 1 ] || fail "said by more than rank 0: $out"
+  latest=$(cat "$WORK/run/checkpoints/latest")
+  [ "$latest" = "$(printf 'ckpt-%08d.h5' $((step - 1)))" ] ||
+    fail "diverged at step $step, but latest names $latest"
+  grep -q -- "--resume .*$latest" <<< "$out" || fail "the message does not name $latest: $out"
+  for f in "$WORK"/run/checkpoints/ckpt-*.h5; do
+    s=$(basename "$f" .h5); s=$((10#${s#ckpt-}))
+    [ "$s" -lt "$step" ] || fail "a checkpoint of the diverged step or later: $f"
+    out=$(train 0 "$WORK/run" "${flags[@]}" --set train.steps="$s" --resume "$f" 2>&1) ||
+      fail "resuming from $f (finite values only) failed: $out"
+    grep -q "nothing to do" <<< "$out" || fail "resuming from $f: $out"
+  done
+}
+
+case_rankfail() {
+  local np=$1 when=$2 last=$(($1 - 1)) out rc start=$SECONDS
+  case $when in
+    data) export PF_BAD_FLAGS="--set data.train=$WORK/missing.h5"
+          local want="cannot open .*missing\.h5" ;;
+    early) export PF_BAD_FLAGS="--set train.batch_size=65536 --set model.seq_len=1024"
+           local want="needs .* of host memory" ;;
+    *) fail "rankfail: WHEN is data or early" ;;
+  esac
+  export PF_BAD_RANK=$last
+  # The last rank runs with PF_BAD_FLAGS added; every other rank as usual.
+  cat > "$WORK/rank.sh" <<'WRAP'
+#!/usr/bin/env bash
+if [ "${OMPI_COMM_WORLD_RANK:-0}" = "$PF_BAD_RANK" ]; then exec "$@" $PF_BAD_FLAGS; fi
+exec "$@"
+WRAP
+  out=$(timeout -k 5 60 "${MPIRUN[@]}" -x PF_BAD_RANK -x PF_BAD_FLAGS -np "$np" \
+        bash "$WORK/rank.sh" "$PFTRAIN" "$CONFIG" "${TINY[@]}" --set run.out_dir="$WORK/run" \
+        --set train.batch_size="$(batch_for "$np")" --set train.steps=5 2>&1); rc=$?
+  [ $rc -ne 124 ] && [ $((SECONDS - start)) -lt 60 ] || fail "the job hung (killed after 60 s): $out"
+  [ $rc -ne 0 ] || fail "the job exited 0: $out"
+  grep -Eq "pftrain\[rank $last@[^]]+\]: .*$want" <<< "$out" ||
+    fail "rank $last's own error does not reach stderr with its rank and host: $out"
+  echo "job ended with exit code $rc $((SECONDS - start)) s after the start"
+}
+
 NP=0
 case "${1:-}" in
-  reproduce|resume|sigterm|kill9) [ $# -eq 2 ] || fail "usage: $0 $1 NP"; "case_$1" "$2" ;;
+  reproduce|resume|sigterm|kill9|diverge) [ $# -eq 2 ] || fail "usage: $0 $1 NP"; "case_$1" "$2" ;;
+  rankfail) [ $# -eq 3 ] || fail "usage: $0 rankfail NP data|early"; case_rankfail "$2" "$3" ;;
   corrupt) case_corrupt ;;
-  *) fail "usage: $0 reproduce|resume|sigterm|kill9 NP | corrupt" ;;
+  *) fail "usage: $0 reproduce|resume|sigterm|kill9|diverge NP | rankfail NP WHEN | corrupt" ;;
 esac
