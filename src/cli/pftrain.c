@@ -14,6 +14,7 @@
 #include "memplan.h"
 #include "models/model.h"
 #include "pattern.h"
+#include "threads.h"
 #include "tokenizer.h"
 #include "train.h"
 
@@ -105,6 +106,10 @@ static int cmd_train(int argc, char **argv) {
         pf_comm_finalize(comm);
         return PF_EXIT_USAGE;
     }
+    // Without OMP_NUM_THREADS, the ranks on a node share its cores (threads.h).
+    char note[256];
+    pf_threads_pick(pf_comm_local_size(comm), note, sizeof note);
+    if (note[0] && pf_comm_rank(comm) == 0) printf("pftrain: %s\n", note);
     int rc = pf_train(&cfg, &opts, comm);
     pf_comm_finalize(comm);
     return rc;
@@ -361,6 +366,7 @@ out:
 int pf_plot_main(int argc, char **argv);  // src/plot.c
 
 int main(int argc, char **argv) {
+    pf_threads_passive_reexec(argv);  // before MPI_Init and before any OpenMP region
     pf_runtime_set_tool("pftrain");  // messages that end the process start "pftrain[rank R@host]"
     if (argc < 2) {
         usage(stderr);

@@ -100,6 +100,7 @@ run_case "train divergence: all ranks stop, np=2"       ok 90  bash "$TT" diverg
 run_case "train one rank's missing data is named, np=4" ok 90  bash "$TT" rankfail 4 data
 run_case "train one rank fails before the broadcast np=2: no hang" ok 90 \
   bash "$TT" rankfail 2 early
+run_case "train threads: unset OMP_NUM_THREADS shares the cores, np=2" ok 90 bash "$TT" threads 2
 
 # pfbench kernels on the CPU backend (no MPI): a tiny run prints every column of a dS row
 # down to the roofline bound ("F"/"M" and "% bound"); an unknown option is refused by name.

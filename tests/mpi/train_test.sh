@@ -20,6 +20,10 @@
 #                    early: its memory plan, before the parameter broadcast): the job ends
 #                    within 60 s, non-zero, and that rank's own message reaches stderr
 #                    as "pftrain[rank R@HOST]: ..."
+#   threads NP       OMP_NUM_THREADS and OMP_WAIT_POLICY unset: rank 0 says how many threads
+#                    each rank takes (the node's online cores / NP, at least 1) and that they
+#                    wait passively, and each rank's process runs that many; with
+#                    OMP_NUM_THREADS set nothing is said and the setting stands
 set -u
 cd "$(dirname "$0")/../.." || exit 1
 BUILD=${BUILD:-build}
@@ -240,10 +244,48 @@ WRAP
   echo "job ended with exit code $rc $((SECONDS - start)) s after the start"
 }
 
+# threads_of PID: the number of threads of a process (OpenMP's pool once it ran a region).
+threads_of() { awk '/^Threads:/ { print $2 }' "/proc/$1/status"; }
+
+case_threads() {
+  local np=$1 cores want out pids p n
+  cores=$(nproc --all)
+  want=$((cores / np)); [ $want -ge 1 ] || want=1
+  # Long enough to look at the running ranks: an effectively endless run, stopped by SIGTERM.
+  env -u OMP_NUM_THREADS -u OMP_WAIT_POLICY "${MPIRUN[@]}" -np "$np" "$PFTRAIN" "$CONFIG" \
+    "${TINY[@]}" --set run.out_dir="$WORK/run" --set train.steps=100000 \
+    --set run.checkpoint_every=0 > "$WORK/out" 2>&1 &
+  local job=$!
+  for _ in $(seq 100); do
+    pids=$(pgrep -f "$PFTRAIN $CONFIG" | while read -r p; do
+             [ "$(ps -o comm= -p "$p")" = pftrain ] && echo "$p"; done)
+    [ "$(wc -w <<< "$pids")" -eq "$np" ] && grep -q '"step"' "$WORK/run/metrics.jsonl" 2>/dev/null &&
+      break
+    sleep 0.2
+  done
+  for p in $pids; do
+    tr '\0' '\n' < "/proc/$p/environ" | grep -qx 'OMP_WAIT_POLICY=passive' ||
+      { kill $pids; fail "rank process $p does not run with OMP_WAIT_POLICY=passive"; }
+    n=$(threads_of "$p")
+    # OpenMP's threads plus MPI's progress threads (at most a few); never the node's cores x NP.
+    [ "$n" -ge "$want" ] && [ "$n" -le $((want + 4)) ] ||
+      { kill $pids; fail "rank process $p runs $n threads, want $want OpenMP threads (+ MPI's)"; }
+  done
+  kill $pids; wait $job
+  out=$(cat "$WORK/out")
+  grep -q "OMP_NUM_THREADS unset: $want threads\{0,1\} per rank .*$np ranks\{0,1\} on this node), OMP_WAIT_POLICY=passive" \
+    <<< "$out" || fail "no thread note naming $want per rank: $out"
+  [ "$(grep -c 'OMP_NUM_THREADS unset' <<< "$out")" -eq 1 ] || fail "the note is not printed once: $out"
+  out=$(OMP_NUM_THREADS=1 "${MPIRUN[@]}" -np "$np" "$PFTRAIN" "$CONFIG" "${TINY[@]}" \
+        --set run.out_dir="$WORK/run2" --set train.steps=1 2>&1) || fail "run with OMP_NUM_THREADS=1 failed: $out"
+  ! grep -q 'OMP_NUM_THREADS unset' <<< "$out" || fail "a note although OMP_NUM_THREADS is set: $out"
+}
+
 NP=0
 case "${1:-}" in
+  threads) [ $# -eq 2 ] || fail "usage: $0 $1 NP"; case_threads "$2" ;;
   reproduce|resume|sigterm|kill9|diverge) [ $# -eq 2 ] || fail "usage: $0 $1 NP"; "case_$1" "$2" ;;
   rankfail) [ $# -eq 3 ] || fail "usage: $0 rankfail NP data|early"; case_rankfail "$2" "$3" ;;
   corrupt) case_corrupt ;;
-  *) fail "usage: $0 reproduce|resume|sigterm|kill9|diverge NP | rankfail NP WHEN | corrupt" ;;
+  *) fail "usage: $0 reproduce|resume|sigterm|kill9|diverge|threads NP | rankfail NP WHEN | corrupt" ;;
 esac
