@@ -8,6 +8,8 @@
 #   make fuzz        libFuzzer harnesses (tests/fuzz), FUZZ_SECONDS each (default 60)
 #   make deps        install Debian packages
 #   make quickstart  Fashion-MNIST: Pixelfly Mixer vs dense, side by side
+# BUILD=DIR: where every target builds and what its test scripts run (default build/; test-emu
+# of a CUDA build uses DIR-emu, the fuzzers FUZZ_BUILD).
 
 CC      ?= gcc
 NVCC    ?= nvcc
@@ -46,7 +48,8 @@ ifeq ($(CUDA),1)
   LDLIBS   += -L$(CUDA_HOME)/lib64 -L$(CUDA_HOME)/lib -lcublasLt -lcublas -lcusparse -lnccl -lcudart -lstdc++
 endif
 
-.PHONY: all test test-mpi test-gpu test-emu test-slurm bench deps clean quickstart gpu-bundle
+.PHONY: all test test-mpi test-gpu test-emu test-slurm bench deps clean quickstart gpu-bundle \
+        emu-build
 all: $(TOOLS) $(TESTS)
 
 $(BUILD)/libpixelfly.a: $(LIB_OBJ)
@@ -71,26 +74,49 @@ $(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(BUILD)/tests/check_main.o $(BUI
 test: $(TOOLS) $(TESTS)
 	@OMP_NUM_THREADS=2 OMP_WAIT_POLICY=passive OPENBLAS_NUM_THREADS=1 tests/run_tests.sh $(TESTS)
 
+# The suites below (tests/*/run.sh, bundle.sh) only run programs: every one they run is built
+# here first, in $(BUILD) (each script's header says what to make before running it by hand).
+
 # The GPU suite is a plain program (the GPU machines lack Check); it skips without a GPU.
 $(BUILD)/tests/gpu/test_cuda_ops: $(BUILD)/tests/gpu/test_cuda_ops.o $(BUILD)/libpixelfly.a
 	$(CC) $(CFLAGS) $^ $(LDLIBS) -o $@
 
+# The communicator test (tests/mpi; the GPU bundle runs its NCCL case).
+$(BUILD)/tests/mpi/comm_test: $(BUILD)/tests/mpi/comm_test.o $(BUILD)/libpixelfly.a
+	$(CC) $(CFLAGS) $^ $(LDLIBS) -o $@
+
+# test-gpu and gpu-bundle are CUDA builds whatever CUDA says (nvcc needed).
+# (pfdata makes the bundle's token shards when data/ lacks them.)
+GPU_PROGRAMS := $(BUILD)/pftrain $(BUILD)/pfbench $(BUILD)/pfdata \
+                $(BUILD)/tests/gpu/test_cuda_ops $(BUILD)/tests/mpi/comm_test
 test-gpu:
-	tests/gpu/run.sh
+	$(MAKE) --no-print-directory CUDA=1 $(BUILD)/tests/gpu/test_cuda_ops
+	BUILD=$(BUILD) tests/gpu/run.sh
 
-# The same suite without a GPU: the CUDA kernels' source compiled by g++ against the emulation
-# in tests/emu (build-emu/), under ASan and UBSan.
-test-emu:
-	tests/emu/run.sh
-
+# $(BUILD)/gpu-bundle: what tests/gpu/session.sh needs on a lent GPU machine.
 gpu-bundle:
-	tests/gpu/bundle.sh
+	$(MAKE) --no-print-directory CUDA=1 $(GPU_PROGRAMS)
+	BUILD=$(BUILD) tests/gpu/bundle.sh
 
-test-mpi: $(TOOLS)
-	tests/mpi/run.sh
+# The GPU suite without a GPU: the CUDA kernels' source compiled by g++ against the emulation
+# in tests/emu (tests/emu/emu.mk), under ASan and UBSan, linked with a CPU-only library:
+# $(BUILD)'s own when this is a CPU-only build, else one in $(BUILD)-emu (build-emu/ by default).
+EMU_BUILD ?= $(if $(filter 1,$(CUDA)),$(BUILD)-emu,$(BUILD))
+test-emu: emu-build
+	BUILD=$(EMU_BUILD) tests/emu/run.sh
+
+# The emulated kernels take minutes to compile: two jobs unless make was given -j.
+emu-build:
+	$(MAKE) --no-print-directory $(if $(findstring -j,$(MAKEFLAGS)),,-j2) CUDA=0 \
+	    BUILD=$(EMU_BUILD) $(EMU_BUILD)/emu/test_cuda_ops
+
+include tests/emu/emu.mk
+
+test-mpi: $(TOOLS) $(BUILD)/tests/mpi/comm_test
+	BUILD=$(BUILD) tests/mpi/run.sh
 
 test-slurm: $(TOOLS)
-	tests/slurm/run.sh
+	BUILD=$(BUILD) tests/slurm/run.sh
 
 # libFuzzer harnesses (tests/fuzz): the library rebuilt by clang in build-fuzz/ (CPU only,
 # ASan + UBSan + fuzzer coverage), one binary per tests/fuzz/fuzz_*.c, each run for

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "h5util.h"
 #include "interrupt.h"
 
 _Static_assert(sizeof(hid_t) == sizeof(int64_t), "hid_t is stored as int64_t in image_shard.h");
@@ -23,43 +24,11 @@ _Static_assert(sizeof(hid_t) == sizeof(int64_t), "hid_t is stored as int64_t in 
 
 // ---- HDF5 error plumbing ---------------------------------------------------------------
 
-// HDF5 prints its whole error stack by default; we report one line through pf_error instead.
-typedef struct {
-    H5E_auto2_t func;
-    void *data;
-} h5_quiet;
-
-static h5_quiet h5_quiet_begin(void) {
-    h5_quiet q;
-    H5Eget_auto2(H5E_DEFAULT, &q.func, &q.data);
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    return q;
-}
-
-static void h5_quiet_end(h5_quiet q) { H5Eset_auto2(H5E_DEFAULT, q.func, q.data); }
-
-static herr_t h5_walk_last(unsigned n, const H5E_error2_t *e, void *out) {
-    (void)n;
-    snprintf((char *)out, 256, "%s", e->desc ? e->desc : "");
-    return 0;
-}
-
-// Records "<what> '<path>': <innermost HDF5 message>" and returns -1.
+// Records "<what> '<path>' failed: <innermost HDF5 message>" and returns -1.
 static int h5_fail(const char *what, const char *path) {
-    char detail[256] = "";
-    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, h5_walk_last, detail);
-    pf_error("%s '%s' failed%s%s", what, path, detail[0] ? ": " : "", detail);
+    char detail[PF_H5_ERRTEXT_MAX];
+    pf_error("%s '%s' failed: %s", what, path, pf_h5_errtext(detail));
     return -1;
-}
-
-static hid_t vlen_string_type(void) {
-    hid_t t = H5Tcopy(H5T_C_S1);
-    if (t < 0) return -1;
-    if (H5Tset_size(t, H5T_VARIABLE) < 0 || H5Tset_cset(t, H5T_CSET_UTF8) < 0) {
-        H5Tclose(t);
-        return -1;
-    }
-    return t;
 }
 
 static void h5_close_all(hid_t *ids, int n) {
@@ -134,10 +103,12 @@ pf_shard_writer *pf_shard_writer_open(const char *out_path, int H, int W, int C)
     w->buf = pf_malloc((size_t)w->buf_cap * w->img_bytes);
     w->buf_labels = pf_malloc((size_t)w->buf_cap * sizeof *w->buf_labels);
 
-    h5_quiet q = h5_quiet_begin();
-    w->file = H5Fcreate(w->tmp_path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    pf_h5_quiet q = pf_h5_quiet_begin();
+    hid_t fapl = pf_h5_checksummed_fapl();
+    w->file = fapl < 0 ? -1 : H5Fcreate(w->tmp_path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    if (fapl >= 0) H5Pclose(fapl);
     int rc = w->file < 0 ? h5_fail("creating", w->tmp_path) : create_extendible(w);
-    h5_quiet_end(q);
+    pf_h5_quiet_end(q);
     if (rc) {
         if (w->file >= 0) {
             char keep[2048];
@@ -176,12 +147,12 @@ static int append_rows(hid_t dset, int rank, const hsize_t *row_dims, int64_t fi
 static int flush(pf_shard_writer *w) {
     if (w->buf_n == 0) return 0;
     hsize_t dims[4] = {0, (hsize_t)w->H, (hsize_t)w->W, (hsize_t)w->C};
-    h5_quiet q = h5_quiet_begin();
+    pf_h5_quiet q = pf_h5_quiet_begin();
     int rc = 0;
     if (append_rows(w->images, 4, dims, w->n, w->buf_n, H5T_NATIVE_UINT8, w->buf) < 0 ||
         append_rows(w->labels, 1, dims, w->n, w->buf_n, H5T_NATIVE_INT32, w->buf_labels) < 0)
         rc = h5_fail("appending images to", w->tmp_path);
-    h5_quiet_end(q);
+    pf_h5_quiet_end(q);
     if (rc == 0) w->n += w->buf_n;
     w->buf_n = 0;
     return rc;
@@ -226,7 +197,7 @@ static int write_metadata(pf_shard_writer *w, int num_classes, char *const *name
         std[c] = (float)sqrt(v > 0 ? v : 0);
     }
     int32_t nc = num_classes;
-    hid_t st = vlen_string_type();
+    hid_t st = pf_h5_vlen_string_type();
     if (st < 0) return -1;
     hsize_t dims[1] = {(hsize_t)num_classes};
     hid_t sp = H5Screate_simple(1, dims, NULL);
@@ -267,7 +238,7 @@ int pf_shard_writer_finish(pf_shard_writer *w, int num_classes, char *const *cla
                  w->min_label, w->max_label, num_classes);
         goto fail;
     }
-    h5_quiet q = h5_quiet_begin();
+    pf_h5_quiet q = pf_h5_quiet_begin();
     int rc = write_metadata(w, num_classes, class_names, source);
     if (rc < 0) h5_fail("writing attributes to", w->tmp_path);
     hid_t ids[2] = {w->images, w->labels};
@@ -275,7 +246,7 @@ int pf_shard_writer_finish(pf_shard_writer *w, int num_classes, char *const *cla
     w->images = w->labels = -1;
     if (H5Fclose(w->file) < 0 && rc == 0) rc = h5_fail("closing", w->tmp_path);
     w->file = -1;
-    h5_quiet_end(q);
+    pf_h5_quiet_end(q);
     if (rc < 0) goto fail;
     if (pf_durable_rename(w->tmp_path, w->out_path) < 0) goto fail;
     writer_free(w);
@@ -290,11 +261,11 @@ fail:;
 
 void pf_shard_writer_abort(pf_shard_writer *w) {
     if (!w) return;
-    h5_quiet q = h5_quiet_begin();
+    pf_h5_quiet q = pf_h5_quiet_begin();
     hid_t ids[2] = {w->images, w->labels};
     h5_close_all(ids, 2);
     if (w->file >= 0) H5Fclose(w->file);
-    h5_quiet_end(q);
+    pf_h5_quiet_end(q);
     unlink(w->tmp_path);
     writer_free(w);
 }
@@ -335,7 +306,7 @@ static int dataset_dims(hid_t d, int rank, hsize_t *dims) {
 }
 
 static int read_strings(hid_t d, int n, char **out) {
-    hid_t st = vlen_string_type();
+    hid_t st = pf_h5_vlen_string_type();
     if (st < 0) return -1;
     char **tmp = pf_calloc((size_t)n, sizeof *tmp);
     int rc = H5Dread(d, st, H5S_ALL, H5S_ALL, H5P_DEFAULT, tmp) < 0 ? -1 : 0;
@@ -414,7 +385,7 @@ static int shard_open(pf_image_shard *s, const char *path) {
                  PF_IMAGE_MAX_CLASSES);
         return -1;
     }
-    hid_t st = vlen_string_type();
+    hid_t st = pf_h5_vlen_string_type();
     char *source = NULL;
     int rc = st < 0 ? -1 : read_attr(s, path, "source", st, 0, &source);
     if (st >= 0) H5Tclose(st);
@@ -443,9 +414,9 @@ int pf_image_shard_open(pf_image_shard *s, const char *path) {
         pf_image_shard_close(s);
         return -1;
     }
-    h5_quiet q = h5_quiet_begin();
+    pf_h5_quiet q = pf_h5_quiet_begin();
     int rc = shard_open(s, path);
-    h5_quiet_end(q);
+    pf_h5_quiet_end(q);
     if (rc) {
         char keep[2048];
         snprintf(keep, sizeof keep, "%s", pf_errmsg());
@@ -476,7 +447,7 @@ int pf_image_shard_read(pf_image_shard *s, int64_t first, int64_t count, uint8_t
                         int32_t *labels) {
     PF_ASSERT(first >= 0 && count >= 0 && first + count <= s->n);
     if (count == 0) return 0;
-    h5_quiet q = h5_quiet_begin();
+    pf_h5_quiet q = pf_h5_quiet_begin();
     int rc = 0;
     if ((images && read_rows(s->images, 4, first, count, H5T_NATIVE_UINT8, images)) ||
         (labels && read_rows(s->labels, 1, first, count, H5T_NATIVE_INT32, labels))) {
@@ -485,16 +456,16 @@ int pf_image_shard_read(pf_image_shard *s, int64_t first, int64_t count, uint8_t
                  (long long)(first + count - 1));
         rc = h5_fail(what, s->path);
     }
-    h5_quiet_end(q);
+    pf_h5_quiet_end(q);
     return rc;
 }
 
 void pf_image_shard_close(pf_image_shard *s) {
-    h5_quiet q = h5_quiet_begin();
+    pf_h5_quiet q = pf_h5_quiet_begin();
     hid_t ids[2] = {s->images, s->labels};
     h5_close_all(ids, 2);
     if (s->file >= 0) H5Fclose(s->file);
-    h5_quiet_end(q);
+    pf_h5_quiet_end(q);
     if (s->class_names)
         for (int i = 0; i < s->num_classes; i++) free(s->class_names[i]);
     free(s->class_names);

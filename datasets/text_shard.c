@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "h5util.h"
 #include "interrupt.h"
 
 struct pf_text_shard_writer {
@@ -42,12 +43,11 @@ static int write_int_attr(hid_t loc, const char *name, int value) {
 }
 
 static int write_string_attr(hid_t loc, const char *name, const char *value) {
-    hid_t type = H5Tcopy(H5T_C_S1);
+    hid_t type = pf_h5_vlen_string_type();
     if (type < 0) return -1;
     hid_t space = -1, a = -1;
     int rc = -1;
-    if (H5Tset_size(type, H5T_VARIABLE) >= 0 && H5Tset_cset(type, H5T_CSET_UTF8) >= 0 &&
-        (space = H5Screate(H5S_SCALAR)) >= 0 &&
+    if ((space = H5Screate(H5S_SCALAR)) >= 0 &&
         (a = H5Acreate2(loc, name, type, space, H5P_DEFAULT, H5P_DEFAULT)) >= 0 &&
         H5Awrite(a, type, &value) >= 0)
         rc = 0;
@@ -106,7 +106,9 @@ pf_text_shard_writer *pf_text_shard_create(const char *path, int vocab_size, int
     }
     close(fd);
     H5E_BEGIN_TRY {
-        w->file = H5Fcreate(w->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+        hid_t fapl = pf_h5_checksummed_fapl();
+        w->file = fapl < 0 ? -1 : H5Fcreate(w->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+        if (fapl >= 0) H5Pclose(fapl);
         if (w->file >= 0)
             w->dset = create_tokens(w->file, wide ? H5T_STD_U32LE : H5T_STD_U16LE, w->chunk);
     } H5E_END_TRY;

@@ -101,14 +101,14 @@ static void cuda_copy(void *dst, const void *src, size_t bytes) {
         cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, pf_cuda_ctx()->stream));
 }
 static void cuda_synchronize(void) { CUDA_CHECK(cudaDeviceSynchronize()); }
-// The trainer asks this for every op first thing after the communicator's cudaSetDevice
-// (src/train.c setup), so the context is created here, on that device: what the table
-// publishes for the device (attention_head_dims) is settled before a model is planned or
-// built. (Not in pf_cuda_available: pftrain selects the backend before the communicator
-// picks the rank's device.)
-static bool cuda_supports(pf_op op) {
+// Every op, with fp32 or bf16 activations. The trainer asks this for every op first thing
+// after the communicator's cudaSetDevice (src/train.c setup), so the context is created here,
+// on that device: what the table publishes for the device (attention_head_dims) is settled
+// before a model is planned or built. (Not in pf_cuda_available: pftrain selects the backend
+// before the communicator picks the rank's device.)
+static bool cuda_supports(pf_op op, pf_dtype act) {
     pf_cuda_ctx();
-    return (unsigned)op < PF_OP_COUNT;
+    return (unsigned)op < PF_OP_COUNT && (act == PF_F32 || act == PF_BF16);
 }
 
 bool pf_cuda_available(void) {
@@ -131,34 +131,7 @@ extern "C" const pf_backend pf_backend_cuda = {
     .supports = cuda_supports,
     .device_info = cuda_device_info,
 
-    .linear_fwd = cuda_linear_fwd,
-    .linear_bwd = cuda_linear_bwd,
-    .pixelfly_fwd = cuda_pixelfly_fwd,
-    .pixelfly_bwd = cuda_pixelfly_bwd,
-    .pixelfly_mlp_fwd = cuda_pixelfly_mlp_fwd,
-    .pixelfly_mlp_bwd = cuda_pixelfly_mlp_bwd,
-    .layernorm_fwd = cuda_layernorm_fwd,
-    .layernorm_bwd = cuda_layernorm_bwd,
-    .gelu_fwd = cuda_gelu_fwd,
-    .gelu_bwd = cuda_gelu_bwd,
-    .add = cuda_add,
-    .accumulate = cuda_accumulate,
-    .attention_fwd = cuda_attention_fwd,
-    .attention_bwd = cuda_attention_bwd,
-    .xent_fwd = cuda_xent_fwd,
-    .xent_bwd = cuda_xent_bwd,
-    .embedding_fwd = cuda_embedding_fwd,
-    .embedding_bwd = cuda_embedding_bwd,
-    .transpose_fwd = cuda_transpose_fwd,
-    .transpose_bwd = cuda_transpose_bwd,
-    .meanpool_fwd = cuda_meanpool_fwd,
-    .meanpool_bwd = cuda_meanpool_bwd,
-    .cls_token_fwd = cuda_cls_token_fwd,
-    .cls_token_bwd = cuda_cls_token_bwd,
-    .cls_select_fwd = cuda_cls_select_fwd,
-    .cls_select_bwd = cuda_cls_select_bwd,
-    .adamw = cuda_adamw,
-    .sumsq = cuda_sumsq,
-    .scale = cuda_scale,
-    .convert = cuda_convert,
+#define CUDA_OP_ENTRY_(ID, name) .name = cuda_##name,
+    PF_OPS(CUDA_OP_ENTRY_)
+#undef CUDA_OP_ENTRY_
 };

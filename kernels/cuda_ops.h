@@ -155,38 +155,11 @@ __device__ inline T block_reduce(T v, T identity) {
 #endif
 
 // ---- ops -----------------------------------------------------------------------------------
-// cuda_linear.cu
-void cuda_linear_fwd(pf_tensor y, pf_tensor x, pf_tensor w, pf_tensor b);
-void cuda_linear_bwd(pf_tensor dx, pf_tensor dw, pf_tensor db, pf_tensor dy, pf_tensor x,
-                     pf_tensor w);
-
-// cuda_pixelfly.cu
-void cuda_pixelfly_fwd(const pf_pattern *p, pf_tensor y, pf_tensor xv, pf_tensor x,
-                       pf_pixelfly_w w);
-void cuda_pixelfly_bwd(const pf_pattern *p, pf_tensor dx, pf_pixelfly_w dw, pf_tensor dxv,
-                       pf_tensor dy, pf_tensor x, pf_tensor xv, pf_pixelfly_w w);
-
-// cuda_mlp.cu: the Pixelfly MLP with recomputed hidden activations, composed of the ops of
-// cuda_pixelfly.cu and cuda_elementwise.cu (the fused on-chip kernel is a later step)
-void cuda_pixelfly_mlp_fwd(const pf_pattern *p1, const pf_pattern *p2, pf_tensor y,
-                           pf_tensor xv1, pf_tensor gv2, pf_tensor x, pf_pixelfly_w w1,
-                           pf_pixelfly_w w2, pf_tensor scratch);
-void cuda_pixelfly_mlp_bwd(const pf_pattern *p1, const pf_pattern *p2, pf_tensor dx,
-                           pf_pixelfly_w dw1, pf_pixelfly_w dw2, pf_tensor dy, pf_tensor x,
-                           pf_tensor xv1, pf_tensor gv2, pf_pixelfly_w w1, pf_pixelfly_w w2,
-                           pf_tensor scratch);
-
-// cuda_norm.cu
-void cuda_layernorm_fwd(pf_tensor y, pf_tensor mean, pf_tensor rstd, pf_tensor x, pf_tensor g,
-                        pf_tensor b, float eps);
-void cuda_layernorm_bwd(pf_tensor dx, pf_tensor dg, pf_tensor db, pf_tensor dy, pf_tensor x,
-                        pf_tensor g, pf_tensor mean, pf_tensor rstd);
-
-// cuda_elementwise.cu
-void cuda_gelu_fwd(pf_tensor y, pf_tensor x);
-void cuda_gelu_bwd(pf_tensor dx, pf_tensor dy, pf_tensor x);
-void cuda_add(pf_tensor y, pf_tensor a, pf_tensor b);
-void cuda_accumulate(pf_tensor dst, pf_tensor src);
+// `pf_op_NAME_fn cuda_NAME;` for every entry of PF_OPS, each defined in the file its section of
+// backend.h names (cuda_convert in cuda_optim.cu).
+#define CUDA_OP_DECL_(ID, name) pf_op_##name##_fn cuda_##name;
+PF_OPS(CUDA_OP_DECL_)
+#undef CUDA_OP_DECL_
 
 // cuda_attention.cu
 // The head dims the kernels run on this device, 0-terminated (the backend table publishes
@@ -201,36 +174,5 @@ extern "C" size_t cuda_attention_smem_bytes(int hd, const char **kernel);
 extern "C" int cuda_attention_fit_head_dims(int *dims, size_t limit);
 extern "C" bool cuda_attention_smem_refusal(char *msg, size_t n, int hd, size_t limit,
                                             const char *card);
-void cuda_attention_fwd(pf_tensor out, pf_tensor lse, pf_tensor qkv, int n_head, bool causal);
-void cuda_attention_bwd(pf_tensor dqkv, pf_tensor dout, pf_tensor qkv, pf_tensor out,
-                        pf_tensor lse, int n_head, bool causal);
-
-// cuda_loss.cu
-void cuda_xent_fwd(pf_tensor losses, pf_tensor logits, pf_tensor targets, int V,
-                   int ignore_index, float smoothing);
-void cuda_xent_bwd(pf_tensor dlogits, pf_tensor logits, pf_tensor targets, int V,
-                   int ignore_index, float smoothing, float scale);
-
-// cuda_embedding.cu
-void cuda_embedding_fwd(pf_tensor y, pf_tensor ids, pf_tensor wte, pf_tensor wpe);
-void cuda_embedding_bwd(pf_tensor dwte, pf_tensor dwpe, pf_tensor dy, pf_tensor ids);
-
-// cuda_vision.cu
-void cuda_transpose_fwd(pf_tensor y, pf_tensor x);
-void cuda_transpose_bwd(pf_tensor dx, pf_tensor dy);
-void cuda_meanpool_fwd(pf_tensor y, pf_tensor x);
-void cuda_meanpool_bwd(pf_tensor dx, pf_tensor dy);
-void cuda_cls_token_fwd(pf_tensor y, pf_tensor x, pf_tensor cls, pf_tensor pos);
-void cuda_cls_token_bwd(pf_tensor dx, pf_tensor dcls, pf_tensor dpos, pf_tensor dy);
-void cuda_cls_select_fwd(pf_tensor y, pf_tensor x);
-void cuda_cls_select_bwd(pf_tensor dx, pf_tensor dy);
-
-// cuda_optim.cu
-void cuda_adamw(pf_tensor p, pf_tensor g, pf_tensor m, pf_tensor v, const pf_adamw_args *a);
-void cuda_convert(pf_tensor dst, pf_tensor src);
-
-// cuda_reduce.cu
-double cuda_sumsq(pf_tensor x);
-void cuda_scale(pf_tensor x, float s);
 
 #endif

@@ -43,7 +43,7 @@
 // bf16 and stores them into the other stage after its MMAs; one __syncthreads per step.
 // (cp.async would skip the registers for bf16 inputs; not used, so that the fp32 and bf16
 // paths stay one code path.) What limits speed: the isolated layer is memory-bound at
-// GPT-2 / 1024<->4096 sizes (see DESIGN.md), so the bytes moved matter most: the forward reads
+// GPT-2 / 1024<->4096 sizes (bench/NOTES.md), so the bytes moved matter most: the forward reads
 // x once more for xv = x V^T when r > 0, the backward reads dy in dxv = dy U, dU, db and twice
 // in the kernels (dX, dS), and dS writes splits x |dS| partial sums (splits is ~4 at 16k
 // tokens). Fusing those passes (dU/dV as extra dS blocks, db from the staged dy tiles) is the

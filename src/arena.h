@@ -24,7 +24,8 @@ typedef struct {
     int64_t offset;                // in elements from the start of the arena
     int ndim;
     int64_t shape[PF_MAX_DIMS];
-    bool no_decay;                 // biases, norms, embeddings of position: no weight decay
+    // Vectors (biases, norm gains and biases, ViT's class token) are not decayed.
+    bool no_decay;
 } pf_param_info;
 
 typedef struct {

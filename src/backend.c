@@ -7,15 +7,11 @@
 
 const char *pf_op_name(pf_op op) {
     static const char *const names[PF_OP_COUNT] = {
-        [PF_OP_LINEAR] = "linear",       [PF_OP_PIXELFLY] = "pixelfly",
-        [PF_OP_LAYERNORM] = "layernorm", [PF_OP_GELU] = "gelu",
-        [PF_OP_ADD] = "add",             [PF_OP_ATTENTION] = "attention",
-        [PF_OP_XENT] = "xent",           [PF_OP_EMBEDDING] = "embedding",
-        [PF_OP_TRANSPOSE] = "transpose", [PF_OP_MEANPOOL] = "meanpool",
-        [PF_OP_CLS_TOKEN] = "cls_token", [PF_OP_ADAMW] = "adamw",
-        [PF_OP_REDUCE] = "reduce",       [PF_OP_PIXELFLY_MLP] = "pixelfly_mlp",
+#define NAME_(ID, name) [PF_OP_##ID] = #name,
+        PF_OPS(NAME_)
+#undef NAME_
     };
-    return (unsigned)op < PF_OP_COUNT && names[op] ? names[op] : "unknown";
+    return (unsigned)op < PF_OP_COUNT ? names[op] : "unknown";
 }
 
 // A non-finite norm gives clip factor 1: the caller sees the norm and decides (skip the

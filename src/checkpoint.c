@@ -1,8 +1,9 @@
-// checkpoint.c: HDF5 checkpoint files (layout documented in checkpoint.h), written through a
-// temporary name and fsync so that a crash leaves either the old state or the new one.
+// checkpoint.c: the checkpoint file format (layout documented in checkpoint.h): one file
+// written through a temporary name and fsync so that a crash leaves either the old state or
+// the new one, read back and verified. The directory around the files (names, `latest`,
+// rotation, the resume search) is checkpoint_dir.c.
 #include "checkpoint.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <hdf5.h>
@@ -17,125 +18,11 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "h5util.h"
 
 #define CKPT_CHUNK_BYTES ((size_t)1 << 20)  // upper bound on one chunk of any dataset
-#define CKPT_STEP_FMT "ckpt-%08" PRId64 ".h5"
 
 static const char *const arena_group[3] = {"params", "opt/m", "opt/v"};
-
-// ---- small helpers: HDF5 error text, paths, fsync ----
-
-// HDF5 prints its error stack to stderr by default; while a checkpoint call runs we turn that
-// off and put the innermost message into pf_error() instead.
-typedef struct {
-    H5E_auto2_t fn;
-    void *data;
-} h5_quiet;
-
-static h5_quiet quiet_begin(void) {
-    h5_quiet q;
-    H5Eget_auto2(H5E_DEFAULT, &q.fn, &q.data);
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    return q;
-}
-
-static void quiet_end(h5_quiet q) { H5Eset_auto2(H5E_DEFAULT, q.fn, q.data); }
-
-static herr_t first_desc(unsigned n, const H5E_error2_t *e, void *out) {
-    if (n == 0) snprintf(out, 256, "%s", e->desc ? e->desc : "");
-    return 0;
-}
-
-// The most specific message on the HDF5 error stack (the function that detected the error).
-static const char *h5_errtext(char buf[256]) {
-    buf[0] = 0;
-    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, first_desc, buf);
-    if (!buf[0]) snprintf(buf, 256, "HDF5 error");
-    return buf;
-}
-
-static int join(char *out, size_t cap, const char *dir, const char *name) {
-    if ((size_t)snprintf(out, cap, "%s/%s", dir, name) >= cap) {
-        pf_error("checkpoint path '%s/%s' is longer than %zu bytes", dir, name, cap - 1);
-        return -1;
-    }
-    return 0;
-}
-
-int pf_checkpoint_path(char *out, size_t cap, const char *dir, int64_t step) {
-    char name[64];
-    snprintf(name, sizeof name, CKPT_STEP_FMT, step);
-    return join(out, cap, dir, name);
-}
-
-// mkdir -p: creates `dir` and any missing parents.
-static int make_dirs(const char *dir) {
-    char p[PATH_MAX];
-    if ((size_t)snprintf(p, sizeof p, "%s", dir) >= sizeof p) {
-        pf_error("checkpoint directory path '%s' is too long", dir);
-        return -1;
-    }
-    for (char *s = p + 1;; s++) {
-        if (*s != '/' && *s != 0) continue;
-        char c = *s;
-        *s = 0;
-        if (mkdir(p, 0777) != 0 && errno != EEXIST) {
-            pf_error("cannot create checkpoint directory '%s'%s%s%s: %s", dir,
-                     c ? " (at '" : "", c ? p : "", c ? "')" : "", strerror(errno));
-            return -1;
-        }
-        *s = c;
-        if (!c) break;
-    }
-    struct stat st;
-    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
-        pf_error("checkpoint directory '%s' is not a directory (a file of that name exists?)",
-                 dir);
-        return -1;
-    }
-    return 0;
-}
-
-// ckpt-STEP.h5 -> step (tmp false); ckpt-STEP.h5.tmp -> step (tmp true); else false.
-static bool parse_name(const char *name, int64_t *step, bool *tmp) {
-    int end = 0;
-    if (sscanf(name, "ckpt-%" SCNd64 ".h5%n", step, &end) != 1 || end == 0) return false;
-    if (strncmp(name, "ckpt-", 5) || name[5] < '0' || name[5] > '9') return false;
-    *tmp = !strcmp(name + end, ".tmp");
-    return name[end] == 0 || *tmp;
-}
-
-typedef struct {
-    int64_t step;
-    bool tmp;
-} ckpt_entry;
-
-static int by_step_desc(const void *a, const void *b) {
-    int64_t x = ((const ckpt_entry *)a)->step, y = ((const ckpt_entry *)b)->step;
-    return (x < y) - (x > y);
-}
-
-// The checkpoint files of `dir` (and stale .tmp ones), newest step first. -1 if unreadable.
-static int scan_dir(const char *dir, ckpt_entry **out, int *n) {
-    DIR *d = opendir(dir);
-    if (!d) {
-        pf_error("cannot list checkpoint directory '%s': %s", dir, strerror(errno));
-        return -1;
-    }
-    ckpt_entry *e = NULL;
-    int cnt = 0, cap = 0;
-    for (struct dirent *de; (de = readdir(d));) {
-        ckpt_entry x;
-        if (!parse_name(de->d_name, &x.step, &x.tmp)) continue;
-        if (cnt == cap) e = pf_realloc(e, (size_t)(cap = cap ? 2 * cap : 16) * sizeof *e);
-        e[cnt++] = x;
-    }
-    closedir(d);
-    qsort(e, (size_t)cnt, sizeof *e, by_step_desc);
-    *out = e;
-    *n = cnt;
-    return 0;
-}
 
 // ---- writing ----
 
@@ -174,8 +61,8 @@ static int write_dataset(hid_t file, const char *path, const char *name, hid_t f
     d = -1;
 done:
     if (rc) {
-        char eb[256];
-        pf_error("cannot write checkpoint '%s': dataset /%s: %s", path, name, h5_errtext(eb));
+        char eb[PF_H5_ERRTEXT_MAX];
+        pf_error("cannot write checkpoint '%s': dataset /%s: %s", path, name, pf_h5_errtext(eb));
     }
     if (d >= 0) H5Dclose(d);
     if (lcpl >= 0) H5Pclose(lcpl);
@@ -198,8 +85,8 @@ static int write_attr(hid_t file, const char *path, const char *name, int value,
     rc = 0;
 done:
     if (rc) {
-        char eb[256];
-        pf_error("cannot write checkpoint '%s': attribute %s: %s", path, name, h5_errtext(eb));
+        char eb[PF_H5_ERRTEXT_MAX];
+        pf_error("cannot write checkpoint '%s': attribute %s: %s", path, name, pf_h5_errtext(eb));
     }
     if (a >= 0 && H5Aclose(a) < 0) rc = -1;
     if (space >= 0) H5Sclose(space);
@@ -219,8 +106,8 @@ static int write_config(hid_t file, const char *path, const char *text) {
         rc = write_dataset(file, path, "config", type, type, 1, (hsize_t[]){1}, buf);
         free(buf);
     } else {
-        char eb[256];
-        pf_error("cannot write checkpoint '%s': config string type: %s", path, h5_errtext(eb));
+        char eb[PF_H5_ERRTEXT_MAX];
+        pf_error("cannot write checkpoint '%s': config string type: %s", path, pf_h5_errtext(eb));
     }
     if (type >= 0) H5Tclose(type);
     return rc;
@@ -309,18 +196,16 @@ static herr_t udata_free(void *u) {
 // returns a version-2 superblock with a wrong checksum.) `path` only names the file in messages.
 static int build_image(const char *path, const pf_layout *layout, const float *const bufs[3],
                        const pf_checkpoint_state *st, void **image, size_t *size) {
-    char eb[256];
+    char eb[PF_H5_ERRTEXT_MAX];
     // One allocation for the whole file: the data plus room for the metadata.
     size_t est = 3 * sizeof(float) * (size_t)pf_layout_param_count(layout) + ((size_t)1 << 20);
     image_capture cap = {0};
     H5FD_file_image_callbacks_t cb = {img_malloc, img_memcpy, img_realloc, img_free,
                                       udata_copy, udata_free, &cap};
-    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS), file = -1;
-    // The 1.8 object-header format checksums the metadata too, and HDF5 >= 1.8 reads it.
-    if (fapl < 0 || H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_V18) < 0 ||
-        H5Pset_fapl_core(fapl, est, 0) < 0 || H5Pset_file_image_callbacks(fapl, &cb) < 0 ||
+    hid_t fapl = pf_h5_checksummed_fapl(), file = -1;
+    if (fapl < 0 || H5Pset_fapl_core(fapl, est, 0) < 0 || H5Pset_file_image_callbacks(fapl, &cb) < 0 ||
         (file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl)) < 0) {
-        pf_error("cannot create checkpoint '%s' in memory: %s", path, h5_errtext(eb));
+        pf_error("cannot create checkpoint '%s' in memory: %s", path, pf_h5_errtext(eb));
         if (fapl >= 0) H5Pclose(fapl);
         free(cap.image);
         return -1;
@@ -330,11 +215,11 @@ static int build_image(const char *path, const pf_layout *layout, const float *c
     ssize_t n = -1;
     if (rc == 0 && (H5Fflush(file, H5F_SCOPE_GLOBAL) < 0 ||
                     (n = H5Fget_file_image(file, NULL, 0)) <= 0)) {
-        pf_error("cannot write checkpoint '%s': flush: %s", path, h5_errtext(eb));
+        pf_error("cannot write checkpoint '%s': flush: %s", path, pf_h5_errtext(eb));
         rc = -1;
     }
     if (H5Fclose(file) < 0 && rc == 0) {
-        pf_error("cannot write checkpoint '%s': close: %s", path, h5_errtext(eb));
+        pf_error("cannot write checkpoint '%s': close: %s", path, pf_h5_errtext(eb));
         rc = -1;
     }
     H5Pclose(fapl);
@@ -403,13 +288,13 @@ int pf_checkpoint_save(const char *dir, const pf_layout *layout, const float *pa
                      "checkpoints and `latest` are untouched)", path, why);
             return -1;
         }
-    if (make_dirs(dir)) return -1;
+    if (pf_mkdir_p(dir)) return -1;
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     void *image;
     size_t size;
-    h5_quiet q = quiet_begin();
+    pf_h5_quiet q = pf_h5_quiet_begin();
     int rc = build_image(path, layout, bufs, st, &image, &size);
-    quiet_end(q);
+    pf_h5_quiet_end(q);
     if (rc) return -1;
     rc = write_whole(tmp, image, size);
     free(image);
@@ -423,59 +308,6 @@ int pf_checkpoint_save(const char *dir, const pf_layout *layout, const float *pa
     }
     if (rc) unlink(tmp);
     return rc;
-}
-
-// ---- commit and pruning ----
-
-static int prune(const char *dir, int64_t step, int keep) {
-    ckpt_entry *e;
-    int n, older = 0, rc = 0;
-    if (scan_dir(dir, &e, &n)) return -1;
-    for (int i = 0; i < n && rc == 0; i++) {
-        char name[64], path[PATH_MAX];
-        bool drop = e[i].tmp || (e[i].step < step && keep > 0 && ++older > keep - 1);
-        if (!drop) continue;
-        snprintf(name, sizeof name, CKPT_STEP_FMT "%s", e[i].step, e[i].tmp ? ".tmp" : "");
-        if (join(path, sizeof path, dir, name)) rc = -1;
-        else if (unlink(path) != 0 && errno != ENOENT) {
-            pf_error("checkpoint step %" PRId64 " committed, but deleting the old '%s' failed: %s",
-                     step, path, strerror(errno));
-            rc = -1;
-        }
-    }
-    free(e);
-    return rc;
-}
-
-int pf_checkpoint_commit(const char *dir, int64_t step, int keep) {
-    char name[64], path[PATH_MAX], latest[PATH_MAX], tmp[PATH_MAX];
-    snprintf(name, sizeof name, CKPT_STEP_FMT, step);
-    if (join(path, sizeof path, dir, name) || join(latest, sizeof latest, dir, "latest") ||
-        join(tmp, sizeof tmp, dir, "latest.tmp"))
-        return -1;
-    struct stat sb;
-    if (stat(path, &sb) != 0) {
-        pf_error("cannot commit checkpoint '%s': %s", path, strerror(errno));
-        return -1;
-    }
-    FILE *f = fopen(tmp, "w");
-    if (!f) {
-        pf_error("cannot write '%s': %s", tmp, strerror(errno));
-        return -1;
-    }
-    bool ok = fprintf(f, "%s\n", name) > 0 && fflush(f) == 0 && fsync(fileno(f)) == 0;
-    int err = errno;
-    if (fclose(f) != 0 && ok) {
-        ok = false;
-        err = errno;
-    }
-    if (!ok || rename(tmp, latest) != 0) {
-        pf_error("cannot update '%s' (via '%s'): %s", latest, tmp, strerror(ok ? errno : err));
-        unlink(tmp);
-        return -1;
-    }
-    if (pf_fsync_path(dir, true)) return -1;
-    return prune(dir, step, keep);
 }
 
 // ---- reading ----
@@ -521,7 +353,7 @@ static bool link_exists(hid_t file, const char *path) {
 // entry of 0 accepts any size and reports it in got[]). Returns the dataset or -1.
 static hid_t open_checked(reader *r, const char *name, H5T_class_t cls, size_t elsize, int ndim,
                           const hsize_t *want, hsize_t *got) {
-    char eb[256], ws[128], gs[128];
+    char eb[PF_H5_ERRTEXT_MAX], ws[128], gs[128];
     if (!link_exists(r->file, name)) {
         pf_error("checkpoint '%s': dataset /%s is missing (not a checkpoint of this model, or "
                  "an incomplete file)", r->path, name);
@@ -529,7 +361,7 @@ static hid_t open_checked(reader *r, const char *name, H5T_class_t cls, size_t e
     }
     hid_t d = H5Dopen2(r->file, name, H5P_DEFAULT);
     if (d < 0) {
-        pf_error("checkpoint '%s': cannot open dataset /%s: %s", r->path, name, h5_errtext(eb));
+        pf_error("checkpoint '%s': cannot open dataset /%s: %s", r->path, name, pf_h5_errtext(eb));
         return -1;
     }
     hid_t type = H5Dget_type(d), space = H5Dget_space(d);
@@ -551,7 +383,7 @@ static hid_t open_checked(reader *r, const char *name, H5T_class_t cls, size_t e
     format_shape(gs, sizeof gs, nd < 0 ? 0 : nd, dims);
     if (!ok)
         pf_error("checkpoint '%s': cannot read the type and shape of dataset /%s: %s", r->path,
-                 name, h5_errtext(eb));
+                 name, pf_h5_errtext(eb));
     else if (!type_ok)
         pf_error("checkpoint '%s': dataset /%s has the wrong element type", r->path, name);
     else
@@ -563,12 +395,12 @@ static hid_t open_checked(reader *r, const char *name, H5T_class_t cls, size_t e
 // Reads the whole of an opened dataset into dst (or scratch when dst is NULL) and closes it.
 // A checksum mismatch surfaces here as a read error.
 static int read_all(reader *r, hid_t d, const char *name, hid_t mtype, void *dst, size_t bytes) {
-    char eb[256];
+    char eb[PF_H5_ERRTEXT_MAX];
     herr_t rc = H5Dread(d, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, dst ? dst : scratch(r, bytes));
     H5Dclose(d);
     if (rc < 0) {
         pf_error("checkpoint '%s': dataset /%s is corrupt (checksum mismatch or read error: "
-                 "%s)", r->path, name, h5_errtext(eb));
+                 "%s)", r->path, name, pf_h5_errtext(eb));
         return -1;
     }
     return 0;
@@ -577,12 +409,12 @@ static int read_all(reader *r, hid_t d, const char *name, hid_t mtype, void *dst
 // The parameter group `group` ("params", "opt/m", "opt/v") must hold exactly the layout's
 // parameters; reads each into base + offset (or scratch when base is NULL).
 static int read_arena(reader *r, const pf_layout *layout, const char *group, float *base) {
-    char eb[256];
+    char eb[PF_H5_ERRTEXT_MAX];
     hid_t g = link_exists(r->file, group) ? H5Gopen2(r->file, group, H5P_DEFAULT) : -1;
     H5G_info_t info;
     if (g < 0 || H5Gget_info(g, &info) < 0) {
         pf_error("checkpoint '%s': group /%s is missing or unreadable%s%s", r->path, group,
-                 g < 0 ? "" : ": ", g < 0 ? "" : h5_errtext(eb));
+                 g < 0 ? "" : ": ", g < 0 ? "" : pf_h5_errtext(eb));
         if (g >= 0) H5Gclose(g);
         return -1;
     }
@@ -615,13 +447,13 @@ static int read_arena(reader *r, const pf_layout *layout, const char *group, flo
 }
 
 static int read_int_attr(reader *r, const char *name, int *out) {
-    char eb[256];
+    char eb[PF_H5_ERRTEXT_MAX];
     hid_t a = H5Aexists(r->file, name) > 0 ? H5Aopen(r->file, name, H5P_DEFAULT) : -1;
     herr_t rc = a >= 0 ? H5Aread(a, H5T_NATIVE_INT, out) : -1;
     if (a >= 0) H5Aclose(a);
     if (rc < 0) {
         pf_error("checkpoint '%s': attribute %s is missing or unreadable%s%s", r->path, name,
-                 a < 0 ? "" : ": ", a < 0 ? "" : h5_errtext(eb));
+                 a < 0 ? "" : ": ", a < 0 ? "" : pf_h5_errtext(eb));
         return -1;
     }
     return 0;
@@ -635,9 +467,9 @@ static int read_config(reader *r, char **out) {
     hid_t type = H5Dget_type(d);
     size_t len = type >= 0 ? H5Tget_size(type) : 0;
     if (len == 0) {
-        char eb[256];
+        char eb[PF_H5_ERRTEXT_MAX];
         pf_error("checkpoint '%s': dataset /config: cannot read its string type: %s", r->path,
-                 h5_errtext(eb));
+                 pf_h5_errtext(eb));
         if (type >= 0) H5Tclose(type);
         H5Dclose(d);
         return -1;
@@ -686,19 +518,19 @@ fail:
 // Reads (or, with all of params/m/v/st NULL, only verifies) the whole file.
 static int read_file(const char *path, const pf_layout *layout, float *params, float *m,
                      float *v, pf_checkpoint_state *st) {
-    char eb[256];
+    char eb[PF_H5_ERRTEXT_MAX];
     struct stat sb;
     if (stat(path, &sb) != 0) {
         pf_error("cannot open checkpoint '%s': %s", path, strerror(errno));
         return -1;
     }
     reader r = {.path = path};
-    h5_quiet q = quiet_begin();
+    pf_h5_quiet q = pf_h5_quiet_begin();
     r.file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     int rc = -1;
     if (r.file < 0) {
         pf_error("cannot open checkpoint '%s' (truncated or not an HDF5 file?): %s", path,
-                 h5_errtext(eb));
+                 pf_h5_errtext(eb));
     } else {
         pf_checkpoint_state tmp;
         float *bufs[3] = {params, m, v};
@@ -713,11 +545,11 @@ static int read_file(const char *path, const pf_layout *layout, float *params, f
         }
         if (have_state) pf_checkpoint_state_free(&tmp);
         if (H5Fclose(r.file) < 0 && rc == 0) {
-            pf_error("checkpoint '%s': close failed: %s", path, h5_errtext(eb));
+            pf_error("checkpoint '%s': close failed: %s", path, pf_h5_errtext(eb));
             rc = -1;
         }
     }
-    quiet_end(q);
+    pf_h5_quiet_end(q);
     free(r.scratch);
     return rc;
 }
@@ -740,99 +572,20 @@ void pf_checkpoint_state_free(pf_checkpoint_state *st) {
     memset(st, 0, sizeof *st);
 }
 
-// ---- resume ----
-
-static void append_line(char *msg, size_t cap, const char *what, const char *why) {
-    if (!cap) return;
-    size_t k = strlen(msg);
-    if (k < cap) snprintf(msg + k, cap - k, "%s%s\n", what, why);
-}
-
-// The step `latest` names, or -1 (with a line in msg when it exists but is unusable).
-static int64_t read_latest(const char *dir, char *msg, size_t cap) {
-    char path[PATH_MAX], *text;
-    if (join(path, sizeof path, dir, "latest") || access(path, F_OK) != 0) return -1;
-    if (pf_read_file(path, &text, NULL)) {
-        append_line(msg, cap, "ignored latest: ", pf_errmsg());
-        return -1;
-    }
-    int64_t step;
-    bool tmp;
-    text[strcspn(text, "\r\n")] = 0;
-    bool ok = parse_name(text, &step, &tmp) && !tmp;
-    if (!ok) {
-        char why[PATH_MAX + 64];
-        snprintf(why, sizeof why, "'%s' does not name a ckpt-STEP.h5 file", path);
-        append_line(msg, cap, "ignored latest: ", why);
-    }
-    free(text);
-    return ok ? step : -1;
-}
-
-static int try_step(const char *dir, int64_t step, const pf_layout *layout,
-                    pf_checkpoint_accept_fn accept, void *ctx, char *path_out, size_t path_cap,
-                    char *msg, size_t msg_cap) {
-    if (pf_checkpoint_path(path_out, path_cap, dir, step) == 0 &&
-        (!accept || accept(ctx, path_out) == 0) && pf_checkpoint_verify(path_out, layout) == 0)
-        return 1;
-    append_line(msg, msg_cap, "skipped: ", pf_errmsg());
-    return 0;
-}
-
-bool pf_checkpoint_any(const char *dir) {
-    char latest[PATH_MAX];
-    if (join(latest, sizeof latest, dir, "latest") == 0 && access(latest, F_OK) == 0) return true;
-    DIR *d = opendir(dir);
-    if (!d) return false;
-    bool any = false;
-    for (struct dirent *de; !any && (de = readdir(d));) {
-        int64_t step;
-        bool tmp;
-        any = parse_name(de->d_name, &step, &tmp) && !tmp;
-    }
-    closedir(d);
-    return any;
-}
-
-int pf_checkpoint_find_resume(const char *dir, const pf_layout *layout,
-                              pf_checkpoint_accept_fn accept, void *ctx, char *path_out,
-                              size_t path_cap, char *msg, size_t msg_cap) {
-    if (msg_cap) msg[0] = 0;
-    struct stat sb;
-    if (stat(dir, &sb) != 0 && errno == ENOENT) return PF_RESUME_NONE;
-    ckpt_entry *e;
-    int n;
-    if (scan_dir(dir, &e, &n)) return PF_RESUME_ERROR;
-    if (!pf_checkpoint_any(dir)) {
-        free(e);
-        return PF_RESUME_NONE;
-    }
-    int64_t latest = read_latest(dir, msg, msg_cap);
-    int found = latest >= 0 ? try_step(dir, latest, layout, accept, ctx, path_out, path_cap, msg,
-                                       msg_cap)
-                            : 0;
-    for (int i = 0; i < n && !found; i++) {
-        if (e[i].tmp || (latest >= 0 && e[i].step >= latest)) continue;
-        found = try_step(dir, e[i].step, layout, accept, ctx, path_out, path_cap, msg, msg_cap);
-    }
-    free(e);
-    return found ? PF_RESUME_FOUND : PF_RESUME_UNUSABLE;
-}
-
 int pf_checkpoint_read_config(const char *path, char **text) {
-    char eb[256];
+    char eb[PF_H5_ERRTEXT_MAX];
     reader r = {.path = path};
-    h5_quiet q = quiet_begin();
+    pf_h5_quiet q = pf_h5_quiet_begin();
     r.file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     int rc = -1;
     if (r.file < 0)
         pf_error("cannot open checkpoint '%s' (missing, truncated or not an HDF5 file?): %s",
-                 path, h5_errtext(eb));
+                 path, pf_h5_errtext(eb));
     else {
         rc = read_config(&r, text);
         H5Fclose(r.file);
     }
-    quiet_end(q);
+    pf_h5_quiet_end(q);
     free(r.scratch);
     return rc;
 }

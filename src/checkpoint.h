@@ -40,6 +40,10 @@
 // temporary file is removed and the previous checkpoint and `latest` are untouched. A NaN or
 // infinity in any parameter or moment is such a failure (nothing is written), so no checkpoint
 // holds a diverged model.
+//
+// Two parts: the file format (checkpoint.c: save, check_finite, verify, load, read_config)
+// and the directory policy (checkpoint_dir.c: path, commit with keep-K rotation, any,
+// find_resume).
 #ifndef PF_CHECKPOINT_H
 #define PF_CHECKPOINT_H
 

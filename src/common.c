@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -139,6 +140,36 @@ int pf_durable_rename(const char *tmp, const char *path) {
     char *dir = pf_strdup(path);
     int rc = pf_fsync_path(dirname(dir), true);
     free(dir);
+    return rc;
+}
+
+int pf_mkdir_p(const char *path) {
+    size_t len = strlen(path);
+    if (len == 0) {
+        pf_error("cannot create a directory with an empty name");
+        return -1;
+    }
+    char *p = pf_malloc(len + 1);
+    memcpy(p, path, len + 1);
+    int rc = 0;
+    for (char *s = p + 1; rc == 0; s++) {
+        if (*s != '/' && *s != 0) continue;
+        char c = *s;
+        *s = 0;
+        if (mkdir(p, 0777) != 0 && errno != EEXIST) {
+            pf_error("cannot create directory '%s'%s%s%s: %s", path, c ? " (at '" : "",
+                     c ? p : "", c ? "')" : "", strerror(errno));
+            rc = -1;
+        }
+        *s = c;
+        if (!c) break;
+    }
+    struct stat st;
+    if (rc == 0 && (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))) {
+        pf_error("cannot create directory '%s': a file of that name exists", path);
+        rc = -1;
+    }
+    free(p);
     return rc;
 }
 

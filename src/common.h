@@ -81,6 +81,11 @@ int pf_fsync_path(const char *path, bool is_dir);
 // the caller removes `tmp` then.
 int pf_durable_rename(const char *tmp, const char *path);
 
+// mkdir -p: creates the directory `path` and any missing parents (mode 0777 less the umask).
+// -1 with pf_error() naming `path` and the component that could not be made, also when
+// `path` exists but is not a directory.
+int pf_mkdir_p(const char *path);
+
 // Wall-clock seconds (monotonic).
 double pf_now(void);
 

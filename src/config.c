@@ -52,9 +52,10 @@ static const key_def SCHEMA[] = {
     K("pixelfly", "mlp_fc2", T_LAYER, mlp_fc2, "dense", 0, "MLP (channel MLP) second layer"),
     K("pixelfly", "token_fc1", T_LAYER, token_fc1, "dense", 0, "mixer token MLP first layer"),
     K("pixelfly", "token_fc2", T_LAYER, token_fc2, "dense", 0, "mixer token MLP second layer"),
-    K("pixelfly", "fuse_mlp", T_BOOL, fuse_mlp, "false", 0,
+    K("pixelfly", "recompute_mlp", T_BOOL, recompute_mlp, "false", 0,
       "recompute the MLP hidden activations in backward, saving 2 x N x hidden activations per "
-      "block for one more fc1 forward and GELU per step; needs mlp_fc1 and mlp_fc2 Pixelfly"),
+      "block for one more fc1 forward and GELU per step; needs mlp_fc1 and mlp_fc2 Pixelfly "
+      "(formerly fuse_mlp)"),
     K("data", "train", T_PATH, train_path, "", 0, "training shard (.h5)"),
     K("data", "val", T_PATH, val_path, "", 0, "validation shard (.h5)"),
     KMAX("train", "batch_size", T_INT, batch_size, "8", "micro-batch per rank", 65536),
@@ -90,9 +91,23 @@ static const key_def SCHEMA[] = {
 };
 #define NKEYS (int)(sizeof SCHEMA / sizeof SCHEMA[0])
 
+// Former names of keys, still accepted: each use prints one line naming the new key.
+static const struct {
+    const char *section, *old_key, *new_key;
+} ALIASES[] = {
+    // The option never fused kernels: it recomputes the MLP's hidden activations in backward.
+    {"pixelfly", "fuse_mlp", "recompute_mlp"},
+};
+
 static const key_def *find_key(const char *section, const char *key) {
     for (int i = 0; i < NKEYS; i++)
         if (!strcmp(SCHEMA[i].section, section) && !strcmp(SCHEMA[i].key, key)) return &SCHEMA[i];
+    for (size_t a = 0; a < sizeof ALIASES / sizeof ALIASES[0]; a++)
+        if (!strcmp(ALIASES[a].section, section) && !strcmp(ALIASES[a].old_key, key)) {
+            pf_report("note: %s.%s is now called %s.%s; the old name still works", section, key,
+                      section, ALIASES[a].new_key);
+            return find_key(section, ALIASES[a].new_key);
+        }
     return NULL;
 }
 
@@ -443,9 +458,9 @@ int pf_config_validate(const pf_config *c) {
         REQUIRE(c->cutmix_alpha == 0, "train.cutmix_alpha = %g: cutmix is for vision models; "
                 "set it to 0 for gpt2", c->cutmix_alpha);
     }
-    REQUIRE(!c->fuse_mlp || (c->mlp_fc1.pixelfly && c->mlp_fc2.pixelfly),
-            "pixelfly.fuse_mlp = true needs Pixelfly MLP layers, but %s dense: give %s a "
-            "pattern (e.g. 'bs=4 nf=2 rank=16') or set pixelfly.fuse_mlp = false",
+    REQUIRE(!c->recompute_mlp || (c->mlp_fc1.pixelfly && c->mlp_fc2.pixelfly),
+            "pixelfly.recompute_mlp = true needs Pixelfly MLP layers, but %s dense: give %s a "
+            "pattern (e.g. 'bs=4 nf=2 rank=16') or set pixelfly.recompute_mlp = false",
             c->mlp_fc1.pixelfly ? "pixelfly.mlp_fc2 is"
             : c->mlp_fc2.pixelfly ? "pixelfly.mlp_fc1 is"
                                   : "pixelfly.mlp_fc1 and mlp_fc2 are",

@@ -36,10 +36,11 @@ typedef struct {
     float init_std;                    // std of the dense linear layers (0.02 as GPT-2)
     // [pixelfly]: per layer type
     pf_layer_spec attn_qkv, attn_proj, mlp_fc1, mlp_fc2, token_fc1, token_fc2;
-    // Run each MLP whose two layers are Pixelfly through the pixelfly_mlp op, which recomputes
-    // the hidden activations in backward instead of keeping them (needs mlp_fc1 and mlp_fc2
-    // Pixelfly; the Mixer's token MLP is fused too when token_fc1 and token_fc2 are).
-    bool fuse_mlp;
+    // pixelfly.recompute_mlp (formerly fuse_mlp, still accepted): run each MLP whose two layers
+    // are Pixelfly through the pixelfly_mlp op, which recomputes the hidden activations in
+    // backward instead of keeping them (needs mlp_fc1 and mlp_fc2 Pixelfly; the Mixer's token
+    // MLP is recomputed too when token_fc1 and token_fc2 are).
+    bool recompute_mlp;
     // [data]
     char train_path[PF_PATH_MAX], val_path[PF_PATH_MAX];
     // [train]

@@ -7,6 +7,7 @@
 
 #include "common.h"
 #include "image_loader.h"
+#include "image_shard.h"
 #include "token_loader.h"
 
 struct pf_data {
@@ -42,9 +43,34 @@ static pf_data *open_tokens(const pf_config *c, const char *path, int B, int ran
     return d;
 }
 
+// Evaluation normalises with the training shard's statistics, as the model saw its inputs in
+// training (its own would shift every input by the difference): the mean and std attributes
+// of data.train, read into mean/std [C]. 0, 1 when there is no training shard to take them
+// from (the evaluated shard's own are used then), -1 with pf_error.
+static int training_stats(const pf_config *c, float *mean, float *std) {
+    if (!c->train_path[0]) return 1;
+    pf_image_shard s;
+    if (pf_image_shard_open(&s, c->train_path) < 0) return -1;
+    int rc = 0;
+    if (s.C != c->channels) {
+        pf_error("%s: the training shard has %d channels but model.channels = %d", s.path, s.C,
+                 c->channels);
+        rc = -1;
+    }
+    for (int k = 0; rc == 0 && k < s.C; k++) mean[k] = s.mean[k], std[k] = s.std[k];
+    pf_image_shard_close(&s);
+    return rc;
+}
+
 static pf_data *open_images(const pf_config *c, const char *path, int B, int rank, int world,
                             bool train) {
     pf_image_loader_opts o = pf_image_loader_defaults(B, c->seed);
+    float mean[PF_IMAGE_MAX_C], std[PF_IMAGE_MAX_C];
+    if (!train) {
+        int rc = training_stats(c, mean, std);
+        if (rc < 0) return NULL;
+        if (rc == 0) o.mean = mean, o.std = std;
+    }
     o.shuffle = train;
     o.train = train;
     o.out_size = c->image_size;
@@ -119,7 +145,7 @@ int pf_data_next(pf_data *d, pf_batch *batch) {
     if (d->labels_b) {
         // The batch just produced is cursor.batch - 1 of cursor.epoch (next rolls the epoch
         // over before producing), so a restored cursor replays the same mixing.
-        pf_loader_cursor cur = pf_image_loader_get_cursor(d->images);
+        pf_data_cursor cur = pf_image_loader_get_cursor(d->images);
         uint64_t seed = d->seed * 0x94D049BB133111EBull ^
                         (uint64_t)cur.epoch * 0xD6E8FEB86659FD93ull ^
                         (uint64_t)(cur.batch - 1) * 0xA0761D6478BD642Full ^
@@ -137,18 +163,13 @@ void pf_data_reset(pf_data *d) {
 }
 
 pf_data_cursor pf_data_get_cursor(const pf_data *d) {
-    if (d->tokens) {
-        pf_loader_cursor c = pf_token_loader_get_cursor(d->tokens);
-        return (pf_data_cursor){c.epoch, c.batch};
-    }
-    pf_loader_cursor c = pf_image_loader_get_cursor(d->images);
-    return (pf_data_cursor){c.epoch, c.batch};
+    return d->tokens ? pf_token_loader_get_cursor(d->tokens)
+                     : pf_image_loader_get_cursor(d->images);
 }
 
 int pf_data_set_cursor(pf_data *d, pf_data_cursor cur) {
-    pf_loader_cursor c = {cur.epoch, cur.batch};
-    return d->tokens ? pf_token_loader_set_cursor(d->tokens, c)
-                     : pf_image_loader_set_cursor(d->images, c);
+    return d->tokens ? pf_token_loader_set_cursor(d->tokens, cur)
+                     : pf_image_loader_set_cursor(d->images, cur);
 }
 
 int64_t pf_data_batches_per_epoch(const pf_data *d) {

@@ -7,17 +7,16 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "data_order.h"
 #include "models/model.h"
 
 typedef struct pf_data pf_data;
 
-typedef struct {
-    int64_t epoch, batch;
-} pf_data_cursor;
-
 // Opens `path` for the model of `c` with micro-batch B; `train` turns on shuffling and
-// augmentation. NULL with pf_error naming the file and what does not match the config
-// (vocabulary size, image size, channels, classes).
+// augmentation. Without `train` (evaluation) images are normalised with the mean and std of
+// the training shard c->train_path (the evaluated shard's own when it is empty). NULL with
+// pf_error naming the file and what does not match the config (vocabulary size, image size,
+// channels, classes).
 pf_data *pf_data_open(const pf_config *c, const char *path, int B, int rank, int world,
                       bool train);
 void pf_data_close(pf_data *d);
@@ -31,7 +30,7 @@ double pf_data_plan_bytes(const pf_config *c, int B);
 int pf_data_next(pf_data *d, pf_batch *batch);
 void pf_data_reset(pf_data *d);
 pf_data_cursor pf_data_get_cursor(const pf_data *d);
-// -1 with pf_error when the cursor is out of range for this shard and batch size.
+// -1 with pf_error when the cursor is out of range for this shard, batch size and rank count.
 int pf_data_set_cursor(pf_data *d, pf_data_cursor cur);
 int64_t pf_data_batches_per_epoch(const pf_data *d);
 

@@ -16,15 +16,14 @@
 struct pf_image_loader {
     pf_image_shard shard;
     pf_image_loader_opts o;
-    int rank, world, out;
+    int out;
     size_t img_bytes;  // H*W*C
     uint8_t *pixels;   // [N, H, W, C] the whole shard, or NULL when read per batch
     uint8_t *staging;  // [B, H, W, C] per-batch reads when pixels == NULL
     int32_t *labels;   // [N]
-    uint32_t *perm;    // [N] order of the epoch perm_epoch
-    int64_t perm_epoch;
-    pf_image_cursor cur;  // next batch to produce
-    int64_t batches_per_epoch;
+    pf_data_order order;  // over the images
+    float mean[PF_IMAGE_MAX_C], std[PF_IMAGE_MAX_C];  // normalisation of x/255
+    char *what;           // "image shard 'PATH'", for messages
 };
 
 // ---- resampling ------------------------------------------------------------------------
@@ -190,14 +189,19 @@ pf_image_loader *pf_image_loader_open(const char *path, const pf_image_loader_op
         return NULL;
     }
     l->o = *o;
-    l->rank = rank, l->world = world;
     l->out = o->out_size ? o->out_size : s->H;
     l->img_bytes = (size_t)s->H * s->W * s->C;
-    int64_t global = (int64_t)o->batch * world;
-    l->batches_per_epoch = o->pad_last ? (s->n + global - 1) / global : s->n / global;
+    pf_data_order_init(&l->order, s->n, o->batch, rank, world, o->seed, o->shuffle,
+                       o->pad_last);
+    for (int c = 0; c < s->C; c++) {
+        l->mean[c] = o->mean ? o->mean[c] : s->mean[c];
+        l->std[c] = o->std ? o->std[c] : s->std[c];
+    }
+    l->o.mean = l->o.std = NULL;  // the caller's arrays need not outlive the open
+    size_t len = strlen(path) + 32;
+    l->what = pf_malloc(len);
+    snprintf(l->what, len, "image shard '%s'", path);
     l->labels = pf_malloc(sizeof *l->labels * (size_t)s->n);
-    l->perm = pf_malloc(sizeof *l->perm * (size_t)s->n);
-    l->perm_epoch = -1;
     int rc = pf_image_shard_read(s, 0, s->n, NULL, l->labels);
     int64_t limit = o->memory_limit > 0 ? o->memory_limit : DEFAULT_MEMORY_LIMIT;
     if (rc == 0 && (int64_t)l->img_bytes * s->n <= limit) {
@@ -225,22 +229,12 @@ void pf_image_loader_close(pf_image_loader *l) {
     free(l->pixels);
     free(l->staging);
     free(l->labels);
-    free(l->perm);
+    pf_data_order_free(&l->order);
+    free(l->what);
     free(l);
 }
 
 // ---- batches ---------------------------------------------------------------------------
-
-static void make_perm(pf_image_loader *l, int64_t epoch) {
-    uint32_t n = (uint32_t)l->shard.n;
-    for (uint32_t i = 0; i < n; i++) l->perm[i] = i;
-    if (l->o.shuffle) {
-        pf_rng r;
-        pf_rng_seed(&r, l->o.seed ^ (0x9E3779B97F4A7C15ull * (uint64_t)(epoch + 1)));
-        pf_rng_shuffle_u32(&r, l->perm, n);
-    }
-    l->perm_epoch = epoch;
-}
 
 // Crop box (source pixels) of one image: y0, x0, h, w.
 static void crop_box(const pf_image_loader *l, pf_rng *r, float box[4]) {
@@ -293,9 +287,9 @@ static void make_image(const pf_image_loader *l, const uint8_t *src, int64_t epo
                       flip);
     float scale[PF_IMAGE_MAX_C], shift[PF_IMAGE_MAX_C];
     for (int c = 0; c < s->C; c++) {
-        float sd = s->std[c] < 1e-6f ? 1.0f : s->std[c];
+        float sd = l->std[c] < 1e-6f ? 1.0f : l->std[c];
         scale[c] = 1.0f / (255.0f * sd);
-        shift[c] = s->mean[c] / sd;
+        shift[c] = l->mean[c] / sd;
     }
     size_t n = (size_t)l->out * l->out;
     for (size_t i = 0; i < n; i++)
@@ -303,13 +297,9 @@ static void make_image(const pf_image_loader *l, const uint8_t *src, int64_t epo
 }
 
 int pf_image_loader_next(pf_image_loader *l, float *images, int32_t *labels) {
-    if (l->cur.batch >= l->batches_per_epoch) l->cur.epoch++, l->cur.batch = 0;
-    if (l->perm_epoch != l->cur.epoch) make_perm(l, l->cur.epoch);
-    int B = l->o.batch;
-    int64_t base = (l->cur.batch * l->world + l->rank) * (int64_t)B;
-    const uint32_t *idx = l->perm + base;
-    // Slots past the end exist only with pad_last, in the epoch's last batch.
-    int real = base >= l->shard.n ? 0 : (int)(l->shard.n - base < B ? l->shard.n - base : B);
+    pf_data_rows rows = pf_data_order_next(&l->order);
+    int B = l->o.batch, real = rows.real;
+    const uint32_t *idx = rows.items;
     if (!l->pixels)
         for (int j = 0; j < real; j++)
             if (pf_image_shard_read(&l->shard, idx[j], 1, l->staging + (size_t)j * l->img_bytes,
@@ -326,10 +316,9 @@ int pf_image_loader_next(pf_image_loader *l, float *images, int32_t *labels) {
         }
         const uint8_t *src = l->pixels ? l->pixels + (size_t)idx[j] * l->img_bytes
                                        : l->staging + (size_t)j * l->img_bytes;
-        make_image(l, src, l->cur.epoch, base + j, dst);
+        make_image(l, src, rows.epoch, rows.first + j, dst);
         labels[j] = l->labels[idx[j]];
     }
-    l->cur.batch++;
     return 0;
 }
 
@@ -388,21 +377,15 @@ float pf_image_mix_batch(float *images, const int32_t *labels, int32_t *labels_b
 
 // ---- cursor and accessors --------------------------------------------------------------
 
-pf_image_cursor pf_image_loader_get_cursor(const pf_image_loader *l) { return l->cur; }
-
-int pf_image_loader_set_cursor(pf_image_loader *l, pf_image_cursor c) {
-    if (c.epoch < 0 || c.batch < 0 || c.batch > l->batches_per_epoch) {
-        pf_error(
-            "image loader cursor (epoch %lld, batch %lld) is out of range: %lld batches "
-            "per epoch; was the checkpoint made with another batch size or world size?",
-            (long long)c.epoch, (long long)c.batch, (long long)l->batches_per_epoch);
-        return -1;
-    }
-    l->cur = c;
-    return 0;
+pf_data_cursor pf_image_loader_get_cursor(const pf_image_loader *l) {
+    return pf_data_order_get_cursor(&l->order);
 }
 
-void pf_image_loader_reset(pf_image_loader *l) { l->cur = (pf_image_cursor){0, 0}; }
+int pf_image_loader_set_cursor(pf_image_loader *l, pf_data_cursor c) {
+    return pf_data_order_set_cursor(&l->order, c, l->what);
+}
+
+void pf_image_loader_reset(pf_image_loader *l) { pf_data_order_reset(&l->order); }
 
 int64_t pf_image_loader_num_images(const pf_image_loader *l) { return l->shard.n; }
 int pf_image_loader_num_classes(const pf_image_loader *l) { return l->shard.num_classes; }
@@ -410,7 +393,9 @@ int pf_image_loader_channels(const pf_image_loader *l) { return l->shard.C; }
 int pf_image_loader_height(const pf_image_loader *l) { return l->shard.H; }
 int pf_image_loader_width(const pf_image_loader *l) { return l->shard.W; }
 int pf_image_loader_out_size(const pf_image_loader *l) { return l->out; }
-int64_t pf_image_loader_batches_per_epoch(const pf_image_loader *l) { return l->batches_per_epoch; }
+int64_t pf_image_loader_batches_per_epoch(const pf_image_loader *l) {
+    return l->order.batches_per_epoch;
+}
 
 const char *pf_image_loader_class_name(const pf_image_loader *l, int i) {
     PF_ASSERT(i >= 0 && i < l->shard.num_classes);

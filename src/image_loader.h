@@ -1,10 +1,11 @@
 // image_loader.h: batches of normalized, augmented images from an HDF5 image shard
 // (layout in datasets/image_shard.h).
 //
-// Order: a seeded permutation of all N images per epoch (identity when shuffle is off).
-// Batch k of rank r holds perm[(k*world + r)*B + j], j < B, so the union over ranks of batch
-// k is the single-rank batch k of size world*B; the tail of an epoch that does not fill a
-// global batch is dropped (batches_per_epoch = N / (world*B)), unless pad_last keeps it.
+// Order: the N images are the items of a pf_data_order (data_order.h): a seeded order per
+// epoch (identity when shuffle is off), batch k of rank r holding perm[(k*world + r)*B + j],
+// j < B, so the union over ranks of batch k is the single-rank batch k of size world*B; the
+// tail of an epoch that does not fill a global batch is dropped (batches_per_epoch =
+// N / (world*B)), unless pad_last keeps it.
 //
 // Augmentation is drawn from an RNG seeded by (seed, epoch, global position in the epoch),
 // so an image gets the same crop and flip whatever the world size, and a restored cursor
@@ -17,8 +18,9 @@
 //          center_crop = 0 that side is min(out, H, W), i.e. a pixel-exact center crop when
 //          out <= min(H, W) (256 -> 224 as in the usual ImageNet eval) and the whole central
 //          square enlarged otherwise.
-// Output pixels: (x/255 - mean[c]) / std[c] with the shard's attributes (std < 1e-6, a
-// constant channel, is taken as 1).
+// Output pixels: (x/255 - mean[c]) / std[c] with the shard's mean and std attributes, or the
+// ones the options give (evaluation passes the training shard's: pf_data_open); std < 1e-6, a
+// constant channel, is taken as 1.
 //
 // Reading: when the shard's pixels fit in memory_limit (default 1 GiB: Fashion-MNIST 47 MB,
 // CIFAR 150 MB) each rank reads the whole /images once at open; bigger shards (ImageNet) are
@@ -32,7 +34,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "token_loader.h"
+#include "data_order.h"
 
 typedef struct {
     int batch;  // B, images per rank per batch
@@ -48,11 +50,10 @@ typedef struct {
     int64_t memory_limit;  // bytes of pixels held in memory; 0 = 1 GiB; above it, read per batch
     bool pad_last;         // evaluation: keep the epoch's last partial global batch, its empty
                            // slots filled with zero images and label -1 (to be ignored)
+    // Normalisation statistics [C] (of x/255) to use instead of the shard's own attributes, or
+    // NULL for the shard's; copied at open.
+    const float *mean, *std;
 } pf_image_loader_opts;
-
-// Position of the next batch {epoch, batch}: what a checkpoint stores. The same type as the
-// token loader's, so the trainer keeps one cursor whatever the model.
-typedef pf_loader_cursor pf_image_cursor;
 
 typedef struct pf_image_loader pf_image_loader;
 
@@ -68,8 +69,9 @@ void pf_image_loader_close(pf_image_loader *l);
 // last batch. -1 and pf_error() on a read failure.
 int pf_image_loader_next(pf_image_loader *l, float *images, int32_t *labels);
 
-pf_image_cursor pf_image_loader_get_cursor(const pf_image_loader *l);
-int pf_image_loader_set_cursor(pf_image_loader *l, pf_image_cursor c);  // -1 if out of range
+// The position of the next batch, what a checkpoint stores (data_order.h).
+pf_data_cursor pf_image_loader_get_cursor(const pf_image_loader *l);
+int pf_image_loader_set_cursor(pf_image_loader *l, pf_data_cursor c);  // -1 if out of range
 void pf_image_loader_reset(pf_image_loader *l);                         // back to epoch 0, batch 0
 
 int64_t pf_image_loader_num_images(const pf_image_loader *l);

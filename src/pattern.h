@@ -1,4 +1,4 @@
-// pattern.h: the flat block butterfly pattern of a Pixelfly layer (DESIGN.md).
+// pattern.h: the flat block butterfly pattern of a Pixelfly layer (docs/ARCHITECTURE.md).
 //
 //   y = x S^T + (x V^T) U^T + b        x: [N, in], y: [N, out]
 //

@@ -1,29 +1,22 @@
 // token_loader.h: language-model batches from an HDF5 token shard (datasets/text_shard.h).
 //
-// The shard's N tokens make W = (N - 1) / T windows of T + 1 tokens, window w starting at
-// token w*T (inputs are its first T tokens, targets its last T). Each epoch visits the
-// windows in a permutation seeded by (seed, epoch) (the identity without shuffling), and
-// batch k of rank r is windows perm[(k*world + r)*B + j], j < B. So at every step the ranks
-// hold disjoint windows whose union is exactly the batch of size world*B that one rank would
-// read: a run on `world` ranks with micro-batch B sees the data of a 1-rank run with world*B.
-// Batches per epoch: W / (world*B); the remainder of the permutation is dropped, unless
-// pad_last keeps it (evaluation): then ceil(W / (world*B)) batches, the slots past the last
-// window filled with padding rows (inputs 0, every target -1, which the loss ignores), so an
-// epoch yields every window exactly once whatever B and world are.
+// The shard's N tokens make W = (N - 1) / T windows of T + 1 tokens at stride T, window w
+// starting at token w*T (inputs are its first T tokens, targets its last T). The windows are
+// the items of a pf_data_order (data_order.h: the seeded order per epoch, rank slices, the
+// padded last batch of evaluation and the cursor): batch k of rank r is windows
+// perm[(k*world + r)*B + j], j < B. With pad_last a padding row has inputs 0 and every target
+// -1, which the loss ignores.
 // Windows are read one at a time (T + 1 tokens, one hyperslab each): a shard of any size
-// costs only the permutation (4 bytes per window) in memory.
+// costs only the order (4 bytes per window) in memory.
 #ifndef PF_TOKEN_LOADER_H
 #define PF_TOKEN_LOADER_H
 
 #include <stdbool.h>
 #include <stdint.h>
 
-typedef struct pf_token_loader pf_token_loader;
+#include "data_order.h"
 
-// Where the loader stands, for checkpoints: the next batch to read is `batch` of `epoch`.
-typedef struct {
-    int64_t epoch, batch;
-} pf_loader_cursor;
+typedef struct pf_token_loader pf_token_loader;
 
 // NULL + pf_error if the file is missing, not a token shard, lacks its attributes, or has
 // fewer than world*B*T + 1 tokens (one batch per rank; the message says how many it needs).
@@ -39,10 +32,10 @@ void pf_token_loader_close(pf_token_loader *l);
 int pf_token_loader_next(pf_token_loader *l, int32_t *inputs, int32_t *targets);
 
 void pf_token_loader_reset(pf_token_loader *l);  // back to epoch 0, batch 0 (validation)
-pf_loader_cursor pf_token_loader_get_cursor(const pf_token_loader *l);
+pf_data_cursor pf_token_loader_get_cursor(const pf_token_loader *l);
 // -1 + pf_error when c is out of range (negative, or batch > batches_per_epoch: a cursor
 // saved with another batch size or world size).
-int pf_token_loader_set_cursor(pf_token_loader *l, pf_loader_cursor c);
+int pf_token_loader_set_cursor(pf_token_loader *l, pf_data_cursor c);
 
 int pf_token_loader_vocab_size(const pf_token_loader *l);
 int pf_token_loader_eot(const pf_token_loader *l);

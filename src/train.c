@@ -257,23 +257,6 @@ static void log_eval(trainer *t, const eval_result *e) {
     fflush(stdout);
 }
 
-static int mkdir_p(const char *path) {
-    char buf[PF_PATH_MAX];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1;; p++) {
-        if (*p == '/' || *p == 0) {
-            char save = *p;
-            *p = 0;
-            if (mkdir(buf, 0777) < 0 && errno != EEXIST) {
-                pf_error("cannot create directory '%s': %s", buf, strerror(errno));
-                return -1;
-            }
-            *p = save;
-            if (!save) return 0;
-        }
-    }
-}
-
 // ---- checkpoints ---------------------------------------------------------------------------
 
 static void checkpoint_dir(const trainer *t, char *buf, size_t len) {
@@ -338,7 +321,8 @@ static int save_checkpoint(trainer *t) {
 // train.steps, the schedule, evaluation, logging, data paths, run.*) may change on resume.
 static bool model_shape_key(const char *section, const char *key) {
     if (!strcmp(section, "model")) return strcmp(key, "init_std") != 0;  // init only
-    if (!strcmp(section, "pixelfly")) return strcmp(key, "fuse_mlp") != 0;  // same parameters
+    if (!strcmp(section, "pixelfly"))  // recompute_mlp (formerly fuse_mlp): same parameters
+        return strcmp(key, "recompute_mlp") != 0 && strcmp(key, "fuse_mlp") != 0;
     return false;
 }
 
@@ -412,6 +396,21 @@ static int config_diff(const char *old_text, const pf_config *cfg, char *refused
     free(now);
     free(old);
     return nref;
+}
+
+// The global batch (ranks x train.batch_size) a checkpoint was written at: its data cursor
+// counts global batches, so it carries over exactly to any rank count with the same global
+// batch (data_order.h) and to no other. 0 when the stored config has no batch_size.
+static int64_t stored_global_batch(const pf_checkpoint_state *st) {
+    char *text = pf_strdup(st->config_text);
+    ini_entry e[512];
+    int n = parse_ini(text, e, 512);
+    int64_t b = 0;
+    for (int i = 0; i < n; i++)
+        if (!strcmp(e[i].section, "train") && !strcmp(e[i].key, "batch_size"))
+            b = strtoll(e[i].value, NULL, 10);
+    free(text);
+    return b * st->world;
 }
 
 // pf_checkpoint_find_resume's accept test (and --resume PATH's): the checkpoint's stored
@@ -562,6 +561,20 @@ static int resume(trainer *t) {
                 pf_report("cannot resume: %s", pf_errmsg());
                 code = PF_EXIT_USAGE;
                 status = 0;
+            } else if (stored_global_batch(&st) &&
+                       stored_global_batch(&st) != (int64_t)t->world * t->cfg->batch_size) {
+                pf_report("cannot resume from '%s': it was written at a global batch of %lld "
+                          "(%d rank%s x train.batch_size %lld) and this run's is %lld (%d x %d): "
+                          "its data position carries over only at the same global batch. Choose "
+                          "a rank count and train.batch_size whose product is %lld, or start a "
+                          "new run", path, (long long)stored_global_batch(&st), st.world,
+                          st.world == 1 ? "" : "s",
+                          (long long)(stored_global_batch(&st) / st.world),
+                          (long long)t->world * t->cfg->batch_size, t->world, t->cfg->batch_size,
+                          (long long)stored_global_batch(&st));
+                pf_checkpoint_state_free(&st);
+                code = PF_EXIT_USAGE;
+                status = 0;
             } else if (g < 3) {
                 pf_report("cannot resume from '%s': %s: it was saved after the model diverged; "
                           "resume from an earlier checkpoint with --resume PATH",
@@ -609,7 +622,7 @@ static int resume(trainer *t) {
 static int open_outputs(trainer *t) {
     if (!t->lead) return 0;
     char path[PF_PATH_MAX + 32];
-    if (mkdir_p(t->cfg->out_dir) < 0) return -1;
+    if (pf_mkdir_p(t->cfg->out_dir) < 0) return -1;
     snprintf(path, sizeof path, "%s/config.ini", t->cfg->out_dir);
     FILE *f = fopen(path, "w");
     if (!f) {
@@ -676,7 +689,7 @@ static int setup(trainer *t) {
         return -1;
     }
     for (int op = 0; op < PF_OP_COUNT; op++)
-        if (!t->be->supports((pf_op)op)) {
+        if (!t->be->supports((pf_op)op, t->be->act_dtype)) {
             pf_error("backend %s does not support op %s yet; use run.backend = cpu",
                      t->be->name, pf_op_name((pf_op)op));
             return -1;

@@ -241,12 +241,12 @@ START_TEST(test_validate) {
     // mixing is for vision models: the default gpt2 refuses it, naming the key
     EXPECT_INVALID("train.mixup_alpha", "train.mixup_alpha=0.2");
     EXPECT_INVALID("train.cutmix_alpha", "train.cutmix_alpha=1");
-    // the fused MLP needs both MLP layers Pixelfly, and names the dense one
-    EXPECT_INVALID("pixelfly.mlp_fc1 is dense", "pixelfly.fuse_mlp=true",
+    // the recomputing MLP needs both MLP layers Pixelfly, and names the dense one
+    EXPECT_INVALID("pixelfly.mlp_fc1 is dense", "pixelfly.recompute_mlp=true",
                    "pixelfly.mlp_fc2=bs=4 nf=2");
-    EXPECT_INVALID("pixelfly.mlp_fc2 is dense", "pixelfly.fuse_mlp=true",
+    EXPECT_INVALID("pixelfly.mlp_fc2 is dense", "pixelfly.recompute_mlp=true",
                    "pixelfly.mlp_fc1=bs=4 nf=2");
-    EXPECT_INVALID("pixelfly.fuse_mlp", "pixelfly.fuse_mlp=true");
+    EXPECT_INVALID("pixelfly.recompute_mlp", "pixelfly.recompute_mlp=true");
 
     pf_config c;
     pf_config_defaults(&c);
@@ -261,8 +261,8 @@ START_TEST(test_validate) {
     ck_assert_int_eq(pf_config_set(&c, "train.mixup_alpha=0.8"), 0);
     ck_assert_int_eq(pf_config_set(&c, "train.cutmix_alpha=1.0"), 0);
     ck_assert_msg(pf_config_validate(&c) == 0, "%s", pf_errmsg());
-    // a Mixer may fuse its (channel) MLP with a dense token MLP
-    ck_assert_int_eq(pf_config_set(&c, "pixelfly.fuse_mlp=true"), 0);
+    // a Mixer may recompute its (channel) MLP with a dense token MLP
+    ck_assert_int_eq(pf_config_set(&c, "pixelfly.recompute_mlp=true"), 0);
     ck_assert_int_eq(pf_config_set(&c, "pixelfly.mlp_fc1=bs=4 nf=2 rank=2"), 0);
     ck_assert_int_eq(pf_config_set(&c, "pixelfly.mlp_fc2=bs=4 nf=1"), 0);
     ck_assert_msg(pf_config_validate(&c) == 0, "%s", pf_errmsg());
@@ -338,6 +338,26 @@ START_TEST(test_shipped_configs) {
 }
 END_TEST
 
+// A former key name (pixelfly.fuse_mlp) still sets its key, from --set and from a file (an old
+// run's config.ini or checkpoint), and the config is written under the new name only.
+START_TEST(test_renamed_key_alias) {
+    pf_config c;
+    pf_config_defaults(&c);
+    ck_assert_int_eq(pf_config_set(&c, "pixelfly.fuse_mlp=true"), 0);
+    ck_assert(c.recompute_mlp);
+    pf_config_defaults(&c);
+    ck_assert_msg(pf_config_load(&c, write_ini("[pixelfly]\nfuse_mlp = true\n")) == 0, "%s",
+                  pf_errmsg());
+    ck_assert(c.recompute_mlp);
+    char *text = pf_config_to_string(&c);
+    ck_assert_ptr_nonnull(strstr(text, "recompute_mlp = true"));
+    ck_assert_ptr_null(strstr(text, "fuse_mlp"));
+    free(text);
+    // both names at once is one key given twice
+    EXPECT_LOAD_ERROR("[pixelfly]\nrecompute_mlp = true\nfuse_mlp = false\n", "given twice");
+}
+END_TEST
+
 // `pftrain keys`: every key the writer emits is listed, with its default and meaning.
 START_TEST(print_keys_lists_every_key) {
     char *keys = NULL, *written = NULL;
@@ -384,6 +404,7 @@ Suite *pf_test_suite(void) {
     tcase_add_test(tc, test_syntax_error);
     tcase_add_test(tc, test_missing_file);
     tcase_add_test(tc, test_set);
+    tcase_add_test(tc, test_renamed_key_alias);
     tcase_add_test(tc, test_validate);
     tcase_add_test(tc, test_round_trip);
     tcase_add_test(tc, test_shipped_configs);

@@ -13,6 +13,8 @@
 
 #include "check_main.h"
 #include "common.h"
+#include "config.h"
+#include "data.h"
 #include "image_loader.h"
 #include "image_shard.h"
 #include "interrupt.h"
@@ -780,7 +782,7 @@ START_TEST(loader_cursor_restore) {
     float img[5][B * S * S * 3], again[B * S * S * 3];
     int32_t lab[5][B], lagain[B];
     for (int b = 0; b < 4; b++) ck_assert_int_eq(pf_image_loader_next(l, img[0], lab[0]), 0);
-    pf_image_cursor c = pf_image_loader_get_cursor(l);
+    pf_data_cursor c = pf_image_loader_get_cursor(l);
     ck_assert_int_eq(c.epoch, 1);
     ck_assert_int_eq(c.batch, 1);
     for (int b = 0; b < 5; b++) ck_assert_int_eq(pf_image_loader_next(l, img[b], lab[b]), 0);
@@ -793,9 +795,51 @@ START_TEST(loader_cursor_restore) {
     }
     pf_image_loader_reset(r);
     ck_assert_int_eq(pf_image_loader_get_cursor(r).epoch, 0);
-    ck_assert_int_eq(pf_image_loader_set_cursor(r, (pf_image_cursor){0, 4}), -1);
+    ck_assert_int_eq(pf_image_loader_set_cursor(r, (pf_data_cursor){0, 4}), -1);
     pf_image_loader_close(l);
     pf_image_loader_close(r);
+}
+END_TEST
+
+// Evaluation (pf_data_open without `train`) normalises with the training shard's mean and std,
+// not with the evaluated shard's own.
+START_TEST(eval_uses_training_stats) {
+    enum { S = 4, B = 2 };
+    write_shard(pf_test_path("tr.h5"), 12, S, S, 1, 3, px_hash);
+    write_shard(pf_test_path("va.h5"), 6, S, S, 1, 3, px_label);
+    pf_config c;
+    pf_config_defaults(&c);
+    static const char *const sets[] = {"model.type=mixer", "model.image_size=4",
+                                       "model.patch_size=2", "model.channels=1",
+                                       "model.num_classes=3"};
+    for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++)
+        ck_assert_int_eq(pf_config_set(&c, sets[i]), 0);
+    snprintf(c.train_path, sizeof c.train_path, "%s", pf_test_path("tr.h5"));
+    ck_assert_msg(pf_config_validate(&c) == 0, "%s", pf_errmsg());
+    pf_image_shard tr, va;
+    ck_assert_int_eq(pf_image_shard_open(&tr, pf_test_path("tr.h5")), 0);
+    ck_assert_int_eq(pf_image_shard_open(&va, pf_test_path("va.h5")), 0);
+    ck_assert(fabsf(tr.mean[0] - va.mean[0]) > 0.05f && fabsf(tr.std[0] - va.std[0]) > 0.01f);
+    pf_data *d = pf_data_open(&c, pf_test_path("va.h5"), B, 0, 1, false);
+    ck_assert_msg(d != NULL, "%s", pf_errmsg());
+    pf_batch b;
+    ck_assert_int_eq(pf_data_next(d, &b), 0);
+    for (int j = 0; j < B; j++)  // no shuffling in evaluation: images 0 and 1
+        for (int p = 0; p < S * S; p++)
+            ck_assert_float_eq_tol(b.images[j * S * S + p],
+                                   (px_label(j, 0, 0, 0) / 255.0f - tr.mean[0]) / tr.std[0],
+                                   1e-5f);
+    pf_data_close(d);
+    // Without a training shard the evaluated shard's own statistics are used.
+    c.train_path[0] = 0;
+    d = pf_data_open(&c, pf_test_path("va.h5"), B, 0, 1, false);
+    ck_assert_msg(d != NULL, "%s", pf_errmsg());
+    ck_assert_int_eq(pf_data_next(d, &b), 0);
+    float own = (px_label(1, 0, 0, 0) / 255.0f - va.mean[0]) / va.std[0];
+    ck_assert_float_eq_tol(b.images[S * S], own, 1e-5f);
+    pf_data_close(d);
+    pf_image_shard_close(&tr);
+    pf_image_shard_close(&va);
 }
 END_TEST
 
@@ -908,6 +952,7 @@ Suite *pf_test_suite(void) {
     tcase_add_test(load, loader_flip);
     tcase_add_test(load, loader_cursor_restore);
     tcase_add_test(load, loader_errors);
+    tcase_add_test(load, eval_uses_training_stats);
     tcase_add_test(load, resample_filter);
     suite_add_tcase(s, load);
     return s;

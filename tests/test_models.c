@@ -60,8 +60,8 @@ typedef struct {
 static const gc_case GC_CASES[] = {
     {"gpt2-pixelfly", (const char *const[]){GPT2_TINY, PIXELFLY_BLOCK, NULL}, 0},
     {"gpt2-dense", (const char *const[]){GPT2_TINY, NULL}, 0},
-    {"gpt2-fused-mlp",
-     (const char *const[]){GPT2_TINY, PIXELFLY_BLOCK, "pixelfly.fuse_mlp=true", NULL}, 0},
+    {"gpt2-recompute-mlp",
+     (const char *const[]){GPT2_TINY, PIXELFLY_BLOCK, "pixelfly.recompute_mlp=true", NULL}, 0},
     {"vit-pixelfly", (const char *const[]){"model.type=vit", VISION_TINY, "model.channels=3",
                                            PIXELFLY_BLOCK, NULL}, 0},
     {"mixer-pixelfly",
@@ -71,11 +71,11 @@ static const gc_case GC_CASES[] = {
                            "pixelfly.token_fc2=bs=2 nf=1 rank=2", NULL}, 0},
     {"mixer-dense", (const char *const[]){"model.type=mixer", VISION_TINY, "model.channels=3",
                                           NULL}, 0},
-    {"mixer-fused-mlp",  // token and channel MLPs both through the fused op
+    {"mixer-recompute-mlp",  // token and channel MLPs both through the pixelfly_mlp op
      (const char *const[]){"model.type=mixer", VISION_TINY, "model.channels=1",
                            "pixelfly.mlp_fc1=bs=2 nf=1 rank=2", "pixelfly.mlp_fc2=bs=2 nf=1",
                            "pixelfly.token_fc1=bs=2 nf=1 rank=1",
-                           "pixelfly.token_fc2=bs=2 nf=1 rank=2", "pixelfly.fuse_mlp=true",
+                           "pixelfly.token_fc2=bs=2 nf=1 rank=2", "pixelfly.recompute_mlp=true",
                            NULL}, 0},
     {"vit-mixed", (const char *const[]){"model.type=vit", VISION_TINY, "model.channels=1", NULL},
      0.3f},
@@ -250,9 +250,9 @@ START_TEST(test_mixed_loss) {
 }
 END_TEST
 
-// ---- the fused Pixelfly MLP (pixelfly.fuse_mlp) ------------------------------------------
+// ---- the recomputing Pixelfly MLP (pixelfly.recompute_mlp) -------------------------------
 
-// On the CPU the fused op runs the very ops of the unfused MLP (recomputing f and g first),
+// On the CPU the pixelfly_mlp op runs the very ops of the plain MLP (recomputing f and g first),
 // so a whole training step gives the same loss and gradient bits either way.
 static void same_step(const char *name, const char *const *sets, const char *const *fused) {
     pf_model *m[2] = {create(sets, GC_B), create(fused, GC_B)};
@@ -283,10 +283,11 @@ static void same_step(const char *name, const char *const *sets, const char *con
     }
 }
 
-START_TEST(test_fused_mlp_same_step) {
+START_TEST(test_recompute_mlp_same_step) {
     same_step("gpt2", (const char *const[]){GPT2_TINY, PIXELFLY_BLOCK, NULL},
-              (const char *const[]){GPT2_TINY, PIXELFLY_BLOCK, "pixelfly.fuse_mlp=true", NULL});
-    // Mixer with a dense token MLP: the channel MLP is fused, the token MLP is not.
+              (const char *const[]){GPT2_TINY, PIXELFLY_BLOCK, "pixelfly.recompute_mlp=true",
+                                    NULL});
+    // Mixer with a dense token MLP: the channel MLP recomputes, the token MLP does not.
     same_step("mixer",
               (const char *const[]){"model.type=mixer", VISION_TINY, "model.channels=3",
                                     "pixelfly.mlp_fc1=bs=2 nf=1 rank=2",
@@ -294,13 +295,13 @@ START_TEST(test_fused_mlp_same_step) {
               (const char *const[]){"model.type=mixer", VISION_TINY, "model.channels=3",
                                     "pixelfly.mlp_fc1=bs=2 nf=1 rank=2",
                                     "pixelfly.mlp_fc2=bs=4 nf=2 rank=1",
-                                    "pixelfly.fuse_mlp=true", NULL});
+                                    "pixelfly.recompute_mlp=true", NULL});
 }
 END_TEST
 
-// Fusing drops the two [N, H] hidden activations of every block and adds the fused op's
+// Recomputing drops the two [N, H] hidden activations of every block and adds the op's
 // backward scratch (3 x [N, H] and [N, r]) in place of the unfused one's (df, dg), once.
-START_TEST(test_fused_mlp_saves_activations) {
+START_TEST(test_recompute_mlp_saves_activations) {
     enum { B = 2, L = 4, T = 16, C = 64, H = 256 };
     const char *const plain[] = {"model.type=gpt2", "model.n_layer=4", "model.n_embd=64",
                                  "model.n_head=4", "model.seq_len=16", "model.vocab_size=100",
@@ -309,7 +310,7 @@ START_TEST(test_fused_mlp_saves_activations) {
     const char *fused[16];
     int k = 0;
     for (; plain[k]; k++) fused[k] = plain[k];
-    fused[k++] = "pixelfly.fuse_mlp=true";
+    fused[k++] = "pixelfly.recompute_mlp=true";
     fused[k] = NULL;
     pf_model *m0 = create(plain, B), *m1 = create(fused, B);
     pf_pattern p1, p2;
@@ -319,7 +320,7 @@ START_TEST(test_fused_mlp_saves_activations) {
     int64_t unfused_scratch = NH64 + NH, fused_scratch = pf_pixelfly_mlp_scratch_numel(&p1, &p2, N);
     int64_t saved = (int64_t)sizeof(float) * (2 * L * NH - (fused_scratch - unfused_scratch));
     int64_t a0 = pf_model_activation_bytes(m0), a1 = pf_model_activation_bytes(m1);
-    printf("fused MLP: activations %lld -> %lld bytes (%.1f%% less)\n", (long long)a0,
+    printf("recomputing MLP: activations %lld -> %lld bytes (%.1f%% less)\n", (long long)a0,
            (long long)a1, 100.0 * (a0 - a1) / a0);
     ck_assert_int_eq(a0 - a1, saved);
     ck_assert_int_gt(saved, 0);
@@ -329,10 +330,43 @@ START_TEST(test_fused_mlp_saves_activations) {
     FILE *f = open_memstream(&text, &len);
     pf_model_summary(m1, f);
     fclose(f);
-    ck_assert_msg(strstr(text, "4 of 4 MLPs fused"), "%s", text);
+    ck_assert_msg(strstr(text, "4 of 4 MLPs recompute"), "%s", text);
     free(text);
     pf_model_free(m0);
     pf_model_free(m1);
+}
+END_TEST
+
+// ---- weight decay ----------------------------------------------------------------------
+
+// The rule of docs/MODELS.md: every tensor of two or more dimensions decays (dense weights,
+// Pixelfly S, U, V, both GPT-2 embeddings, ViT's position embedding), no vector does (biases,
+// layernorm gains and biases, ViT's class token).
+START_TEST(test_weight_decay_rule) {
+    const char *const *models[] = {
+        (const char *const[]){GPT2_TINY, PIXELFLY_BLOCK, NULL},
+        (const char *const[]){"model.type=vit", VISION_TINY, "model.channels=3", PIXELFLY_BLOCK,
+                              NULL},
+        (const char *const[]){"model.type=mixer", VISION_TINY, "model.channels=1",
+                              "pixelfly.token_fc1=bs=2 nf=1 rank=1", NULL},
+    };
+    for (int k = 0; k < 3; k++) {
+        pf_model *m = create(models[k], 1);
+        const pf_layout *lay = pf_model_layout(m);
+        int decayed = 0;
+        for (int i = 0; i < lay->count; i++) {
+            const pf_param_info *p = &lay->params[i];
+            ck_assert_msg(p->no_decay == (p->ndim == 1), "model %d: %s (%d dims) %s", k, p->name,
+                          p->ndim, p->no_decay ? "not decayed" : "decayed");
+            decayed += !p->no_decay;
+        }
+        ck_assert_int_gt(decayed, 0);
+        if (k == 0) {
+            ck_assert(!lay->params[pf_layout_find(lay, "wte")].no_decay);
+            ck_assert(!lay->params[pf_layout_find(lay, "wpe")].no_decay);
+        }
+        pf_model_free(m);
+    }
 }
 END_TEST
 
@@ -444,8 +478,9 @@ Suite *pf_test_suite(void) {
     tcase_add_loop_test(tc, test_gradient_check, 0, N_GC_CASES);
     tcase_add_test(tc, test_backward_accumulates);
     tcase_add_test(tc, test_mixed_loss);
-    tcase_add_test(tc, test_fused_mlp_same_step);
-    tcase_add_test(tc, test_fused_mlp_saves_activations);
+    tcase_add_test(tc, test_recompute_mlp_same_step);
+    tcase_add_test(tc, test_recompute_mlp_saves_activations);
+    tcase_add_test(tc, test_weight_decay_rule);
     suite_add_tcase(s, tc);
     tc = tcase_create("shapes");
     tcase_set_timeout(tc, 30);

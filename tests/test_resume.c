@@ -6,6 +6,7 @@
 //     cases exit 2 and nothing in the directory changes; keys that may change are reported;
 //   - a new run (no --resume) into a directory that holds a run is refused (exit 2) unless
 //     --new-run, which moves the old run into previous-N, byte for byte;
+//   - a checkpoint written at another global batch (ranks x train.batch_size) is refused;
 //   - resuming a finished run leaves summary.json as it was;
 //   - divergence is caught before the update: exit 1 (not an abort), and every checkpoint on
 //     disk, `latest` included, holds finite values only; a non-finite checkpoint left by an
@@ -189,6 +190,28 @@ START_TEST(test_resume_refuses_another_model) {
     ck_assert_msg(strstr(r.out, "resume: train.lr 0.002 -> 0.0005"), "%s", r.out);
     ck_assert_msg(strstr(r.out, "resume: train.steps 4 -> 6"), "%s", r.out);
     run_free(&r);
+    free(before);
+    pf_comm_finalize(comm);
+}
+END_TEST
+
+// The data cursor counts global batches: another global batch (here train.batch_size 4 -> 2
+// on one rank) cannot continue the data order exactly and is refused, naming both products,
+// with nothing in the run directory changed.
+START_TEST(test_resume_refuses_another_global_batch) {
+    pf_comm *comm = comm_init();
+    first_run(comm);
+    char *before = fingerprint(pf_test_path("run"));
+    run_result r = train(comm, (const char *const[]){"train.batch_size=2", "train.steps=6", NULL},
+                         RESUME_AUTO);
+    ck_assert_int_eq(r.rc, PF_EXIT_USAGE);
+    ck_assert_msg(strstr(r.err, "global batch of 4 (1 rank x train.batch_size 4)") &&
+                      strstr(r.err, "this run's is 2 (1 x 2)"),
+                  "%s", r.err);
+    char *after = fingerprint(pf_test_path("run"));
+    ck_assert_str_eq(before, after);
+    run_free(&r);
+    free(after);
     free(before);
     pf_comm_finalize(comm);
 }
@@ -443,6 +466,7 @@ Suite *pf_test_suite(void) {
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_resume_refuses_another_model);
     tcase_add_test(tc, test_resume_refuses_when_none_loads);
+    tcase_add_test(tc, test_resume_refuses_another_global_batch);
     tcase_add_test(tc, test_resume_auto_without_checkpoints_starts_fresh);
     tcase_add_test(tc, test_new_run_never_overwrites);
     tcase_add_test(tc, test_resume_finished_run_keeps_summary);

@@ -420,6 +420,20 @@ static void window_order(pf_token_loader *l, int B, int steps, int *order) {
     }
 }
 
+// Epoch `epoch`'s order as docs/FORMATS.md ("Data order") states it, written out here rather
+// than taken from the loader: a Fisher-Yates shuffle of 0..n-1 by a pf_rng seeded with
+// seed ^ ((epoch + 1) * 0xD1B54A32D192ED03).
+static void documented_order(uint64_t seed, int64_t epoch, uint32_t n, int *order) {
+    pf_rng r;
+    pf_rng_seed(&r, seed ^ ((uint64_t)epoch + 1) * 0xD1B54A32D192ED03ull);
+    for (uint32_t i = 0; i < n; i++) order[i] = (int)i;
+    for (uint32_t i = n; i > 1; i--) {
+        uint32_t j = pf_rng_below(&r, i);
+        int t = order[i - 1];
+        order[i - 1] = order[j], order[j] = t;
+    }
+}
+
 START_TEST(test_loader_order) {
     make_tmp_dir();
     const char *path = write_counting_shard("count.h5", 50257, N_TOK);
@@ -434,6 +448,13 @@ START_TEST(test_loader_order) {
     pf_token_loader_close(l);
     ck_assert_msg(!memcmp(a, b, sizeof a), "same seed, different order");
     ck_assert_msg(memcmp(a, e1, sizeof a), "epoch 1 repeats epoch 0's order");
+    int doc[WINDOWS];
+    for (int e = 0; e < 2; e++) {
+        documented_order(1, e, WINDOWS, doc);
+        for (int i = 0; i < STEPS * B; i++)
+            ck_assert_msg((e ? e1 : a)[i] == doc[i], "epoch %d position %d: window %d, the "
+                          "documented order says %d", e, i, (e ? e1 : a)[i], doc[i]);
+    }
     l = open_loader(path, B, 0, 1, 2, true);
     window_order(l, B, STEPS, c);
     pf_token_loader_close(l);
@@ -453,14 +474,14 @@ START_TEST(test_loader_cursor) {
     int first[STEPS * B], again[STEPS * B], warm[7 * B];
     pf_token_loader *l = open_loader(path, B, RANK, WORLD, 9, true);
     window_order(l, B, 7, warm);
-    pf_loader_cursor cur = pf_token_loader_get_cursor(l);
+    pf_data_cursor cur = pf_token_loader_get_cursor(l);
     ck_assert(cur.epoch == 0 && cur.batch == 7);
     window_order(l, B, STEPS, first);
     ck_assert_int_eq(pf_token_loader_get_cursor(l).epoch, 1);
     pf_token_loader_close(l);
     // A fresh loader set to the saved cursor continues exactly where the first one was.
     l = open_loader(path, B, RANK, WORLD, 9, true);
-    ck_assert_int_eq(pf_token_loader_set_cursor(l, (pf_loader_cursor){0, 32}), -1);
+    ck_assert_int_eq(pf_token_loader_set_cursor(l, (pf_data_cursor){0, 32}), -1);
     ck_assert_int_eq(pf_token_loader_set_cursor(l, cur), 0);
     window_order(l, B, STEPS, again);
     ck_assert(!memcmp(first, again, sizeof first));

@@ -32,7 +32,10 @@ void cpu_copy(void *dst, const void *src, size_t bytes) { memcpy(dst, src, bytes
 // Every op runs to completion before it returns.
 void cpu_synchronize(void) {}
 
-bool cpu_supports(pf_op op) { return (unsigned)op < PF_OP_COUNT; }
+// Every op, in fp32 only (the bf16 tests emulate bf16 around these ops: tests/test_bf16.c).
+bool cpu_supports(pf_op op, pf_dtype act) {
+    return (unsigned)op < PF_OP_COUNT && act == PF_F32;
+}
 
 // The first "model name" of /proc/cpuinfo, or "unknown CPU".
 static void cpu_model_name(char *out, size_t len) {

@@ -1,5 +1,6 @@
-// cpu_ops.h: the CPU backend's op functions (one .c file per op family) and the checks and
-// helpers they share. Only cpu_backend.c, which builds the pf_backend table, includes this.
+// cpu_ops.h: the CPU backend's internal header, included by every src/cpu/*.c: its op
+// functions (declared from the op list, one .c file per op family as backend.h names them),
+// its memory functions, and the checks and helpers they share.
 //
 // Every op treats a tensor of any rank as a matrix [rows, cols] with cols = the last dim,
 // so activations may be passed as [B, T, C] or [N, C] alike.
@@ -46,72 +47,13 @@ void cpu_free(void *p);
 void cpu_zero(void *p, size_t bytes);
 void cpu_copy(void *dst, const void *src, size_t bytes);
 void cpu_synchronize(void);
-bool cpu_supports(pf_op op);
+bool cpu_supports(pf_op op, pf_dtype act);
 void cpu_device_info(pf_device_info *info);
 
-// cpu_linear.c
-void cpu_linear_fwd(pf_tensor y, pf_tensor x, pf_tensor w, pf_tensor b);
-void cpu_linear_bwd(pf_tensor dx, pf_tensor dw, pf_tensor db, pf_tensor dy, pf_tensor x,
-                    pf_tensor w);
-
-// cpu_pixelfly.c
-void cpu_pixelfly_fwd(const pf_pattern *p, pf_tensor y, pf_tensor xv, pf_tensor x,
-                      pf_pixelfly_w w);
-void cpu_pixelfly_bwd(const pf_pattern *p, pf_tensor dx, pf_pixelfly_w dw, pf_tensor dxv,
-                      pf_tensor dy, pf_tensor x, pf_tensor xv, pf_pixelfly_w w);
-
-// cpu_mlp.c
-void cpu_pixelfly_mlp_fwd(const pf_pattern *p1, const pf_pattern *p2, pf_tensor y, pf_tensor xv1,
-                          pf_tensor gv2, pf_tensor x, pf_pixelfly_w w1, pf_pixelfly_w w2,
-                          pf_tensor scratch);
-void cpu_pixelfly_mlp_bwd(const pf_pattern *p1, const pf_pattern *p2, pf_tensor dx,
-                          pf_pixelfly_w dw1, pf_pixelfly_w dw2, pf_tensor dy, pf_tensor x,
-                          pf_tensor xv1, pf_tensor gv2, pf_pixelfly_w w1, pf_pixelfly_w w2,
-                          pf_tensor scratch);
-
-// cpu_norm.c
-void cpu_layernorm_fwd(pf_tensor y, pf_tensor mean, pf_tensor rstd, pf_tensor x, pf_tensor g,
-                       pf_tensor b, float eps);
-void cpu_layernorm_bwd(pf_tensor dx, pf_tensor dg, pf_tensor db, pf_tensor dy, pf_tensor x,
-                       pf_tensor g, pf_tensor mean, pf_tensor rstd);
-
-// cpu_elementwise.c
-void cpu_gelu_fwd(pf_tensor y, pf_tensor x);
-void cpu_gelu_bwd(pf_tensor dx, pf_tensor dy, pf_tensor x);
-void cpu_add(pf_tensor y, pf_tensor a, pf_tensor b);
-void cpu_accumulate(pf_tensor dst, pf_tensor src);
-void cpu_convert(pf_tensor dst, pf_tensor src);
-
-// cpu_attention.c
-void cpu_attention_fwd(pf_tensor out, pf_tensor lse, pf_tensor qkv, int n_head, bool causal);
-void cpu_attention_bwd(pf_tensor dqkv, pf_tensor dout, pf_tensor qkv, pf_tensor out,
-                       pf_tensor lse, int n_head, bool causal);
-
-// cpu_loss.c
-void cpu_xent_fwd(pf_tensor losses, pf_tensor logits, pf_tensor targets, int V,
-                  int ignore_index, float smoothing);
-void cpu_xent_bwd(pf_tensor dlogits, pf_tensor logits, pf_tensor targets, int V,
-                  int ignore_index, float smoothing, float scale);
-
-// cpu_embedding.c
-void cpu_embedding_fwd(pf_tensor y, pf_tensor ids, pf_tensor wte, pf_tensor wpe);
-void cpu_embedding_bwd(pf_tensor dwte, pf_tensor dwpe, pf_tensor dy, pf_tensor ids);
-
-// cpu_vision.c
-void cpu_transpose_fwd(pf_tensor y, pf_tensor x);
-void cpu_transpose_bwd(pf_tensor dx, pf_tensor dy);
-void cpu_meanpool_fwd(pf_tensor y, pf_tensor x);
-void cpu_meanpool_bwd(pf_tensor dx, pf_tensor dy);
-void cpu_cls_token_fwd(pf_tensor y, pf_tensor x, pf_tensor cls, pf_tensor pos);
-void cpu_cls_token_bwd(pf_tensor dx, pf_tensor dcls, pf_tensor dpos, pf_tensor dy);
-void cpu_cls_select_fwd(pf_tensor y, pf_tensor x);
-void cpu_cls_select_bwd(pf_tensor dx, pf_tensor dy);
-
-// cpu_optim.c
-void cpu_adamw(pf_tensor p, pf_tensor g, pf_tensor m, pf_tensor v, const pf_adamw_args *a);
-
-// cpu_reduce.c (also cpu_colsum_add)
-double cpu_sumsq(pf_tensor x);
-void cpu_scale(pf_tensor x, float s);
+// The ops: `pf_op_NAME_fn cpu_NAME;` for every entry of PF_OPS, each defined in the file its
+// section of backend.h names (cpu_reduce.c also holds cpu_colsum_add).
+#define CPU_OP_DECL_(ID, name) pf_op_##name##_fn cpu_##name;
+PF_OPS(CPU_OP_DECL_)
+#undef CPU_OP_DECL_
 
 #endif

@@ -35,8 +35,10 @@ static int gpt2_declare(pf_model *m) {
     g->T = T;
     g->C = C;
     m->rows_per_sample = T;
+    // Weight decay on every matrix, both embeddings included; none on biases and layernorm
+    // parameters (docs/MODELS.md, "Weight decay").
     g->wte = pf_model_param(m, "wte", 2, (int64_t[]){g->Vp, C}, false);
-    g->wpe = pf_model_param(m, "wpe", 2, (int64_t[]){T, C}, true);
+    g->wpe = pf_model_param(m, "wpe", 2, (int64_t[]){T, C}, false);
     g->blocks = pf_calloc(c->n_layer, sizeof *g->blocks);
     for (int l = 0; l < c->n_layer; l++)
         if (pf_block_declare(m, &g->blocks[l], l, B, T, C, c->n_head, H, true) < 0) return -1;

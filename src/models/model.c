@@ -178,7 +178,7 @@ int pf_mlp_declare(pf_model *m, pf_mlp *mlp, const char *name, int64_t N, int in
     if (pf_model_linear(m, &mlp->fc1, lname, in, hidden, true, s1, N / m->B) < 0) return -1;
     snprintf(lname, sizeof lname, "%s.fc2", name);
     if (pf_model_linear(m, &mlp->fc2, lname, hidden, out, true, s2, N / m->B) < 0) return -1;
-    mlp->fused = m->cfg.fuse_mlp && s1.pixelfly && s2.pixelfly;
+    mlp->fused = m->cfg.recompute_mlp && s1.pixelfly && s2.pixelfly;
     m->n_mlps++;
     int64_t scratch;
     if (mlp->fused) {
@@ -503,7 +503,7 @@ void pf_model_summary(const pf_model *m, FILE *f) {
             (long long)m->layout.numel, 4.0 * m->layout.numel / 1e6);
     // Memory: `pftrain summary` prints the run's plan (memplan.h) after this table.
     if (m->n_fused_mlps)
-        fprintf(f, "  %d of %d MLPs fused (pixelfly.fuse_mlp): hidden activations recomputed in "
-                   "backward, not kept\n",
+        fprintf(f, "  %d of %d MLPs recompute their hidden activations in backward rather "
+                   "than keep them (pixelfly.recompute_mlp)\n",
                 m->n_fused_mlps, m->n_mlps);
 }

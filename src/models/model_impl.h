@@ -84,8 +84,8 @@ void pf_ln_backward(pf_model *m, const pf_ln *ln, pf_tensor dx, pf_tensor dy, pf
 
 // y = fc2(gelu(fc1(x))) over N rows: x [N, in] -> hidden [N, H] -> y [N, out].
 // Unfused, the forward keeps f = fc1(x) and g = gelu(f) [N, H] for backward, whose dg, df
-// use the model's shared m->mlp_scratch. Fused (pixelfly.fuse_mlp with both layers Pixelfly),
-// forward and backward are the pixelfly_mlp op: f and g live only in m->mlp_scratch and the
+// use the model's shared m->mlp_scratch. Recomputed (pixelfly.recompute_mlp with both layers
+// Pixelfly), forward and backward are the pixelfly_mlp op: f and g live only in m->mlp_scratch and the
 // backward recomputes them, so the MLP keeps only f_xv, g_xv ([N, r]: the op's xv1, gv2).
 typedef struct {
     pf_linear fc1, fc2;

@@ -99,8 +99,10 @@ static int vision_declare(pf_model *m, bool vit) {
     pf_layer_spec dense = {0};
     if (pf_model_linear(m, &v->stem, "stem", v->patch_dim, v->D, true, dense, v->P) < 0) return -1;
     if (vit) {
+        // Decay on every matrix (the position embedding too), none on vectors: the class
+        // token, like biases and layernorm parameters (docs/MODELS.md, "Weight decay").
         v->cls = pf_model_param(m, "cls", 1, (int64_t[]){v->D}, true);
-        v->pos = pf_model_param(m, "pos", 2, (int64_t[]){v->T, v->D}, true);
+        v->pos = pf_model_param(m, "pos", 2, (int64_t[]){v->T, v->D}, false);
         v->blocks = pf_calloc(c->n_layer, sizeof *v->blocks);
         int H = pf_config_mlp_hidden(c);
         for (int l = 0; l < c->n_layer; l++)

@@ -1,7 +1,8 @@
 # tests/emu/emu.mk: the CUDA backend (kernels/*.cu) compiled by g++ for the host emulation,
-# linked with the CPU library and tests/gpu/test_cuda_ops.c. Run through tests/emu/run.sh,
-# which passes the main Makefile's CC, CFLAGS and LDLIBS (a CUDA=0 build) and BUILD.
-BUILD    ?= build-emu
+# linked with the CPU library and tests/gpu/test_cuda_ops.c into $(BUILD)/emu/test_cuda_ops.
+# Included by the Makefile, whose `emu-build` makes that target with CUDA=0 (so CC, CFLAGS,
+# LDLIBS and libpixelfly.a are a CPU-only build's); tests/emu/run.sh runs it. Knobs (make
+# variables or the environment): EMU_SAN= (no sanitizers), EMU_OPT (default -O1 -g).
 EMU_OPT  ?= -O1 -g
 EMU_SAN  ?= -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 # kernels/cuda_blocked_ell.cu is benchmark-only (cuSPARSE): not emulated.
@@ -30,4 +31,4 @@ $(BUILD)/emu/test_cuda_ops.o: tests/gpu/test_cuda_ops.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(EMU_SAN) -DPF_CUDA -Itests/emu/include -MMD -MP -c $< -o $@
 
--include $(wildcard $(BUILD)/emu/*.d)
+# Its .d files are read with the rest of $(BUILD)'s by the Makefile.

@@ -2,7 +2,10 @@
 # rewrite.pl IN.cu OUT.cpp: turns a CUDA source into C++ for the host emulation
 # (tests/emu/README.md). Line numbers are kept (a #line directive names the original file):
 #   name<<<grid, block[, smem[, stream]]>>>(args);
-#     -> emu_launch("name", emu_key(name), [&] { name(args); }, grid, block[, smem[, stream]]);
+#     -> emu_launch("name", __FILE__, __LINE__, emu_key(name), [&] { name(args); },
+#                   grid, block[, smem[, stream]]);
+#   (the launch's own file and line, which the #line directive keeps, name it in the
+#   emulation's errors)
 #   (name may be qualified and carry template arguments; the launch may span lines)
 #   extern __shared__ [__align__(n)] TYPE name[];
 #     -> TYPE *name = (TYPE *)emu::dynamic_smem();

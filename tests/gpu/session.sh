@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # What a session on a lent GPU machine runs, from the repository root, over the bundle that
-# tests/gpu/bundle.sh made (carried as build/gpu-bundle). Logs go to $OUT (or build/gpu-out).
+# `make gpu-bundle` made on the build machine (carried as $BUILD/gpu-bundle, BUILD default
+# build). Runs only what the bundle holds. Logs go to $OUT (or build/gpu-out).
 #   check  the device, missing libraries, every CUDA op against the CPU (test_cuda_ops),
 #          the NCCL communicator on one rank
 #   sanitize  compute-sanitizer memcheck, racecheck and synccheck over the tensor-core ops
-#          (Pixelfly, fused MLP, attention: PF_GPU_TESTS selects them)
+#          (Pixelfly, the pixelfly_mlp op, attention: PF_GPU_TESTS selects them)
 #   train  50 steps of GPT-2 tiny Pixelfly on tinyshakespeare with run.backend = cuda
 #   bench  pfbench kernels (GPT-2 small and medium shapes) and pfbench step (dense vs
 #          Pixelfly GPT-2 small and medium)
@@ -12,13 +13,13 @@
 # Exits non-zero when a stage fails; later stages still run under `all`.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-B=build/gpu-bundle
+B=${BUILD:-build}/gpu-bundle
 OUT=${OUT:-build/gpu-out}
 mkdir -p "$OUT"
 export LD_LIBRARY_PATH="$PWD/$B/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-8} OPENBLAS_NUM_THREADS=1
-[ -x "$B/pftrain" ] || { echo "no $B/pftrain: run tests/gpu/bundle.sh first and carry $B"; exit 2; }
+[ -x "$B/pftrain" ] || { echo "no $B/pftrain: run \`make gpu-bundle\` first and carry $B"; exit 2; }
 
 check() {
   nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,driver_version --format=csv

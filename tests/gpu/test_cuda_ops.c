@@ -1036,8 +1036,8 @@ int main(void) {
         return 0;
     }
     for (pf_op op = 0; op < PF_OP_COUNT; op++)
-        if (!GPU->supports(op)) {
-            printf("FAIL supports(%s) is false\n", pf_op_name(op));
+        if (!GPU->supports(op, PF_F32) || !GPU->supports(op, PF_BF16)) {
+            printf("FAIL supports(%s, fp32 or bf16) is false\n", pf_op_name(op));
             n_fail++;
         }
 
@@ -1145,8 +1145,9 @@ int main(void) {
 
     test_model("gpt2-pixelfly", (const char *const[]){GPT2_TINY, PIXELFLY_BLOCK, NULL});
     test_model("gpt2-dense", (const char *const[]){GPT2_TINY, NULL});
-    test_model("gpt2-fused-mlp",
-               (const char *const[]){GPT2_TINY, PIXELFLY_BLOCK, "pixelfly.fuse_mlp=true", NULL});
+    test_model("gpt2-recompute-mlp",
+               (const char *const[]){GPT2_TINY, PIXELFLY_BLOCK, "pixelfly.recompute_mlp=true",
+                                     NULL});
     test_model("vit-pixelfly", (const char *const[]){"model.type=vit", VISION_TINY, PIXELFLY_BLOCK,
                                                      NULL});
     test_model("mixer-pixelfly",

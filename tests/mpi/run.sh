@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# MPI tests (`make test-mpi`): builds the MPI test programs against build/libpixelfly.a with
-# the Makefile's own flags, then runs each case; one PASS/FAIL line per case, then
-# "N passed, N failed"; exits non-zero when any case failed. The command-line tools are
-# checked here too (the suite that runs the built binaries): pftrain below, pfbench at the end.
+# MPI tests (`make test-mpi`): runs the communicator test program and the trainer, one PASS/FAIL
+# line per case, then "N passed, N failed"; exits non-zero when any case failed. The
+# command-line tools are checked here too (the suite that runs the built binaries): pftrain
+# below, pfbench at the end. Builds nothing: `make test-mpi` builds the tools and
+# $BUILD/tests/mpi/comm_test first; by hand, `make BUILD=DIR test-mpi` or
+# `make BUILD=DIR DIR/pftrain DIR/pfdata DIR/pfbench DIR/tests/mpi/comm_test`, then
+# `BUILD=DIR tests/mpi/run.sh` (BUILD defaults to build).
 #
 # To add a case: one `run_case NAME EXPECT LIMIT_S COMMAND...` line in the list at the bottom.
 # EXPECT is "ok" (exit 0), "ok:REGEX" (exit 0, output matching the extended REGEX), or
@@ -12,22 +15,14 @@ set -u
 cd "$(dirname "$0")/../.." || exit 1
 export BUILD=${BUILD:-build}
 
-# A variable as the Makefile computes it (CFLAGS, LDLIBS, CUDA...), so the tests build the way
-# the library does.
-makevar() {
-  make -s --no-print-directory -f Makefile -f - pf-print-var PF_VAR="$1" <<< \
-    'pf-print-var: ; @echo $($(PF_VAR))'
-}
-
-echo "== building $BUILD/libpixelfly.a and the MPI test programs"
-make -s "$BUILD/libpixelfly.a" "$BUILD/pftrain" "$BUILD/pfbench" ||
-  { echo "FAIL build: make $BUILD/libpixelfly.a $BUILD/pftrain $BUILD/pfbench"
-    echo "0 passed, 1 failed"; exit 1; }
-CC=$(makevar CC); CFLAGS=$(makevar CFLAGS); LDLIBS=$(makevar LDLIBS); CUDA=$(makevar CUDA)
-mkdir -p "$BUILD/tests/mpi"
-# shellcheck disable=SC2086  # the flags are word lists
-$CC $CFLAGS tests/mpi/comm_test.c "$BUILD/libpixelfly.a" $LDLIBS -o "$BUILD/tests/mpi/comm_test" ||
-  { echo "FAIL build: comm_test"; echo "0 passed, 1 failed"; exit 1; }
+missing=()
+for p in pftrain pfdata pfbench tests/mpi/comm_test; do
+  [ -x "$BUILD/$p" ] || missing+=("$BUILD/$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "FAIL: missing ${missing[*]}: run \`make BUILD=$BUILD test-mpi\`"
+  echo "0 passed, 1 failed"; exit 1
+fi
 
 # Open MPI refuses root without these; the test machines run as root.
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
@@ -64,7 +59,8 @@ run_case() {
 
 T=$BUILD/tests/mpi/comm_test
 ngpu=0
-if [ "$CUDA" = 1 ] && command -v nvidia-smi >/dev/null; then
+# A CUDA build links NCCL; only then can the NCCL cases run.
+if ldd "$T" 2>/dev/null | grep -q libnccl && command -v nvidia-smi >/dev/null; then
   ngpu=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')
 fi
 
@@ -91,6 +87,7 @@ run_case "train np=2 reproduces np=1 at global batch 8" ok 120 bash "$TT" reprod
 run_case "train np=4 reproduces np=1 at global batch 8" ok 120 bash "$TT" reproduce 4
 run_case "train resume is bit-identical (singleton)"    ok 120 bash "$TT" resume 0
 run_case "train resume is bit-identical np=2"           ok 120 bash "$TT" resume 2
+run_case "train resume from 1 rank on 2 at the same global batch" ok 120 bash "$TT" rescale 2
 run_case "train SIGTERM saves, exits 75 (singleton)"    ok 120 bash "$TT" sigterm 0
 run_case "train SIGTERM to one rank: all save, 75 np=2" ok 120 bash "$TT" sigterm 2
 run_case "train kill -9 of one rank ends the job np=2"  ok 90  bash "$TT" kill9 2

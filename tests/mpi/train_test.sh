@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# train_test.sh CASE [NP]: one end-to-end case of build/pftrain under mpirun, for
-# tests/mpi/run.sh. Exits 0 when the case holds; otherwise says why on stderr, exits 1.
+# train_test.sh CASE [NP]: one end-to-end case of $BUILD/pftrain (BUILD default build) under
+# mpirun, for tests/mpi/run.sh. Exits 0 when the case holds; otherwise says why on stderr,
+# exits 1.
 # NP 0 means a singleton run (no mpirun). All runs use a tiny GPT-2 (1 layer, 32 wide, 16
 # tokens) so a 20-step run takes seconds; the 50257-word LM head is most of the cost.
 #
 #   reproduce NP     NP ranks at batch 8/NP reproduce the 1-rank losses at batch 8 (rel < 1e-4)
 #   resume NP        save at step 5 and 10, resume with train.steps raised to 20: the losses
 #                    are the very strings of an uninterrupted 20-step run
+#   rescale NP       10 steps on 1 rank at batch 8, resumed on NP ranks at batch 8/NP (the same
+#                    global batch): the losses follow the uninterrupted 1-rank run (rel < 1e-4);
+#                    resuming at another global batch is refused with exit 2
 #   sigterm NP       SIGTERM to one rank mid-run: every rank saves, the job exits 75, and the
 #                    resumed run matches an uninterrupted one exactly
 #   kill9 NP         SIGKILL to one rank: the job ends non-zero within 30 s, no rank is left
@@ -102,6 +106,25 @@ case_resume() {
   grep -q "resumed from .*ckpt-00000010.h5 at step 10" <<< "$out" ||
     fail "the resumed run does not say it resumed from step 10: $out"
   same_losses "$WORK/whole" "$WORK/split"
+}
+
+case_rescale() {
+  local np=$1 out
+  local flags=(--set train.schedule=constant --set train.warmup_steps=5 --set run.checkpoint_every=5)
+  train 0 "$WORK/whole" "${flags[@]}" --set train.batch_size=8 --set train.steps=20 ||
+    fail "uninterrupted 1-rank run failed"
+  train 0 "$WORK/split" "${flags[@]}" --set train.batch_size=8 --set train.steps=10 ||
+    fail "first half (1 rank) failed"
+  # Another global batch cannot continue the data order: refused, exit 2.
+  out=$(train "$np" "$WORK/split" "${flags[@]}" --set train.batch_size=1 --set train.steps=20 \
+        --resume auto 2>&1)
+  [ $? -eq 2 ] && grep -q "global batch of 8" <<< "$out" ||
+    fail "a resume at another global batch was not refused with exit 2: $out"
+  out=$(train "$np" "$WORK/split" "${flags[@]}" --set train.batch_size="$(batch_for "$np")" \
+        --set train.steps=20 --resume auto 2>&1) || fail "resumed $np-rank run failed: $out"
+  grep -q "resumed from .*ckpt-00000010.h5 at step 10" <<< "$out" ||
+    fail "the resumed run does not say it resumed from step 10: $out"
+  close_losses "$WORK/whole" "$WORK/split" 1e-4
 }
 
 # rank_pids LAUNCHER_PID OUT_DIR: the pftrain processes of this run (the launcher itself when
@@ -284,8 +307,8 @@ case_threads() {
 NP=0
 case "${1:-}" in
   threads) [ $# -eq 2 ] || fail "usage: $0 $1 NP"; case_threads "$2" ;;
-  reproduce|resume|sigterm|kill9|diverge) [ $# -eq 2 ] || fail "usage: $0 $1 NP"; "case_$1" "$2" ;;
+  reproduce|resume|rescale|sigterm|kill9|diverge) [ $# -eq 2 ] || fail "usage: $0 $1 NP"; "case_$1" "$2" ;;
   rankfail) [ $# -eq 3 ] || fail "usage: $0 rankfail NP data|early"; case_rankfail "$2" "$3" ;;
   corrupt) case_corrupt ;;
-  *) fail "usage: $0 reproduce|resume|sigterm|kill9|diverge|threads NP | rankfail NP WHEN | corrupt" ;;
+  *) fail "usage: $0 reproduce|resume|rescale|sigterm|kill9|diverge|threads NP | rankfail NP WHEN | corrupt" ;;
 esac

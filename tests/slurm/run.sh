@@ -8,6 +8,8 @@
 #      into `scontrol requeue`, and the requeued job resumes and finishes the run.
 # Stops the daemons it started on exit. Prints "N passed, N failed"; non-zero if any failed.
 # Knobs: PF_NTASKS (ranks, default 1), PF_GPUS (GPUs per node, default 0), PF_CONFIG.
+# Builds nothing: `make test-slurm` builds the tools first; by hand, `make BUILD=DIR` (or just
+# DIR/pftrain and DIR/pfdata), then `BUILD=DIR tests/slurm/run.sh` (BUILD defaults to build).
 set -u
 cd "$(dirname "$0")/../.." || exit 1
 REPO=$PWD
@@ -23,7 +25,9 @@ pass() { passed=$((passed+1)); echo "PASS $1"; }
 fail() { failed=$((failed+1)); echo "FAIL $1"; shift; [ $# -eq 0 ] || sed 's/^/    | /' <<< "$*"; }
 finish() { echo "$passed passed, $failed failed"; [ $failed -eq 0 ]; exit; }
 
-make -s "$BUILD/pftrain" || { fail "build: make $BUILD/pftrain"; finish; }
+for p in pftrain pfdata; do
+  [ -x "$BUILD/$p" ] || { fail "no $BUILD/$p: run \`make BUILD=$BUILD test-slurm\`"; finish; }
+done
 
 # ---- install ---------------------------------------------------------------------------------
 if ! command -v slurmctld > /dev/null || ! command -v slurmd > /dev/null ||

@@ -1,0 +1,34 @@
+// h5util.h: the HDF5 plumbing every reader and writer of pixelfly's files shares (checkpoints,
+// image and token shards): silencing HDF5's own error printing while a call runs, and the one
+// line of its error stack that goes into pf_error() instead.
+#ifndef PF_H5UTIL_H
+#define PF_H5UTIL_H
+
+#include <hdf5.h>
+
+// HDF5 prints its whole error stack to stderr by default. Between pf_h5_quiet_begin and
+// pf_h5_quiet_end it prints nothing: the caller reports one line through pf_error().
+typedef struct {
+    H5E_auto2_t fn;
+    void *data;
+} pf_h5_quiet;
+
+pf_h5_quiet pf_h5_quiet_begin(void);
+void pf_h5_quiet_end(pf_h5_quiet q);  // restores what pf_h5_quiet_begin found
+
+enum { PF_H5_ERRTEXT_MAX = 256 };
+// The most specific message on the HDF5 error stack (that of the function which detected the
+// error) into buf, or "HDF5 error" when the stack is empty; returns buf.
+const char *pf_h5_errtext(char buf[PF_H5_ERRTEXT_MAX]);
+
+// File access properties for a file pixelfly writes: the HDF5 1.8 file format (superblock
+// version 2, object header version 2), whose metadata carries checksums that HDF5 verifies on
+// every read, so a flipped byte in a shard or checkpoint's metadata is an error rather than
+// input for HDF5's parsers; every HDF5 >= 1.8 (and h5py) reads it. Close with H5Pclose; -1 on
+// failure.
+hid_t pf_h5_checksummed_fapl(void);
+
+// A variable-length UTF-8 string type (close with H5Tclose), or -1.
+hid_t pf_h5_vlen_string_type(void);
+
+#endif
