@@ -585,6 +585,7 @@ static const op_case cases[] = {
     {OP(linear), {5, 7, 3}, 0, false, false, TOL},
     {OP(linear), {1, 16, 9}, 0, true, true, TOL},
     {OP(linear), {3, 5, 70}, 0, true, false, TOL},
+    {OP(linear), {70, 6, 5}, 0, true, false, TOL},  // db over several row chunks
     // pixelfly: {N, out, in, bs, nf, rank}, flag = bias
     {OP(pixelfly), {5, 16, 16, 4, 1, 0}, 0, false, false, TOL},
     {OP(pixelfly), {3, 8, 12, 4, 2, 3}, 0, true, false, TOL},
@@ -600,6 +601,8 @@ static const op_case cases[] = {
     {OP(layernorm), {4, 7}, 0, true, false, TOL},
     {OP(layernorm), {3, 16}, 0, false, false, TOL},
     {OP(layernorm), {2, 130}, 0, true, false, TOL},
+    // more rows than one row chunk (32) of the dg / db partials (cpu_colsum.h)
+    {OP(layernorm), {70, 9}, 0, true, false, TOL},
     {OP(gelu), {37}, 0, false, false, TOL},
     {OP(add), {3, 5}, 0, false, false, TOL},
     {"accumulate", add_build, accumulate_fwd, add_bwd, add_ref, {4, 3}, 0, false, false, TOL},
@@ -1106,6 +1109,110 @@ START_TEST(test_sumsq_thread_independent) {
 }
 END_TEST
 
+// ---- the dense linear layer at shapes that take each split of cpu_sgemm ----
+
+// {N, in, out, bias}: {40, 33, 300}: forward split by output columns (300 = 18 panels of 16
+// + 12), each thread setting its columns of y to the bias first, dX and dW by rows;
+// {300, 40, 33}: forward and dX by rows, dW [33, 40] by columns (panels of 16, 16, 8); the
+// same without a bias (y set to 0). Against a double reference on 1, 2 and 3 threads; bias
+// and layernorm gain gradients (row-chunk partials) must give the same bits on every count.
+static const int split_cases[][4] = {
+    {40, 33, 300, 1}, {300, 40, 33, 1}, {40, 33, 300, 0}, {300, 40, 33, 0}};
+
+START_TEST(test_linear_gemm_splits) {
+    int N = split_cases[_i][0], in = split_cases[_i][1], out = split_cases[_i][2];
+    pf_rng rng;
+    pf_rng_seed(&rng, 500 + (uint64_t)_i);
+    float *x = pf_malloc(sizeof(float) * N * in), *w = pf_malloc(sizeof(float) * out * in);
+    float *b = pf_malloc(sizeof(float) * out), *dy = pf_malloc(sizeof(float) * N * out);
+    randn(&rng, x, (int64_t)N * in);
+    randn(&rng, w, (int64_t)out * in);
+    randn(&rng, b, out);
+    randn(&rng, dy, (int64_t)N * out);
+    const float *bias = split_cases[_i][3] ? b : NULL;
+    double *y_ref = pf_malloc(sizeof(double) * N * out);
+    double *dx_ref = pf_malloc(sizeof(double) * N * in);
+    double *dw_ref = pf_malloc(sizeof(double) * out * in);
+    double *db_ref = pf_malloc(sizeof(double) * out);
+    for (int n = 0; n < N; n++)
+        for (int o = 0; o < out; o++) {
+            double s = bias ? bias[o] : 0;
+            for (int i = 0; i < in; i++) s += (double)x[n * in + i] * w[o * in + i];
+            y_ref[n * out + o] = s;
+        }
+    for (int n = 0; n < N; n++)
+        for (int i = 0; i < in; i++) {
+            double s = 0;
+            for (int o = 0; o < out; o++) s += (double)dy[n * out + o] * w[o * in + i];
+            dx_ref[n * in + i] = s;
+        }
+    for (int o = 0; o < out; o++) {
+        double sb = 0;
+        for (int n = 0; n < N; n++) sb += dy[n * out + o];
+        db_ref[o] = sb;
+        for (int i = 0; i < in; i++) {
+            double s = 0;
+            for (int n = 0; n < N; n++) s += (double)dy[n * out + o] * x[n * in + i];
+            dw_ref[o * in + i] = s;
+        }
+    }
+    float *y = pf_malloc(sizeof(float) * N * out), *dx = pf_malloc(sizeof(float) * N * in);
+    float *dw = pf_malloc(sizeof(float) * out * in), *db[3];
+    float *lg[3], *lb[3];
+    float *mean = pf_malloc(sizeof(float) * N), *rstd = pf_malloc(sizeof(float) * N);
+    int saved = omp_get_max_threads();
+    for (int t = 1; t <= 3; t++) {
+        omp_set_num_threads(t);
+        db[t - 1] = pf_calloc(out, sizeof(float));
+        lg[t - 1] = pf_calloc(out, sizeof(float));
+        lb[t - 1] = pf_calloc(out, sizeof(float));
+        for (int rep = 0; rep < 2; rep++) {  // the second run must repeat the first's bits
+            float *y0 = rep ? pf_malloc(sizeof(float) * N * out) : NULL;
+            float *dx0 = rep ? pf_malloc(sizeof(float) * N * in) : NULL;
+            float *dw0 = rep ? pf_malloc(sizeof(float) * out * in) : NULL;
+            if (rep) {
+                memcpy(y0, y, sizeof(float) * N * out);
+                memcpy(dx0, dx, sizeof(float) * N * in);
+                memcpy(dw0, dw, sizeof(float) * out * in);
+            }
+            memset(dx, 0, sizeof(float) * N * in);
+            memset(dw, 0, sizeof(float) * out * in);
+            memset(y, 0xff, sizeof(float) * N * out);  // NaN: the forward must overwrite y
+            be->linear_fwd(t2(y, N, out), t2(x, N, in), t2(w, out, in), t1((float *)bias, out));
+            be->linear_bwd(t2(dx, N, in), t2(dw, out, in), t1(rep ? NULL : db[t - 1], out),
+                           t2(dy, N, out), t2(x, N, in), t2(w, out, in));
+            if (rep) {
+                ck_assert_msg(!memcmp(y0, y, sizeof(float) * N * out) &&
+                                  !memcmp(dx0, dx, sizeof(float) * N * in) &&
+                                  !memcmp(dw0, dw, sizeof(float) * out * in),
+                              "linear {%d,%d,%d}: two runs on %d threads differ", N, in, out, t);
+                free(y0);
+                free(dx0);
+                free(dw0);
+            }
+        }
+        ck_assert_msg(rel_err(y, y_ref, (int64_t)N * out, 1e-3) < 1e-5, "y, %d threads", t);
+        ck_assert_msg(rel_err(dx, dx_ref, (int64_t)N * in, 1e-3) < 1e-5, "dx, %d threads", t);
+        ck_assert_msg(rel_err(dw, dw_ref, (int64_t)out * in, 1e-3) < 1e-5, "dW, %d threads", t);
+        ck_assert_msg(rel_err(db[t - 1], db_ref, out, 1e-3) < 1e-5, "db, %d threads", t);
+        // layernorm over dy's rows: only its gain and bias gradients are compared here
+        be->layernorm_fwd(t2(y, N, out), t1(mean, N), t1(rstd, N), t2(dy, N, out), t1(b, out),
+                          pf_none(), 1e-5f);
+        be->layernorm_bwd(pf_none(), t1(lg[t - 1], out), t1(lb[t - 1], out), t2(y, N, out),
+                          t2(dy, N, out), t1(b, out), t1(mean, N), t1(rstd, N));
+    }
+    omp_set_num_threads(saved);
+    for (int t = 2; t <= 3; t++) {
+        ck_assert_msg(!memcmp(db[0], db[t - 1], sizeof(float) * out), "db: 1 vs %d threads", t);
+        ck_assert_msg(!memcmp(lg[0], lg[t - 1], sizeof(float) * out), "ln dg: 1 vs %d threads", t);
+        ck_assert_msg(!memcmp(lb[0], lb[t - 1], sizeof(float) * out), "ln db: 1 vs %d threads", t);
+    }
+    for (int t = 0; t < 3; t++) free(db[t]), free(lg[t]), free(lb[t]);
+    free(x), free(w), free(b), free(dy), free(y), free(dx), free(dw), free(mean), free(rstd);
+    free(y_ref), free(dx_ref), free(dw_ref), free(db_ref);
+}
+END_TEST
+
 // ---- the table itself, memory ops, add aliasing ----
 
 START_TEST(test_supports_and_names) {
@@ -1190,6 +1297,8 @@ Suite *pf_test_suite(void) {
     tcase_add_test(tc, test_adamw_formula);
     tcase_add_test(tc, test_grad_norm);
     tcase_add_test(tc, test_sumsq_thread_independent);
+    tcase_add_loop_test(tc, test_linear_gemm_splits, 0,
+                        (int)(sizeof split_cases / sizeof split_cases[0]));
     suite_add_tcase(s, tc);
     tc = tcase_create("backend");
     tcase_add_test(tc, test_supports_and_names);

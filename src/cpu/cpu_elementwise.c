@@ -12,10 +12,13 @@
 #define GELU_C 0.044715f
 
 // s = 0.5 (1 + tanh(u)) with u = sqrt(2/pi) (v + 0.044715 v^3), computed as the equal
-// sigmoid(2u) = 1 / (1 + exp(-2u)): one expf instead of tanhf, which took a third of a
-// Mixer training step. exp saturating at ~2e38 (cpu_expf) gives s ~ 5e-39, the limit 0.
+// sigmoid(2u) = 1 / (1 + exp(-2u)): one exp instead of tanhf, which took a third of a
+// Mixer training step. The exponent is clamped to [-87.3, 88.3] (cpu_vexp_range.h: half the
+// vector instructions of cpu_expf's own clamps; a NaN v still gives NaN through the factor
+// v); exp(88.3) ~ 2.2e38 gives s ~ 5e-39, the limit 0.
 static inline float gelu_gate(float v) {
-    return 1.0f / (1.0f + cpu_expf(-2.0f * GELU_K * (v + GELU_C * v * v * v)));
+    float z = cpu_clamp_exp_arg(-2.0f * GELU_K * (v + GELU_C * v * v * v));
+    return 1.0f / (1.0f + cpu_expf_in_range(z));
 }
 
 CPU_VEC_CLONES static void gelu_fwd_span(float *y, const float *x, int64_t n) {

@@ -1,6 +1,6 @@
-// cpu_linear.c: the dense linear layer, y = x w^T + b, as GEMMs (cpu_gemm.c).
-#include <string.h>
-
+// cpu_linear.c: the dense linear layer, y = x w^T + b, as GEMMs (cpu_gemm.c) with the bias
+// set in the forward GEMM's own parallel region and its gradient as row-chunked column sums
+// (cpu_colsum_add).
 #include "cpu_ops.h"
 
 // y[N,out] = x[N,in] w[out,in]^T + b[out]
@@ -11,16 +11,8 @@ void cpu_linear_fwd(pf_tensor y, pf_tensor x, pf_tensor w, pf_tensor b) {
     CPU_F32_OPT(b);
     pf_linear_shape d = pf_shape_linear(y, x, w, b, pf_none(), pf_none());
     int64_t N = d.N, in = d.in, out = d.out;
-    float *Y = cpu_f(y);
-#pragma omp parallel for schedule(static)
-    for (int64_t n = 0; n < N; n++) {
-        if (pf_present(b))
-            memcpy(Y + n * out, b.data, sizeof(float) * out);
-        else
-            memset(Y + n * out, 0, sizeof(float) * out);
-    }
-    if (N && out && in)
-        cpu_sgemm(false, true, N, out, in, cpu_f(x), in, cpu_f(w), in, 1.0f, Y, out);
+    // y = b (or 0) set by each thread on its own part of y, then the GEMM adds x w^T to it.
+    cpu_sgemm_bias(false, true, N, out, in, cpu_f(x), in, cpu_f(w), in, cpu_f(b), cpu_f(y), out);
 }
 
 // dx[N,in] += dy w;  dw[out,in] += dy^T x;  db[out] += sum_n dy[n]

@@ -31,15 +31,25 @@ static inline float *cpu_f(pf_tensor t) { return (float *)t.data; }
 // contiguously and each column is still summed over n in order by a single thread.
 #define CPU_COLBLOCK 64
 
-// Column sums, accumulated: out[c] += sum_n x[n, c] for x: [N, C]. Each column is summed
-// over n in order by one thread, so the result does not depend on the thread count.
+// Column sums, accumulated: out[c] += sum_n x[n, c] for x: [N, C]. Rows in fixed chunks (a
+// function of N alone), each chunk summed in double by one thread, the partials added in
+// chunk order (cpu_colsum.h): every thread works whatever C, and the result does not depend
+// on the thread count.
 void cpu_colsum_add(float *out, const float *x, int64_t N, int64_t C);
 
-// C[M,N] = op(A)[M,K] op(B)[K,N] + beta C, row-major with cblas's leading dimensions. The
-// M rows are split across the OpenMP threads (one chunk each, a single-threaded OpenBLAS
-// call); called inside a parallel region it is one call. Same thread count, same bits.
+// C[M,N] = op(A)[M,K] op(B)[K,N] + beta C, row-major with cblas's leading dimensions. C is
+// split across the OpenMP threads along the larger of M and N (columns in slices of 16), one
+// single-threaded OpenBLAS call per part; a GEMM under 2^18 multiply-adds, or one called
+// inside a parallel region, is one call. Same thread count, same bits (another thread count
+// may split differently, so the bits may differ).
 void cpu_sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float *A,
                int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+// C[M,N] = op(A)[M,K] op(B)[K,N] + bias[N] on every row (bias NULL: + 0); C is overwritten.
+// Split as cpu_sgemm, each thread first setting its own part of C to the bias: one parallel
+// region, and that part of C is in the thread's cache when its GEMM adds to it.
+void cpu_sgemm_bias(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float *A,
+                    int64_t lda, const float *B, int64_t ldb, const float *bias, float *C,
+                    int64_t ldc);
 
 // cpu_memory.c
 void *cpu_alloc(size_t bytes);

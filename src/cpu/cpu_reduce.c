@@ -1,6 +1,7 @@
 // cpu_reduce.c: reductions whose result must not depend on the thread count.
 #include <stdlib.h>
 
+#include "cpu_colsum.h"
 #include "cpu_ops.h"
 
 // sumsq works on fixed chunks of this many elements, each summed in double by one thread;
@@ -8,14 +9,18 @@
 #define SUMSQ_CHUNK 65536
 
 void cpu_colsum_add(float *out, const float *x, int64_t N, int64_t C) {
-#pragma omp parallel for schedule(static)
-    for (int64_t c0 = 0; c0 < C; c0 += CPU_COLBLOCK) {
-        int64_t nc = C - c0 < CPU_COLBLOCK ? C - c0 : CPU_COLBLOCK;
-        double s[CPU_COLBLOCK] = {0};
-        for (int64_t n = 0; n < N; n++)
-            for (int64_t c = 0; c < nc; c++) s[c] += x[n * C + c0 + c];
-        for (int64_t c = 0; c < nc; c++) out[c0 + c] += (float)s[c];
+    if (N <= 0 || C <= 0) return;
+    int64_t rows = cpu_row_chunk(N), nchunk = (N + rows - 1) / rows;
+    double *part = pf_malloc(sizeof(double) * (size_t)(nchunk * C));
+#pragma omp parallel
+    {
+#pragma omp for schedule(static)
+        for (int64_t k = 0; k < nchunk; k++)
+            cpu_colsum_rows(part + k * C, x, k * rows, (k + 1) * rows < N ? (k + 1) * rows : N,
+                            C);
+        cpu_colsum_finish(out, part, nchunk, C);  // after the loop's barrier
     }
+    free(part);
 }
 
 double cpu_sumsq(pf_tensor x) {
