@@ -3,6 +3,7 @@
 #   make test        CPU test suite (Check)          make test-mpi   MPI/checkpoint fault tests
 #   make test-gpu    every CUDA op against the CPU   make test-slurm a real Slurm job
 #   make test-emu    test-gpu's suite on the CPU: kernels/*.cu under emulation (tests/emu)
+#   make test-torch  exports (pftrain export) against PyTorch references (tests/torch)
 #   make gpu-bundle  binaries + libraries for a lent GPU machine (tests/gpu/session.sh)
 #   make bench       pfbench kernels: Pixelfly vs dense layers, side by side
 #   make fuzz        libFuzzer harnesses (tests/fuzz), FUZZ_SECONDS each (default 60)
@@ -48,8 +49,8 @@ ifeq ($(CUDA),1)
   LDLIBS   += -L$(CUDA_HOME)/lib64 -L$(CUDA_HOME)/lib -lcublasLt -lcublas -lcusparse -lnccl -lcudart -lstdc++
 endif
 
-.PHONY: all test test-mpi test-gpu test-emu test-slurm bench deps clean quickstart gpu-bundle \
-        emu-build
+.PHONY: all test test-mpi test-gpu test-emu test-slurm test-torch bench deps clean quickstart \
+        gpu-bundle emu-build
 all: $(TOOLS) $(TESTS)
 
 $(BUILD)/libpixelfly.a: $(LIB_OBJ)
@@ -84,6 +85,16 @@ $(BUILD)/tests/gpu/test_cuda_ops: $(BUILD)/tests/gpu/test_cuda_ops.o $(BUILD)/li
 # The communicator test (tests/mpi; the GPU bundle runs its NCCL case).
 $(BUILD)/tests/mpi/comm_test: $(BUILD)/tests/mpi/comm_test.o $(BUILD)/libpixelfly.a
 	$(CC) $(CFLAGS) $^ $(LDLIBS) -o $@
+
+# The PyTorch reference test (tests/torch/run.sh): Debian's python3-torch (`make deps`), so the
+# interpreter is Debian's python3 when there is one.
+TORCH_PYTHON ?= $(if $(wildcard /usr/bin/python3),/usr/bin/python3,python3)
+$(BUILD)/tests/torch/pf_reference: $(BUILD)/tests/torch/pf_reference.o $(BUILD)/libpixelfly.a
+	$(CC) $(CFLAGS) $^ $(LDLIBS) -o $@
+
+test-torch: $(BUILD)/pftrain $(BUILD)/tests/torch/pf_reference
+	@OMP_NUM_THREADS=2 OMP_WAIT_POLICY=passive OPENBLAS_NUM_THREADS=1 BUILD=$(BUILD) \
+	    PYTHON=$(TORCH_PYTHON) tests/torch/run.sh
 
 # test-gpu and gpu-bundle are CUDA builds whatever CUDA says (nvcc needed).
 # (pfdata makes the bundle's token shards when data/ lacks them.)
@@ -152,7 +163,7 @@ quickstart: deps
 DEB_PKGS := build-essential pkg-config libopenmpi-dev openmpi-bin libhdf5-dev check \
             libsubunit-dev libopenblas-dev libinih-dev libcjson-dev libpcre2-dev \
             libturbojpeg0-dev zlib1g-dev gnuplot-nox dataset-fashion-mnist \
-            clang libclang-rt-14-dev libomp-dev
+            clang libclang-rt-14-dev libomp-dev python3-torch python3-numpy
 # Installs only what is missing; a no-op when everything is present.
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | \

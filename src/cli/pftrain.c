@@ -11,6 +11,7 @@
 #include "comm.h"
 #include "common.h"
 #include "config.h"
+#include "export.h"
 #include "memplan.h"
 #include "models/model.h"
 #include "pattern.h"
@@ -32,6 +33,9 @@ static void usage(FILE *f) {
         "       pftrain sample CHECKPOINT --vocab DIR [--prompt TEXT] [--tokens N]\n"
         "                      [--temperature T] [--top-k K] [--seed S]\n"
         "                      (N in [0, 1000000], T >= 0 (0: greedy), K >= 0 (0: all))\n"
+        "       pftrain export CHECKPOINT --out DIR [--densify] [--dtype fp32|bf16] [--force]\n"
+        "                      (DIR/model.safetensors + DIR/config.json; --densify: dense\n"
+        "                      weights named as transformers' GPT-2 / timm's ViT and Mixer)\n"
         "       pftrain plot RUN_DIR... [--out PLOT.png]\n"
         "       pftrain keys                 (every config key, its default and meaning)\n"
         "       pftrain --help | --version\n"
@@ -363,6 +367,48 @@ out:
     return rc;
 }
 
+static int cmd_export(int argc, char **argv) {
+    const char *ckpt = NULL, *out = NULL;
+    pf_export_opts o = {.dtype = PF_ST_F32};
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        bool has = i + 1 < argc;
+        if (!strcmp(a, "--out") && has) out = argv[++i];
+        else if (!strcmp(a, "--densify")) o.densify = true;
+        else if (!strcmp(a, "--force")) o.force = true;
+        else if (!strcmp(a, "--dtype") && has) {
+            const char *d = argv[++i];
+            if (!strcmp(d, "fp32")) o.dtype = PF_ST_F32;
+            else if (!strcmp(d, "bf16")) o.dtype = PF_ST_BF16;
+            else {
+                fprintf(stderr, "pftrain export: --dtype must be fp32 or bf16 (got '%s')\n", d);
+                return PF_EXIT_USAGE;
+            }
+        } else if (!ckpt && a[0] != '-') {
+            ckpt = a;
+        } else {
+            fprintf(stderr, "pftrain export: unexpected argument '%s' (usage: pftrain export "
+                            "CHECKPOINT --out DIR [--densify] [--dtype fp32|bf16] [--force])\n", a);
+            return PF_EXIT_USAGE;
+        }
+    }
+    if (!ckpt || !out || !*out) {
+        fprintf(stderr, "pftrain export: give a CHECKPOINT (.h5 under RUN/checkpoints) and "
+                        "--out DIR\n");
+        return PF_EXIT_USAGE;
+    }
+    if (access(ckpt, R_OK) != 0) {
+        fprintf(stderr, "pftrain export: cannot read checkpoint '%s': %s\n", ckpt,
+                strerror(errno));
+        return PF_EXIT_USAGE;
+    }
+    int rc = pf_export(ckpt, out, &o);
+    if (rc != PF_EXIT_OK) fprintf(stderr, "pftrain export: %s\n", pf_errmsg());
+    else printf("pftrain export: wrote %s/model.safetensors and %s/config.json (%s, %s)\n", out,
+                out, o.densify ? "densified" : "native", o.dtype == PF_ST_BF16 ? "bf16" : "fp32");
+    return rc;
+}
+
 int pf_plot_main(int argc, char **argv);  // src/plot.c
 
 int main(int argc, char **argv) {
@@ -384,6 +430,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "summary")) return cmd_summary(argc, argv);
     if (!strcmp(cmd, "pattern")) return cmd_pattern(argc, argv);
     if (!strcmp(cmd, "sample")) return cmd_sample(argc, argv);
+    if (!strcmp(cmd, "export")) return cmd_export(argc, argv);
     if (!strcmp(cmd, "plot")) return pf_plot_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "keys")) {
         pf_config_print_keys(stdout);
@@ -395,8 +442,8 @@ int main(int argc, char **argv) {
         return PF_EXIT_USAGE;
     }
     if (access(cmd, F_OK) != 0) {
-        fprintf(stderr, "pftrain: '%s' is neither a command (summary, pattern, sample, plot, keys) "
-                        "nor a config file\n", cmd);
+        fprintf(stderr, "pftrain: '%s' is neither a command (summary, pattern, sample, export, "
+                        "plot, keys) nor a config file\n", cmd);
         return PF_EXIT_USAGE;
     }
     return cmd_train(argc, argv);
