@@ -197,23 +197,13 @@ static int write_metadata(pf_shard_writer *w, int num_classes, char *const *name
         std[c] = (float)sqrt(v > 0 ? v : 0);
     }
     int32_t nc = num_classes;
-    hid_t st = pf_h5_vlen_string_type();
-    if (st < 0) return -1;
-    hsize_t dims[1] = {(hsize_t)num_classes};
-    hid_t sp = H5Screate_simple(1, dims, NULL);
-    hid_t ds =
-        sp < 0 ? -1
-               : H5Dcreate2(w->file, "/class_names", st, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     int rc = -1;
-    if (ds >= 0 && H5Dwrite(ds, st, H5S_ALL, H5S_ALL, H5P_DEFAULT, names) >= 0 &&
+    if (pf_h5_write_strings(w->file, "/class_names", names, num_classes) == 0 &&
         write_attr(w->file, "num_classes", H5T_STD_I32LE, H5T_NATIVE_INT32, 0, &nc) == 0 &&
         write_attr(w->file, "mean", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, w->C, mean) == 0 &&
         write_attr(w->file, "std", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, w->C, std) == 0 &&
-        write_attr(w->file, "source", st, st, 0, &source) == 0)
+        pf_h5_write_string_attr(w->file, "source", source) == 0)
         rc = 0;
-    if (ds >= 0) H5Dclose(ds);
-    if (sp >= 0) H5Sclose(sp);
-    H5Tclose(st);
     return rc;
 }
 
@@ -305,28 +295,6 @@ static int dataset_dims(hid_t d, int rank, hsize_t *dims) {
     return rc;
 }
 
-static int read_strings(hid_t d, int n, char **out) {
-    hid_t st = pf_h5_vlen_string_type();
-    if (st < 0) return -1;
-    char **tmp = pf_calloc((size_t)n, sizeof *tmp);
-    int rc = H5Dread(d, st, H5S_ALL, H5S_ALL, H5P_DEFAULT, tmp) < 0 ? -1 : 0;
-    if (rc == 0) {
-        for (int i = 0; i < n; i++) out[i] = pf_strdup(tmp[i] ? tmp[i] : "");
-        hid_t sp = H5Dget_space(d);
-        if (sp >= 0) {
-#if H5_VERSION_GE(1, 12, 0)
-            H5Treclaim(st, sp, H5P_DEFAULT, tmp);
-#else
-            H5Dvlen_reclaim(st, sp, H5P_DEFAULT, tmp);
-#endif
-            H5Sclose(sp);
-        }
-    }
-    free(tmp);
-    H5Tclose(st);
-    return rc;
-}
-
 static int shard_open(pf_image_shard *s, const char *path) {
     s->file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (s->file < 0) {
@@ -385,13 +353,11 @@ static int shard_open(pf_image_shard *s, const char *path) {
                  PF_IMAGE_MAX_CLASSES);
         return -1;
     }
-    hid_t st = pf_h5_vlen_string_type();
-    char *source = NULL;
-    int rc = st < 0 ? -1 : read_attr(s, path, "source", st, 0, &source);
-    if (st >= 0) H5Tclose(st);
-    if (rc) return -1;
-    s->source = pf_strdup(source ? source : "");
-    H5free_memory(source);
+    if (!(s->source = pf_h5_read_string_attr(s->file, "source"))) {
+        pf_error("'%s' has no string attribute 'source'; is it an image shard written by "
+                 "'pfdata images'?", path);
+        return -1;
+    }
     hid_t cn = H5Dopen2(s->file, "/class_names", H5P_DEFAULT);
     hsize_t ncn = 0;
     if (cn < 0 || dataset_dims(cn, 1, &ncn) || (int)ncn != s->num_classes) {
@@ -400,7 +366,7 @@ static int shard_open(pf_image_shard *s, const char *path) {
         return -1;
     }
     s->class_names = pf_calloc((size_t)s->num_classes, sizeof *s->class_names);
-    rc = read_strings(cn, s->num_classes, s->class_names);
+    int rc = pf_h5_read_strings(cn, s->num_classes, s->class_names);
     H5Dclose(cn);
     return rc ? h5_fail("reading /class_names of", path) : 0;
 }

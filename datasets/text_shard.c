@@ -42,21 +42,6 @@ static int write_int_attr(hid_t loc, const char *name, int value) {
     return rc;
 }
 
-static int write_string_attr(hid_t loc, const char *name, const char *value) {
-    hid_t type = pf_h5_vlen_string_type();
-    if (type < 0) return -1;
-    hid_t space = -1, a = -1;
-    int rc = -1;
-    if ((space = H5Screate(H5S_SCALAR)) >= 0 &&
-        (a = H5Acreate2(loc, name, type, space, H5P_DEFAULT, H5P_DEFAULT)) >= 0 &&
-        H5Awrite(a, type, &value) >= 0)
-        rc = 0;
-    if (a >= 0) H5Aclose(a);
-    if (space >= 0) H5Sclose(space);
-    H5Tclose(type);
-    return rc;
-}
-
 static hid_t create_tokens(hid_t file, hid_t file_type, hsize_t chunk) {
     hsize_t dims = 0, maxdims = H5S_UNLIMITED;
     hid_t space = H5Screate_simple(1, &dims, &maxdims), dcpl = H5Pcreate(H5P_DATASET_CREATE);
@@ -115,8 +100,8 @@ pf_text_shard_writer *pf_text_shard_create(const char *path, int vocab_size, int
     if (w->dset < 0 || write_int_attr(w->file, "vocab_size", vocab_size) ||
         write_int_attr(w->file, "eot_token", eot_token) ||
         write_int_attr(w->file, "format_version", PF_TEXT_SHARD_VERSION) ||
-        write_string_attr(w->file, "tokenizer", tokenizer) ||
-        write_string_attr(w->file, "source", source)) {
+        pf_h5_write_string_attr(w->file, "tokenizer", tokenizer) ||
+        pf_h5_write_string_attr(w->file, "source", source)) {
         pf_error("cannot create the HDF5 token shard '%s'", w->tmp);
         pf_text_shard_abort(w);
         return NULL;
@@ -213,26 +198,9 @@ static int read_int_attr(const pf_text_shard *s, const char *name, int *value) {
     return 0;
 }
 
-// A string attribute as a malloc'd copy ("" when absent), fixed or variable length.
+// A string attribute as a malloc'd copy ("" when absent).
 static char *read_string_attr(const pf_text_shard *s, const char *name) {
-    char *out = NULL;
-    H5E_BEGIN_TRY {
-        hid_t a = H5Aexists(s->file, name) > 0 ? H5Aopen(s->file, name, H5P_DEFAULT) : -1;
-        hid_t type = a >= 0 ? H5Aget_type(a) : -1;
-        if (type >= 0 && H5Tget_class(type) == H5T_STRING) {
-            if (H5Tis_variable_str(type) > 0) {
-                char *v = NULL;
-                if (H5Aread(a, type, &v) >= 0 && v) out = pf_strdup(v);
-                H5free_memory(v);
-            } else {
-                size_t n = H5Tget_size(type);
-                out = pf_calloc(n + 1, 1);
-                if (H5Aread(a, type, out) < 0) out[0] = 0;
-            }
-        }
-        if (type >= 0) H5Tclose(type);
-        if (a >= 0) H5Aclose(a);
-    } H5E_END_TRY;
+    char *out = pf_h5_read_string_attr(s->file, name);
     return out ? out : pf_strdup("");
 }
 

@@ -28,7 +28,23 @@ const char *pf_h5_errtext(char buf[PF_H5_ERRTEXT_MAX]);
 // failure.
 hid_t pf_h5_checksummed_fapl(void);
 
-// A variable-length UTF-8 string type (close with H5Tclose), or -1.
-hid_t pf_h5_vlen_string_type(void);
+// Strings. pixelfly writes fixed-length UTF-8 strings, stored in the checksummed object header
+// (attributes) or the dataset's own storage: a variable-length string's bytes live in HDF5's
+// global heap, which the 1.8 format does not checksum and whose parser a damaged file crashes
+// (found by fuzzing, tests/fuzz). Readers take both kinds: files written before hold
+// variable-length strings. A fixed-length string longer than PF_H5_STRING_MAX is refused as
+// damage (names and paths, never payloads).
+enum { PF_H5_STRING_MAX = 1 << 20 };
+
+// A scalar string attribute `name` on loc holding value. 0, or -1 (HDF5's error stack set).
+int pf_h5_write_string_attr(hid_t loc, const char *name, const char *value);
+// The string attribute `name` of loc, malloc'd; NULL when it is absent, not a string or
+// unreadable.
+char *pf_h5_read_string_attr(hid_t loc, const char *name);
+// A 1-D dataset `name` of n strings (fixed length: the longest + 1). 0, or -1.
+int pf_h5_write_strings(hid_t loc, const char *name, char *const *strings, int n);
+// The n strings of 1-D string dataset d into out[0..n) (each malloc'd). 0, or -1 (nothing
+// allocated).
+int pf_h5_read_strings(hid_t d, int n, char **out);
 
 #endif
