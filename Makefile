@@ -69,6 +69,9 @@ $(BUILD)/%: $(BUILD)/src/cli/%.o $(BUILD)/libpixelfly.a
 
 $(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(BUILD)/tests/check_main.o $(BUILD)/libpixelfly.a
 	$(CC) $(CFLAGS) $^ $(LDLIBS) -o $@
+# The op-test drivers share the case table (tests/op_cases.c; test_cuda_ops below and in
+# tests/emu/emu.mk too).
+$(BUILD)/tests/test_ops $(BUILD)/tests/test_bf16: $(BUILD)/tests/op_cases.o
 
 # Tests run on 2 threads so results do not depend on the machine's core count; passive
 # waiting keeps OpenMP from spinning when the runner is shared.
@@ -79,7 +82,8 @@ test: $(TOOLS) $(TESTS)
 # here first, in $(BUILD) (each script's header says what to make before running it by hand).
 
 # The GPU suite is a plain program (the GPU machines lack Check); it skips without a GPU.
-$(BUILD)/tests/gpu/test_cuda_ops: $(BUILD)/tests/gpu/test_cuda_ops.o $(BUILD)/libpixelfly.a
+$(BUILD)/tests/gpu/test_cuda_ops: $(BUILD)/tests/gpu/test_cuda_ops.o $(BUILD)/tests/op_cases.o \
+                                  $(BUILD)/libpixelfly.a
 	$(CC) $(CFLAGS) $^ $(LDLIBS) -o $@
 
 # The communicator test (tests/mpi; the GPU bundle runs its NCCL case).

@@ -7,7 +7,9 @@
 // dtypes, byte sizes of bf16 buffers (every memory call is checked against the allocation it
 // lands in), the compute copy of the weights and its refresh, the fp32 staging of host
 // transfers. It also shows what bf16 rounding does to a training step and to training: the
-// loss and gradients agree with fp32 to bf16 precision and a model still learns.
+// loss and gradients agree with fp32 to bf16 precision and a model still learns. First, every
+// case of the op table (tests/op_cases.c) runs on emu against the CPU backend, as
+// tests/gpu/test_cuda_ops.c runs them on CUDA.
 #include <check.h>
 #include <math.h>
 #include <stdlib.h>
@@ -18,6 +20,7 @@
 #include "common.h"
 #include "config.h"
 #include "models/model.h"
+#include "op_cases.h"
 
 // ---- memory: host buffers whose bounds every call is checked against ---------------------
 
@@ -295,6 +298,23 @@ static const pf_backend EMU_BF16 = {
 #undef EMU_OP_ENTRY_
 };
 
+// ---- ops: every case of the op table against the CPU backend --------------------------------
+
+// Case _i / 2 of tests/op_cases.c (op_cmp_cases), in fp32 (_i even: passed through) or bf16
+// activations (_i odd: emulated); once-only cases (fp32 ops, convert's dtype pairs) at even
+// _i only. The tolerances are test_cuda_ops's: emu rounds what a CUDA kernel rounds, at least.
+START_TEST(test_op_cases) {
+    const op_cmp_case *k = &op_cmp_cases[_i / 2];
+    if (_i % 2 && !k->per_dtype) return;
+    int failed = op_cmp_run(&EMU_BF16, _i / 2, _i % 2 ? PF_BF16 : PF_F32);
+    ck_assert_msg(failed == 0, "%s case %d: %d op calls failed (FAIL lines above)", k->family,
+                  _i / 2, failed);
+    for (int i = 0; i < EMU_MAX_ALLOCS; i++)
+        ck_assert_msg(!emu_allocs[i].p, "%s case %d: an allocation was not freed", k->family,
+                      _i / 2);
+}
+END_TEST
+
 // ---- models --------------------------------------------------------------------------------
 
 enum { MB = 3 };
@@ -458,7 +478,11 @@ END_TEST
 
 Suite *pf_test_suite(void) {
     Suite *s = suite_create("bf16");
-    TCase *tc = tcase_create("models");
+    TCase *tc = tcase_create("ops");
+    tcase_set_timeout(tc, 120);
+    tcase_add_loop_test(tc, test_op_cases, 0, 2 * op_cmp_ncases);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("models");
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_step_matches_fp32);
     tcase_add_test(tc, test_weights_refresh_after_update);

@@ -1,6 +1,7 @@
 // test_ops.c: the CPU backend's ops, in the spirit of ggml's test-backend-ops.
 //
-// One table of cases (op, shapes, parameters, tolerance) and one looped test that, per case:
+// The finite-difference cases of tests/op_cases.c (op, shapes, parameters, tolerance; the
+// table the CUDA and bf16 drivers share) and one looped test that, per case:
 //   - checks the forward against an independent naive implementation in double;
 //   - builds the scalar loss L = sum(out * R) with a fixed random R, runs backward into
 //     gradients pre-filled with random values (backward must ADD), and compares every
@@ -19,652 +20,19 @@
 #include "backend.h"
 #include "check_main.h"
 #include "common.h"
+#include "op_cases.h"
 #include "op_shapes.h"
 #include "pattern.h"
 #include "rng.h"
 
 static const pf_backend *const be = &pf_backend_cpu;
 
-// ---- tensors over test buffers (NULL data gives the absent tensor) ----
-
-static pf_tensor t1(float *p, int64_t a) {
-    return p ? pf_tensor_1d(p, PF_F32, PF_DEV_CPU, a) : pf_none();
-}
-static pf_tensor t2(float *p, int64_t a, int64_t b) {
-    return p ? pf_tensor_2d(p, PF_F32, PF_DEV_CPU, a, b) : pf_none();
-}
-static pf_tensor t3(float *p, int64_t a, int64_t b, int64_t c) {
-    return p ? pf_tensor_3d(p, PF_F32, PF_DEV_CPU, a, b, c) : pf_none();
-}
-static pf_tensor t4(float *p, int64_t a, int64_t b, int64_t c, int64_t d) {
-    return p ? pf_tensor_4d(p, PF_F32, PF_DEV_CPU, a, b, c, d) : pf_none();
-}
-static pf_tensor i1(int32_t *p, int64_t a) { return pf_tensor_1d(p, PF_I32, PF_DEV_CPU, a); }
-static pf_tensor i2(int32_t *p, int64_t a, int64_t b) {
-    return pf_tensor_2d(p, PF_I32, PF_DEV_CPU, a, b);
-}
-
-// ---- one case: its buffers, differentiable variables and output ----
-
-#define MAX_BUFS 24
-#define MAX_VARS 10
-#define GUARD 8
-#define GUARD_BITS 0x7fc0de00u  // NaN payloads no op produces, + the buffer's index
-
-typedef struct {
-    const char *name;
-    float *x, *g;  // value and gradient; g NULL: no gradient requested (absent)
-    int64_t n;     // 0: the variable is absent (no bias ...)
-} grad_var;
-
-typedef struct {
-    grad_var var[MAX_VARS];
-    float *out, *dout;  // the output the loss reads, and R = dL/dout
-    int64_t nout;
-    float *aux[4];      // saved state and scratch (mean/rstd, lse, xv/dxv)
-    int32_t *ids;       // integer input (token ids, targets)
-    pf_pattern pat, pat2;  // pixelfly (pat2: the Pixelfly MLP's second layer)
-    float *bufs[MAX_BUFS];
-    int64_t bufn[MAX_BUFS];
-    int nbuf;
-    pf_rng rng;
-} op_ctx;
-
-typedef struct op_case op_case;
-struct op_case {
-    const char *name;
-    void (*build)(const op_case *oc, op_ctx *c);
-    void (*fwd)(const op_case *oc, op_ctx *c);
-    void (*bwd)(const op_case *oc, op_ctx *c);
-    void (*ref)(const op_case *oc, op_ctx *c, double *out);  // naive forward in double
-    int d[10];   // shapes and integer parameters, meaning per op
-    float f;     // float parameter (label smoothing)
-    bool flag;   // bias / causal / position embedding present
-    bool no_dx;  // request no input gradient (absent dx)
-    double tol;  // finite-difference tolerance on max|a-n| / max|n|
-};
-
-// A buffer of n floats filled with N(0, 1) (outputs and scratch too: ops must overwrite
-// them), with GUARD words on both sides.
-static float *buf(op_ctx *c, int64_t n) {
-    ck_assert_int_lt(c->nbuf, MAX_BUFS);
-    uint32_t *raw = pf_malloc(sizeof(float) * (size_t)(n + 2 * GUARD));
-    for (int i = 0; i < GUARD; i++) raw[i] = raw[n + GUARD + i] = GUARD_BITS + c->nbuf;
-    float *p = (float *)(raw + GUARD);
-    for (int64_t i = 0; i < n; i++) p[i] = pf_rng_normal(&c->rng);
-    c->bufs[c->nbuf] = p;
-    c->bufn[c->nbuf++] = n;
-    return p;
-}
-
-static void check_guards_and_free(op_ctx *c, const char *name) {
-    for (int b = 0; b < c->nbuf; b++) {
-        uint32_t *raw = (uint32_t *)c->bufs[b] - GUARD;
-        for (int i = 0; i < GUARD; i++)
-            ck_assert_msg(raw[i] == GUARD_BITS + b && raw[c->bufn[b] + GUARD + i] == raw[i],
-                          "%s: write outside buffer %d", name, b);
-        free(raw);
-    }
-    free(c->ids);
-}
-
-// Variable slot i: value x (N(0,1) * scale) and, unless no_grad, a pre-filled gradient.
-static void var(op_ctx *c, int i, const char *name, int64_t n, float scale, bool no_grad) {
-    grad_var *v = &c->var[i];
-    v->name = name;
-    v->n = n;
-    v->x = buf(c, n);
-    for (int64_t j = 0; j < n; j++) v->x[j] *= scale;
-    v->g = no_grad ? NULL : buf(c, n);
-}
-
-static void set_out(op_ctx *c, int64_t n) {
-    c->nout = n;
-    c->out = buf(c, n);
-    c->dout = buf(c, n);
-}
-
-static float *X(op_ctx *c, int i) { return c->var[i].n ? c->var[i].x : NULL; }
-static float *G(op_ctx *c, int i) { return c->var[i].n ? c->var[i].g : NULL; }
-
-// ---- linear: d = {N, in, out}; vars x, w, b ----
-
-static void linear_build(const op_case *oc, op_ctx *c) {
-    int N = oc->d[0], in = oc->d[1], out = oc->d[2];
-    var(c, 0, "x", (int64_t)N * in, 1, oc->no_dx);
-    var(c, 1, "w", (int64_t)out * in, 1, false);
-    if (oc->flag) var(c, 2, "b", out, 1, false);
-    set_out(c, (int64_t)N * out);
-}
-static void linear_fwd(const op_case *oc, op_ctx *c) {
-    int N = oc->d[0], in = oc->d[1], out = oc->d[2];
-    be->linear_fwd(t2(c->out, N, out), t2(X(c, 0), N, in), t2(X(c, 1), out, in),
-                   t1(X(c, 2), out));
-}
-static void linear_bwd(const op_case *oc, op_ctx *c) {
-    int N = oc->d[0], in = oc->d[1], out = oc->d[2];
-    be->linear_bwd(t2(G(c, 0), N, in), t2(G(c, 1), out, in), t1(G(c, 2), out),
-                   t2(c->dout, N, out), t2(X(c, 0), N, in), t2(X(c, 1), out, in));
-}
-// y = x W^T + b for dense W [out, in] (shared with the Pixelfly reference).
-static void dense_ref(const float *x, const double *W, const float *b, int N, int in, int out,
-                      double *y) {
-    for (int n = 0; n < N; n++)
-        for (int o = 0; o < out; o++) {
-            double s = b ? b[o] : 0;
-            for (int i = 0; i < in; i++) s += (double)x[n * in + i] * W[(int64_t)o * in + i];
-            y[n * out + o] = s;
-        }
-}
-static void linear_ref(const op_case *oc, op_ctx *c, double *y) {
-    int N = oc->d[0], in = oc->d[1], out = oc->d[2];
-    double *W = pf_malloc(sizeof(double) * out * in);
-    for (int i = 0; i < out * in; i++) W[i] = X(c, 1)[i];
-    dense_ref(X(c, 0), W, X(c, 2), N, in, out, y);
-    free(W);
-}
-
-// ---- pixelfly: d = {N, out, in, bs, nf, rank}; vars x, S, U, V, b; aux xv, dxv ----
-
-static pf_pixelfly_w layer_weights(op_ctx *c, const pf_pattern *p, int base, bool grads) {
-    float *(*get)(op_ctx *, int) = grads ? G : X;
-    return (pf_pixelfly_w){
-        .S = t4(get(c, base), p->bs, p->nf + 1, p->ob, p->ib),
-        .U = t2(get(c, base + 1), p->out, p->rank),
-        .V = t2(get(c, base + 2), p->rank, p->in),
-        .b = t1(get(c, base + 3), p->out),
-    };
-}
-static pf_pixelfly_w pf_weights(op_ctx *c, int base, bool grads) {
-    return layer_weights(c, &c->pat, base, grads);
-}
-static void pixelfly_build(const op_case *oc, op_ctx *c) {
-    int N = oc->d[0];
-    ck_assert_int_eq(pf_pattern_init(&c->pat, oc->d[1], oc->d[2], oc->d[3], oc->d[4], oc->d[5],
-                                     oc->flag), 0);
-    const pf_pattern *p = &c->pat;
-    var(c, 0, "x", (int64_t)N * p->in, 1, oc->no_dx);
-    var(c, 1, "S", pf_pattern_sparse_numel(p), 1, false);
-    if (p->rank) {
-        var(c, 2, "U", (int64_t)p->out * p->rank, 1, false);
-        var(c, 3, "V", (int64_t)p->rank * p->in, 1, false);
-        c->aux[0] = buf(c, (int64_t)N * p->rank);
-        c->aux[1] = buf(c, (int64_t)N * p->rank);
-    }
-    if (p->bias) var(c, 4, "b", p->out, 1, false);
-    set_out(c, (int64_t)N * p->out);
-}
-static void pixelfly_fwd(const op_case *oc, op_ctx *c) {
-    const pf_pattern *p = &c->pat;
-    int N = oc->d[0];
-    be->pixelfly_fwd(p, t2(c->out, N, p->out), t2(c->aux[0], N, p->rank), t2(X(c, 0), N, p->in),
-                     pf_weights(c, 1, false));
-}
-static void pixelfly_bwd(const op_case *oc, op_ctx *c) {
-    const pf_pattern *p = &c->pat;
-    int N = oc->d[0];
-    be->pixelfly_bwd(p, t2(G(c, 0), N, p->in), pf_weights(c, 1, true),
-                     t2(c->aux[1], N, p->rank), t2(c->dout, N, p->out), t2(X(c, 0), N, p->in),
-                     t2(c->aux[0], N, p->rank), pf_weights(c, 1, false));
-}
-// The dense [out, in] matrix of the layer: masked S plus U V, in double.
-static double *pixelfly_dense(const pf_pattern *p, const float *S, const float *U,
-                              const float *V) {
-    float *Wf = pf_malloc(sizeof(float) * p->out * p->in);
-    double *W = pf_malloc(sizeof(double) * p->out * p->in);
-    pf_pattern_to_dense(p, S, Wf);
-    for (int o = 0; o < p->out; o++)
-        for (int i = 0; i < p->in; i++) {
-            double s = Wf[o * p->in + i];
-            for (int k = 0; k < p->rank; k++) s += (double)U[o * p->rank + k] * V[k * p->in + i];
-            W[o * p->in + i] = s;
-        }
-    free(Wf);
-    return W;
-}
-static void pixelfly_ref(const op_case *oc, op_ctx *c, double *y) {
-    const pf_pattern *p = &c->pat;
-    double *W = pixelfly_dense(p, X(c, 1), X(c, 2), X(c, 3));
-    dense_ref(X(c, 0), W, X(c, 4), oc->d[0], p->in, p->out, y);
-    free(W);
-}
-
-// ---- pixelfly_mlp: d = {N, in, H, out, bs1, nf1, r1, bs2, nf2, r2}, flag = biases;
-//      vars x, S1, U1, V1, b1, S2, U2, V2, b2; aux xv1, gv2, scratch ----
-
-// Variables base..base+3 of one layer (weights scaled down so that GELU sees values of
-// order one: neither all linear nor all saturated).
-static void layer_vars(op_ctx *c, const pf_pattern *p, int base, const char *const names[4]) {
-    var(c, base, names[0], pf_pattern_sparse_numel(p), 0.5f, false);
-    if (p->rank) {
-        var(c, base + 1, names[1], (int64_t)p->out * p->rank, 0.5f, false);
-        var(c, base + 2, names[2], (int64_t)p->rank * p->in, 0.5f, false);
-    }
-    if (p->bias) var(c, base + 3, names[3], p->out, 0.5f, false);
-}
-static void pixelfly_mlp_build(const op_case *oc, op_ctx *c) {
-    const int *d = oc->d;
-    int N = d[0];
-    ck_assert_int_eq(pf_pattern_init(&c->pat, d[2], d[1], d[4], d[5], d[6], oc->flag), 0);
-    ck_assert_int_eq(pf_pattern_init(&c->pat2, d[3], d[2], d[7], d[8], d[9], oc->flag), 0);
-    var(c, 0, "x", (int64_t)N * d[1], 1, oc->no_dx);
-    layer_vars(c, &c->pat, 1, (const char *const[]){"S1", "U1", "V1", "b1"});
-    layer_vars(c, &c->pat2, 5, (const char *const[]){"S2", "U2", "V2", "b2"});
-    if (d[6]) c->aux[0] = buf(c, (int64_t)N * d[6]);
-    if (d[9]) c->aux[1] = buf(c, (int64_t)N * d[9]);
-    c->aux[2] = buf(c, pf_pixelfly_mlp_scratch_numel(&c->pat, &c->pat2, N));
-    set_out(c, (int64_t)N * d[3]);
-}
-static pf_tensor mlp_scratch(const op_case *oc, op_ctx *c) {
-    return t1(c->aux[2], pf_pixelfly_mlp_scratch_numel(&c->pat, &c->pat2, oc->d[0]));
-}
-static void pixelfly_mlp_fwd(const op_case *oc, op_ctx *c) {
-    const pf_pattern *p1 = &c->pat, *p2 = &c->pat2;
-    int N = oc->d[0];
-    be->pixelfly_mlp_fwd(p1, p2, t2(c->out, N, p2->out), t2(c->aux[0], N, p1->rank),
-                         t2(c->aux[1], N, p2->rank), t2(X(c, 0), N, p1->in),
-                         layer_weights(c, p1, 1, false), layer_weights(c, p2, 5, false),
-                         mlp_scratch(oc, c));
-}
-static void pixelfly_mlp_bwd(const op_case *oc, op_ctx *c) {
-    const pf_pattern *p1 = &c->pat, *p2 = &c->pat2;
-    int N = oc->d[0];
-    be->pixelfly_mlp_bwd(p1, p2, t2(G(c, 0), N, p1->in), layer_weights(c, p1, 1, true),
-                         layer_weights(c, p2, 5, true), t2(c->dout, N, p2->out),
-                         t2(X(c, 0), N, p1->in), t2(c->aux[0], N, p1->rank),
-                         t2(c->aux[1], N, p2->rank), layer_weights(c, p1, 1, false),
-                         layer_weights(c, p2, 5, false), mlp_scratch(oc, c));
-}
-static void pixelfly_mlp_ref(const op_case *oc, op_ctx *c, double *y) {
-    const pf_pattern *p1 = &c->pat, *p2 = &c->pat2;
-    int N = oc->d[0], in = p1->in, H = p1->out, out = p2->out;
-    double *W1 = pixelfly_dense(p1, X(c, 1), X(c, 2), X(c, 3));
-    double *W2 = pixelfly_dense(p2, X(c, 5), X(c, 6), X(c, 7));
-    const float *x = X(c, 0), *b1 = X(c, 4), *b2 = X(c, 8);
-    double *g = pf_malloc(sizeof(double) * H);
-    for (int n = 0; n < N; n++) {
-        for (int h = 0; h < H; h++) {
-            double f = b1 ? b1[h] : 0;
-            for (int i = 0; i < in; i++) f += (double)x[n * in + i] * W1[(int64_t)h * in + i];
-            g[h] = 0.5 * f * (1 + tanh(sqrt(2 / M_PI) * (f + 0.044715 * f * f * f)));
-        }
-        for (int o = 0; o < out; o++) {
-            double s = b2 ? b2[o] : 0;
-            for (int h = 0; h < H; h++) s += g[h] * W2[(int64_t)o * H + h];
-            y[n * out + o] = s;
-        }
-    }
-    free(g);
-    free(W1);
-    free(W2);
-}
-
-// ---- layernorm: d = {N, C}; vars x, g, b; aux mean, rstd ----
-
-#define LN_EPS 1e-5f
-
-static void layernorm_build(const op_case *oc, op_ctx *c) {
-    int N = oc->d[0], C = oc->d[1];
-    var(c, 0, "x", (int64_t)N * C, 1, false);
-    var(c, 1, "g", C, 1, false);
-    if (oc->flag) var(c, 2, "b", C, 1, false);
-    c->aux[0] = buf(c, N);
-    c->aux[1] = buf(c, N);
-    set_out(c, (int64_t)N * C);
-}
-static void layernorm_fwd(const op_case *oc, op_ctx *c) {
-    int N = oc->d[0], C = oc->d[1];
-    be->layernorm_fwd(t2(c->out, N, C), t1(c->aux[0], N), t1(c->aux[1], N), t2(X(c, 0), N, C),
-                      t1(X(c, 1), C), t1(X(c, 2), C), LN_EPS);
-}
-static void layernorm_bwd(const op_case *oc, op_ctx *c) {
-    int N = oc->d[0], C = oc->d[1];
-    be->layernorm_bwd(t2(G(c, 0), N, C), t1(G(c, 1), C), t1(G(c, 2), C), t2(c->dout, N, C),
-                      t2(X(c, 0), N, C), t1(X(c, 1), C), t1(c->aux[0], N), t1(c->aux[1], N));
-}
-static void layernorm_ref(const op_case *oc, op_ctx *c, double *y) {
-    int N = oc->d[0], C = oc->d[1];
-    const float *x = X(c, 0), *g = X(c, 1), *b = X(c, 2);
-    for (int n = 0; n < N; n++) {
-        double m = 0, v = 0;
-        for (int i = 0; i < C; i++) m += x[n * C + i] / (double)C;
-        for (int i = 0; i < C; i++) v += (x[n * C + i] - m) * (x[n * C + i] - m) / C;
-        for (int i = 0; i < C; i++)
-            y[n * C + i] = (x[n * C + i] - m) / sqrt(v + LN_EPS) * g[i] + (b ? b[i] : 0);
-    }
-}
-
-// ---- gelu: d = {n}; var x (spread over [-6, 6]) ----
-
-static void gelu_build(const op_case *oc, op_ctx *c) {
-    var(c, 0, "x", oc->d[0], 2.5f, false);
-    set_out(c, oc->d[0]);
-}
-static void gelu_fwd(const op_case *oc, op_ctx *c) {
-    be->gelu_fwd(t1(c->out, oc->d[0]), t1(X(c, 0), oc->d[0]));
-}
-static void gelu_bwd(const op_case *oc, op_ctx *c) {
-    be->gelu_bwd(t1(G(c, 0), oc->d[0]), t1(c->dout, oc->d[0]), t1(X(c, 0), oc->d[0]));
-}
-static void gelu_ref(const op_case *oc, op_ctx *c, double *y) {
-    for (int i = 0; i < oc->d[0]; i++) {
-        double v = X(c, 0)[i];
-        y[i] = 0.5 * v * (1 + tanh(sqrt(2 / M_PI) * (v + 0.044715 * v * v * v)));
-    }
-}
-
-// ---- add / accumulate: d = {rows, cols}; vars a, b. Their backward is accumulate. ----
-
-static void add_build(const op_case *oc, op_ctx *c) {
-    int64_t n = (int64_t)oc->d[0] * oc->d[1];
-    var(c, 0, "a", n, 1, false);
-    var(c, 1, "b", n, 1, false);
-    set_out(c, n);
-}
-static void add_fwd(const op_case *oc, op_ctx *c) {
-    int r = oc->d[0], k = oc->d[1];
-    be->add(t2(c->out, r, k), t2(X(c, 0), r, k), t2(X(c, 1), r, k));
-}
-static void accumulate_fwd(const op_case *oc, op_ctx *c) {
-    int r = oc->d[0], k = oc->d[1];
-    memcpy(c->out, X(c, 0), sizeof(float) * r * k);
-    be->accumulate(t2(c->out, r, k), t2(X(c, 1), r, k));
-}
-static void add_bwd(const op_case *oc, op_ctx *c) {
-    int r = oc->d[0], k = oc->d[1];
-    be->accumulate(t2(G(c, 0), r, k), t2(c->dout, r, k));
-    be->accumulate(t2(G(c, 1), r, k), t2(c->dout, r, k));
-}
-static void add_ref(const op_case *oc, op_ctx *c, double *y) {
-    for (int i = 0; i < oc->d[0] * oc->d[1]; i++) y[i] = (double)X(c, 0)[i] + X(c, 1)[i];
-}
-
-// ---- attention: d = {B, T, NH, hd}, flag causal; var qkv; aux lse ----
-// Backward reads out and lse as the forward left them (a wrong lse fails the gradients).
-
-static void attention_build(const op_case *oc, op_ctx *c) {
-    int B = oc->d[0], T = oc->d[1], NH = oc->d[2], C = NH * oc->d[3];
-    var(c, 0, "qkv", (int64_t)B * T * 3 * C, 1, false);
-    c->aux[0] = buf(c, (int64_t)B * NH * T);
-    set_out(c, (int64_t)B * T * C);
-}
-static void attention_fwd(const op_case *oc, op_ctx *c) {
-    int B = oc->d[0], T = oc->d[1], NH = oc->d[2], C = NH * oc->d[3];
-    be->attention_fwd(t3(c->out, B, T, C), t3(c->aux[0], B, NH, T), t3(X(c, 0), B, T, 3 * C),
-                      NH, oc->flag);
-}
-static void attention_bwd(const op_case *oc, op_ctx *c) {
-    int B = oc->d[0], T = oc->d[1], NH = oc->d[2], C = NH * oc->d[3];
-    be->attention_bwd(t3(G(c, 0), B, T, 3 * C), t3(c->dout, B, T, C), t3(X(c, 0), B, T, 3 * C),
-                      t3(c->out, B, T, C), t3(c->aux[0], B, NH, T), NH, oc->flag);
-}
-static void attention_ref(const op_case *oc, op_ctx *c, double *y) {
-    int B = oc->d[0], T = oc->d[1], NH = oc->d[2], hd = oc->d[3], C = NH * hd;
-    const float *qkv = X(c, 0);
-    double *w = pf_malloc(sizeof(double) * T);
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < NH; h++)
-            for (int t = 0; t < T; t++) {
-                const float *q = qkv + (b * T + t) * 3 * C + h * hd;
-                double sum = 0;
-                for (int s = 0; s < T; s++) {
-                    const float *k = qkv + (b * T + s) * 3 * C + C + h * hd;
-                    double dot = 0;
-                    for (int i = 0; i < hd; i++) dot += (double)q[i] * k[i];
-                    w[s] = oc->flag && s > t ? 0 : exp(dot / sqrt(hd));
-                    sum += w[s];
-                }
-                for (int i = 0; i < hd; i++) {
-                    double o = 0;
-                    for (int s = 0; s < T; s++)
-                        o += w[s] / sum * qkv[(b * T + s) * 3 * C + 2 * C + h * hd + i];
-                    y[(b * T + t) * C + h * hd + i] = o;
-                }
-            }
-    free(w);
-}
-
-// ---- xent: d = {N, V, Vp, ignored row}, f smoothing; var logits; ids targets ----
-// xent_bwd scales every row alike, so R is one constant (passed as `scale`).
-
-#define IGNORE (-100)
-
-static void xent_build(const op_case *oc, op_ctx *c) {
-    int N = oc->d[0], V = oc->d[1], Vp = oc->d[2];
-    var(c, 0, "logits", (int64_t)N * Vp, 2, false);
-    c->ids = pf_malloc(sizeof(int32_t) * N);
-    for (int n = 0; n < N; n++) c->ids[n] = (int32_t)pf_rng_below(&c->rng, (uint32_t)V);
-    c->ids[0] = V - 1;  // the last real class, next to the padding
-    c->ids[oc->d[3]] = IGNORE;
-    set_out(c, N);
-    for (int n = 0; n < N; n++) c->dout[n] = 0.7f;
-}
-static void xent_fwd(const op_case *oc, op_ctx *c) {
-    int N = oc->d[0], Vp = oc->d[2];
-    be->xent_fwd(t1(c->out, N), t2(X(c, 0), N, Vp), i1(c->ids, N), oc->d[1], IGNORE, oc->f);
-}
-static void xent_bwd(const op_case *oc, op_ctx *c) {
-    int N = oc->d[0], Vp = oc->d[2];
-    be->xent_bwd(t2(G(c, 0), N, Vp), t2(X(c, 0), N, Vp), i1(c->ids, N), oc->d[1], IGNORE,
-                 oc->f, c->dout[0]);
-}
-static void xent_ref(const op_case *oc, op_ctx *c, double *y) {
-    int N = oc->d[0], V = oc->d[1], Vp = oc->d[2];
-    for (int n = 0; n < N; n++) {
-        const float *l = X(c, 0) + n * Vp;
-        double z = 0, nll_mean = 0;
-        for (int k = 0; k < V; k++) z += exp(l[k]);
-        for (int k = 0; k < V; k++) nll_mean += (log(z) - l[k]) / V;
-        int t = c->ids[n];
-        y[n] = t == IGNORE ? 0 : (1 - oc->f) * (log(z) - l[t]) + oc->f * nll_mean;
-    }
-}
-
-// ---- embedding: d = {B, T, C, vocab, maxT}, flag wpe; vars wte, wpe; ids with repeats ----
-
-static void embedding_build(const op_case *oc, op_ctx *c) {
-    int B = oc->d[0], T = oc->d[1], C = oc->d[2], vocab = oc->d[3], maxT = oc->d[4];
-    var(c, 0, "wte", (int64_t)vocab * C, 1, false);
-    if (oc->flag) var(c, 1, "wpe", (int64_t)maxT * C, 1, false);
-    c->ids = pf_malloc(sizeof(int32_t) * B * T);
-    for (int i = 0; i < B * T; i++) c->ids[i] = (int32_t)pf_rng_below(&c->rng, (uint32_t)vocab);
-    c->ids[1] = c->ids[B * T - 1] = c->ids[0];  // repeated ids, within and across sequences
-    set_out(c, (int64_t)B * T * C);
-}
-static void embedding_fwd(const op_case *oc, op_ctx *c) {
-    int B = oc->d[0], T = oc->d[1], C = oc->d[2], vocab = oc->d[3], maxT = oc->d[4];
-    be->embedding_fwd(t3(c->out, B, T, C), i2(c->ids, B, T), t2(X(c, 0), vocab, C),
-                      t2(X(c, 1), maxT, C));
-}
-static void embedding_bwd(const op_case *oc, op_ctx *c) {
-    int B = oc->d[0], T = oc->d[1], C = oc->d[2], vocab = oc->d[3], maxT = oc->d[4];
-    be->embedding_bwd(t2(G(c, 0), vocab, C), t2(G(c, 1), maxT, C), t3(c->dout, B, T, C),
-                      i2(c->ids, B, T));
-}
-static void embedding_ref(const op_case *oc, op_ctx *c, double *y) {
-    int B = oc->d[0], T = oc->d[1], C = oc->d[2];
-    for (int i = 0; i < B * T; i++)
-        for (int k = 0; k < C; k++)
-            y[i * C + k] = (double)X(c, 0)[c->ids[i] * C + k] +
-                           (X(c, 1) ? X(c, 1)[(i % T) * C + k] : 0);
-}
-
-// ---- transpose, meanpool, cls_token: d = {B, P, C}; var x (+ cls, pos) ----
-
-static void vision_build(const op_case *oc, op_ctx *c, int64_t nout) {
-    var(c, 0, "x", (int64_t)oc->d[0] * oc->d[1] * oc->d[2], 1, false);
-    set_out(c, nout);
-}
-static void transpose_build(const op_case *oc, op_ctx *c) {
-    vision_build(oc, c, (int64_t)oc->d[0] * oc->d[1] * oc->d[2]);
-}
-static void transpose_fwd(const op_case *oc, op_ctx *c) {
-    int B = oc->d[0], P = oc->d[1], C = oc->d[2];
-    be->transpose_fwd(t3(c->out, B, C, P), t3(X(c, 0), B, P, C));
-}
-static void transpose_bwd(const op_case *oc, op_ctx *c) {
-    int B = oc->d[0], P = oc->d[1], C = oc->d[2];
-    be->transpose_bwd(t3(G(c, 0), B, P, C), t3(c->dout, B, C, P));
-}
-static void transpose_ref(const op_case *oc, op_ctx *c, double *y) {
-    int B = oc->d[0], P = oc->d[1], C = oc->d[2];
-    for (int b = 0; b < B; b++)
-        for (int p = 0; p < P; p++)
-            for (int k = 0; k < C; k++) y[(b * C + k) * P + p] = X(c, 0)[(b * P + p) * C + k];
-}
-static void meanpool_build(const op_case *oc, op_ctx *c) {
-    vision_build(oc, c, (int64_t)oc->d[0] * oc->d[2]);
-}
-static void meanpool_fwd(const op_case *oc, op_ctx *c) {
-    int B = oc->d[0], P = oc->d[1], C = oc->d[2];
-    be->meanpool_fwd(t2(c->out, B, C), t3(X(c, 0), B, P, C));
-}
-static void meanpool_bwd(const op_case *oc, op_ctx *c) {
-    int B = oc->d[0], P = oc->d[1], C = oc->d[2];
-    be->meanpool_bwd(t3(G(c, 0), B, P, C), t2(c->dout, B, C));
-}
-static void meanpool_ref(const op_case *oc, op_ctx *c, double *y) {
-    int B = oc->d[0], P = oc->d[1], C = oc->d[2];
-    for (int b = 0; b < B; b++)
-        for (int k = 0; k < C; k++) {
-            y[b * C + k] = 0;
-            for (int p = 0; p < P; p++) y[b * C + k] += X(c, 0)[(b * P + p) * C + k] / (double)P;
-        }
-}
-static void cls_token_build(const op_case *oc, op_ctx *c) {
-    int B = oc->d[0], P = oc->d[1], C = oc->d[2];
-    vision_build(oc, c, (int64_t)B * (P + 1) * C);
-    var(c, 1, "cls", C, 1, false);
-    if (oc->flag) var(c, 2, "pos", (int64_t)(P + 1) * C, 1, false);
-}
-static void cls_token_fwd(const op_case *oc, op_ctx *c) {
-    int B = oc->d[0], P = oc->d[1], C = oc->d[2];
-    be->cls_token_fwd(t3(c->out, B, P + 1, C), t3(X(c, 0), B, P, C), t1(X(c, 1), C),
-                      t2(X(c, 2), P + 1, C));
-}
-static void cls_token_bwd(const op_case *oc, op_ctx *c) {
-    int B = oc->d[0], P = oc->d[1], C = oc->d[2];
-    be->cls_token_bwd(t3(G(c, 0), B, P, C), t1(G(c, 1), C), t2(G(c, 2), P + 1, C),
-                      t3(c->dout, B, P + 1, C));
-}
-static void cls_token_ref(const op_case *oc, op_ctx *c, double *y) {
-    int B = oc->d[0], P = oc->d[1], C = oc->d[2];
-    for (int b = 0; b < B; b++)
-        for (int t = 0; t <= P; t++)
-            for (int k = 0; k < C; k++)
-                y[(b * (P + 1) + t) * C + k] =
-                    (double)(t ? X(c, 0)[(b * P + t - 1) * C + k] : X(c, 1)[k]) +
-                    (X(c, 2) ? X(c, 2)[t * C + k] : 0);
-}
-
-// cls_select: y[B,C] = x[B,0,C] of x [B,P,C]
-static void cls_select_build(const op_case *oc, op_ctx *c) {
-    vision_build(oc, c, (int64_t)oc->d[0] * oc->d[2]);
-}
-static void cls_select_fwd(const op_case *oc, op_ctx *c) {
-    int B = oc->d[0], P = oc->d[1], C = oc->d[2];
-    be->cls_select_fwd(t2(c->out, B, C), t3(X(c, 0), B, P, C));
-}
-static void cls_select_bwd(const op_case *oc, op_ctx *c) {
-    int B = oc->d[0], P = oc->d[1], C = oc->d[2];
-    be->cls_select_bwd(t3(G(c, 0), B, P, C), t2(c->dout, B, C));
-}
-static void cls_select_ref(const op_case *oc, op_ctx *c, double *y) {
-    int B = oc->d[0], P = oc->d[1], C = oc->d[2];
-    for (int b = 0; b < B; b++)
-        for (int k = 0; k < C; k++) y[b * C + k] = X(c, 0)[b * P * C + k];
-}
-
-// ---- the table ----
-
-#define OP(name) #name, name##_build, name##_fwd, name##_bwd, name##_ref
-#define TOL 1e-3
-
-static const op_case cases[] = {
-    {OP(linear), {5, 7, 3}, 0, true, false, TOL},
-    {OP(linear), {5, 7, 3}, 0, false, false, TOL},
-    {OP(linear), {1, 16, 9}, 0, true, true, TOL},
-    {OP(linear), {3, 5, 70}, 0, true, false, TOL},
-    {OP(linear), {70, 6, 5}, 0, true, false, TOL},  // db over several row chunks
-    // pixelfly: {N, out, in, bs, nf, rank}, flag = bias
-    {OP(pixelfly), {5, 16, 16, 4, 1, 0}, 0, false, false, TOL},
-    {OP(pixelfly), {3, 8, 12, 4, 2, 3}, 0, true, false, TOL},
-    {OP(pixelfly), {4, 16, 32, 8, 2, 0}, 0, true, false, TOL},
-    {OP(pixelfly), {3, 24, 8, 8, 3, 3}, 0, false, false, TOL},
-    {OP(pixelfly), {2, 32, 16, 8, 3, 3}, 0, true, false, TOL},
-    {OP(pixelfly), {3, 16, 16, 8, 2, 3}, 0, true, true, TOL},
-    // pixelfly_mlp: {N, in, H, out, bs1, nf1, r1, bs2, nf2, r2}, flag = biases
-    {OP(pixelfly_mlp), {5, 16, 32, 8, 4, 1, 2, 4, 2, 3}, 0, true, false, TOL},
-    {OP(pixelfly_mlp), {3, 12, 24, 12, 4, 2, 0, 2, 1, 0}, 0, false, false, TOL},
-    {OP(pixelfly_mlp), {4, 16, 16, 16, 8, 3, 3, 8, 1, 0}, 0, true, true, TOL},
-    {OP(pixelfly_mlp), {1, 8, 16, 8, 2, 1, 1, 4, 2, 2}, 0, true, false, TOL},
-    {OP(layernorm), {4, 7}, 0, true, false, TOL},
-    {OP(layernorm), {3, 16}, 0, false, false, TOL},
-    {OP(layernorm), {2, 130}, 0, true, false, TOL},
-    // more rows than one row chunk (32) of the dg / db partials (cpu_colsum.h)
-    {OP(layernorm), {70, 9}, 0, true, false, TOL},
-    {OP(gelu), {37}, 0, false, false, TOL},
-    {OP(add), {3, 5}, 0, false, false, TOL},
-    {"accumulate", add_build, accumulate_fwd, add_bwd, add_ref, {4, 3}, 0, false, false, TOL},
-    // attention: {B, T, NH, hd}, flag = causal
-    {OP(attention), {2, 5, 2, 3}, 0, true, false, TOL},
-    {OP(attention), {2, 5, 2, 3}, 0, false, false, TOL},
-    {OP(attention), {1, 1, 1, 4}, 0, true, false, TOL},
-    {OP(attention), {1, 1, 1, 4}, 0, false, false, TOL},
-    {OP(attention), {1, 9, 3, 2}, 0, true, false, TOL},
-    // more queries than one tile (64) and keys than one block (128) of cpu_attention.c
-    {OP(attention), {1, 150, 1, 4}, 0, true, false, TOL},
-    {OP(attention), {1, 150, 1, 4}, 0, false, false, TOL},
-    {OP(attention), {2, 70, 2, 3}, 0, true, false, TOL},
-    // xent: {N, V, Vp, ignored row}, f = label smoothing
-    {OP(xent), {5, 7, 10, 3}, 0.0f, false, false, TOL},
-    {OP(xent), {5, 7, 10, 2}, 0.1f, false, false, TOL},
-    {OP(xent), {4, 6, 6, 1}, 0.1f, false, false, TOL},
-    // embedding: {B, T, C, vocab, maxT}, flag = wpe
-    {OP(embedding), {2, 4, 5, 6, 7}, 0, true, false, TOL},
-    {OP(embedding), {3, 3, 4, 3, 3}, 0, false, false, TOL},
-    {OP(embedding), {1, 5, 130, 4, 5}, 0, true, false, TOL},
-    {OP(transpose), {2, 3, 5}, 0, false, false, TOL},
-    {OP(meanpool), {2, 3, 5}, 0, false, false, TOL},
-    {OP(cls_token), {2, 3, 4}, 0, true, false, TOL},
-    {OP(cls_token), {3, 2, 5}, 0, false, false, TOL},
-    {OP(cls_select), {3, 4, 5}, 0, false, false, TOL},
-};
-#define NCASES ((int)(sizeof cases / sizeof cases[0]))
-
-static double loss(const op_case *oc, op_ctx *c) {
-    oc->fwd(oc, c);
-    double L = 0;
-    for (int64_t i = 0; i < c->nout; i++) L += (double)c->out[i] * c->dout[i];
-    return L;
-}
-
-// max|a - b| / max(max|b|, floor)
-static double rel_err(const float *a, const double *b, int64_t n, double floor) {
-    double num = 0, den = floor;
-    for (int64_t i = 0; i < n; i++) {
-        double d = fabs(a[i] - b[i]);
-        if (isnan(d)) return INFINITY;
-        num = fmax(num, d);
-        den = fmax(den, fabs(b[i]));
-    }
-    return num / den;
-}
-
-static void case_name(const op_case *oc, char *s, size_t len) {
-    char more[64] = "";
-    if (oc->d[6] || oc->d[7] || oc->d[8] || oc->d[9])
-        snprintf(more, sizeof more, ",%d,%d,%d,%d", oc->d[6], oc->d[7], oc->d[8], oc->d[9]);
-    snprintf(s, len, "%s{%d,%d,%d,%d,%d,%d%s}%s%s", oc->name, oc->d[0], oc->d[1], oc->d[2],
-             oc->d[3], oc->d[4], oc->d[5], more, oc->flag ? "+flag" : "",
-             oc->no_dx ? "-dx" : "");
-}
 
 START_TEST(test_op_gradients) {
-    const op_case *oc = &cases[_i];
+    const op_case *oc = &op_fd_cases[_i];
     char name[96];
-    case_name(oc, name, sizeof name);
-    op_ctx c = {0};
+    op_fd_case_name(oc, name, sizeof name);
+    op_ctx c = {.be = be};
     pf_rng_seed(&c.rng, 1000 + (uint64_t)_i);
     oc->build(oc, &c);
 
@@ -695,9 +63,9 @@ START_TEST(test_op_gradients) {
             ana[j] = gv->g[j] - g0[v][j];
             float x0 = gv->x[j], xp = x0 + h, xm = x0 - h;
             gv->x[j] = xp;
-            double lp = loss(oc, &c);
+            double lp = op_fd_loss(oc, &c);
             gv->x[j] = xm;
-            double lm = loss(oc, &c);
+            double lm = op_fd_loss(oc, &c);
             gv->x[j] = x0;
             num[j] = (lp - lm) / ((double)xp - xm);
             // No output moved at all: the op must not have touched this gradient either.
@@ -712,18 +80,20 @@ START_TEST(test_op_gradients) {
         free(num);
         free(g0[v]);
     }
-    check_guards_and_free(&c, name);
+    int bad = op_fd_free(&c);
+    ck_assert_msg(bad < 0, "%s: write outside buffer %d", name, bad);
 }
 END_TEST
 
 // Two runs from the same state: outputs and gradients bit-identical.
 START_TEST(test_op_deterministic) {
-    const op_case *oc = &cases[_i];
+    const op_case *oc = &op_fd_cases[_i];
     char name[96];
-    case_name(oc, name, sizeof name);
+    op_fd_case_name(oc, name, sizeof name);
     op_ctx c[2];
     memset(c, 0, sizeof c);
     for (int r = 0; r < 2; r++) {
+        c[r].be = be;
         pf_rng_seed(&c[r].rng, 77 + (uint64_t)_i);
         oc->build(oc, &c[r]);
         oc->fwd(oc, &c[r]);
@@ -734,8 +104,10 @@ START_TEST(test_op_deterministic) {
         if (c[0].var[v].n && c[0].var[v].g)
             ck_assert_msg(!memcmp(c[0].var[v].g, c[1].var[v].g, sizeof(float) * c[0].var[v].n),
                           "%s: d%s differs between runs", name, c[0].var[v].name);
-    check_guards_and_free(&c[0], name);
-    check_guards_and_free(&c[1], name);
+    for (int r = 0; r < 2; r++) {
+        int bad = op_fd_free(&c[r]);
+        ck_assert_msg(bad < 0, "%s: write outside buffer %d", name, bad);
+    }
 }
 END_TEST
 
@@ -1282,8 +654,8 @@ Suite *pf_test_suite(void) {
     Suite *s = suite_create("ops");
     TCase *tc = tcase_create("gradients");
     tcase_set_timeout(tc, 60);
-    tcase_add_loop_test(tc, test_op_gradients, 0, NCASES);
-    tcase_add_loop_test(tc, test_op_deterministic, 0, NCASES);
+    tcase_add_loop_test(tc, test_op_gradients, 0, op_fd_ncases);
+    tcase_add_loop_test(tc, test_op_deterministic, 0, op_fd_ncases);
     suite_add_tcase(s, tc);
     tc = tcase_create("pixelfly");
     tcase_add_loop_test(tc, test_pixelfly_matches_dense, 0,

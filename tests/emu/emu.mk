@@ -1,5 +1,6 @@
 # tests/emu/emu.mk: the CUDA backend (kernels/*.cu) compiled by g++ for the host emulation,
-# linked with the CPU library and tests/gpu/test_cuda_ops.c into $(BUILD)/emu/test_cuda_ops.
+# linked with the CPU library, tests/gpu/test_cuda_ops.c and its case table tests/op_cases.c
+# into $(BUILD)/emu/test_cuda_ops.
 # Included by the Makefile, whose `emu-build` makes that target with CUDA=0 (so CC, CFLAGS,
 # LDLIBS and libpixelfly.a are a CPU-only build's); tests/emu/run.sh runs it. Knobs (make
 # variables or the environment): EMU_SAN= (no sanitizers), EMU_OPT (default -O1 -g).
@@ -12,7 +13,8 @@ EMU_CXX  := g++ -std=c++20 $(EMU_OPT) $(EMU_SAN) -D__CUDACC__ -DPF_CUDA -Itests/
             -Ikernels -Isrc -Icomm -Idatasets -include cuda_runtime.h -Wall -Wextra \
             -Wno-unused-parameter -Wno-missing-field-initializers -Wno-unknown-pragmas
 
-$(BUILD)/emu/test_cuda_ops: $(BUILD)/emu/test_cuda_ops.o $(EMU_OBJ) $(BUILD)/libpixelfly.a
+$(BUILD)/emu/test_cuda_ops: $(BUILD)/emu/test_cuda_ops.o $(BUILD)/emu/op_cases.o $(EMU_OBJ) \
+                            $(BUILD)/libpixelfly.a
 	g++ $(EMU_SAN) $^ $(LDLIBS) -o $@
 
 .PRECIOUS: $(BUILD)/emu/%.cpp
@@ -30,5 +32,9 @@ $(BUILD)/emu/emu_runtime.o: tests/emu/emu_runtime.cpp
 $(BUILD)/emu/test_cuda_ops.o: tests/gpu/test_cuda_ops.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(EMU_SAN) -DPF_CUDA -Itests/emu/include -MMD -MP -c $< -o $@
+
+$(BUILD)/emu/op_cases.o: tests/op_cases.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(EMU_SAN) -MMD -MP -c $< -o $@
 
 # Its .d files are read with the rest of $(BUILD)'s by the Makefile.
