@@ -2,7 +2,8 @@
 //
 //   pf_reference shards DIR
 //       writes the test's tiny training shards: DIR/tokens.h5 (vocabulary 97, end-of-text 96,
-//       4097 random tokens) and DIR/images.h5 (64 random 16x16 RGB images, 10 classes)
+//       4097 random tokens), DIR/images.h5 (64 random 16x16 RGB images, 10 classes) and
+//       DIR/images28.h5 (256 random 28x28 gray images, 10 classes: the quickstart Mixer's shape)
 //   pf_reference run CHECKPOINT B BATCH.bin OUT.safetensors
 //       loads the checkpoint, runs one forward and backward pass (CPU, fp32) on the batch of B
 //       rows in BATCH.bin and writes "loss" [1], "logits" ([B, T, V] for GPT-2, the V real
@@ -42,6 +43,26 @@ static void capture_xent_fwd(pf_tensor losses, pf_tensor logits, pf_tensor targe
     pf_backend_cpu.xent_fwd(losses, logits, targets, V, ignore_index, smoothing);
 }
 
+// DIR/NAME: n random S x S x C images, labels n mod 10.
+static int image_shard(const char *dir, const char *name, int S, int C, int n, pf_rng *r) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    pf_shard_writer *iw = pf_shard_writer_open(path, S, S, C);
+    if (!iw) return -1;
+    uint8_t *img = pf_malloc((size_t)S * S * C);
+    for (int i = 0; i < n; i++) {
+        for (size_t k = 0; k < (size_t)S * S * C; k++) img[k] = (uint8_t)pf_rng_below(r, 256);
+        if (pf_shard_writer_add(iw, img, i % 10) < 0) {
+            free(img);
+            return -1;
+        }
+    }
+    free(img);
+    char *names[10], buf[10][8];
+    for (int k = 0; k < 10; k++) snprintf(buf[k], sizeof buf[k], "c%d", k), names[k] = buf[k];
+    return pf_shard_writer_finish(iw, 10, names, "pf_reference");
+}
+
 static int shards(const char *dir) {
     char path[1024];
     pf_rng r;
@@ -54,17 +75,8 @@ static int shards(const char *dir) {
         if (pf_text_shard_append(tw, &id, 1) < 0) return -1;
     }
     if (pf_text_shard_commit(tw) < 0) return -1;
-    snprintf(path, sizeof path, "%s/images.h5", dir);
-    pf_shard_writer *iw = pf_shard_writer_open(path, 16, 16, 3);
-    if (!iw) return -1;
-    uint8_t img[16 * 16 * 3];
-    for (int n = 0; n < 64; n++) {
-        for (size_t k = 0; k < sizeof img; k++) img[k] = (uint8_t)pf_rng_below(&r, 256);
-        if (pf_shard_writer_add(iw, img, n % 10) < 0) return -1;
-    }
-    char *names[10], buf[10][8];
-    for (int k = 0; k < 10; k++) snprintf(buf[k], sizeof buf[k], "c%d", k), names[k] = buf[k];
-    return pf_shard_writer_finish(iw, 10, names, "pf_reference");
+    return image_shard(dir, "images.h5", 16, 3, 64, &r) ||
+           image_shard(dir, "images28.h5", 28, 1, 256, &r);
 }
 
 static int run(const char *ckpt, int B, const char *batch_path, const char *out) {

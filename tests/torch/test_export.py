@@ -1,6 +1,7 @@
 """PyTorch reference test of `pftrain export` (make test-torch; tests/torch/run.sh runs it).
 
-For GPT-2, ViT and MLP-Mixer, each dense and Pixelfly (tiny configs, CPU, fp32): train 2 steps
+For GPT-2, ViT and MLP-Mixer, each dense and Pixelfly (tiny configs, CPU, fp32), and the shipped
+GPT-2 tiny Pixelfly and quickstart Mixer configs (SHIPPED): train 2 steps
 with pftrain, export native and densified, then on one batch compare pixelfly's logits, loss
 and gradients (tests/torch/pf_reference) with
   - the native export loaded into python/pixelfly_torch.py, gradient per parameter;
@@ -46,6 +47,23 @@ MODELS = {
 }
 MIXER_PIXELFLY = ["pixelfly.token_fc1 = bs=4 nf=1 rank=2", "pixelfly.token_fc2 = bs=4 nf=2",
                   "pixelfly.mlp_fc1 = bs=4 nf=2 rank=4", "pixelfly.mlp_fc2 = bs=4 nf=1"]
+
+
+# The configurations users train, as shipped (configs/), with the data, the run and the
+# schedule replaced for a 2-step test: GPT-2 tiny Pixelfly (vocabulary 50257) and the
+# quickstart's Mixer (Fashion-MNIST shape). Label smoothing off: the comparison's loss is
+# plain cross-entropy (the architecture is what is compared).
+SHIPPED = {"gpt2-tiny-pixelfly": ("gpt2", "configs/gpt2-tiny-pixelfly.ini", "tokens.h5"),
+           "mixer-fmnist-pixelfly": ("mixer", "configs/mixer-fmnist-pixelfly.ini",
+                                     "images28.h5")}
+
+
+def shipped_lines(path):
+    import configparser
+    p = configparser.ConfigParser(inline_comment_prefixes=(";",))
+    p.read(os.path.join(ROOT, path))
+    return [f"{sec}.{k} = {v}" for sec in p.sections() for k, v in p[sec].items()
+            if sec in ("model", "pixelfly")]
 
 
 def write_ini(path, lines):
@@ -175,15 +193,21 @@ def pixelfly_grad_from_dense(name, dense_grads, dense_params, nat_params, kind, 
 
 
 def one_case(build, work, kind, variant, rng):
+    """variant: dense, pixelfly (the tiny MODELS), or a SHIPPED config's name."""
     what = f"{kind} {variant}"
     d = os.path.join(work, f"{kind}-{variant}")
     os.makedirs(d, exist_ok=True)
-    shard = os.path.join(work, "tokens.h5" if kind == "gpt2" else "images.h5")
-    lines = MODELS[kind] + [
+    if variant in SHIPPED:
+        model_lines, shard_name = shipped_lines(SHIPPED[variant][1]), SHIPPED[variant][2]
+    else:
+        model_lines, shard_name = MODELS[kind], "tokens.h5" if kind == "gpt2" else "images.h5"
+    shard = os.path.join(work, shard_name)
+    lines = model_lines + [
         f"data.train = {shard}", f"data.val = {shard}", "train.batch_size = 4",
         "train.steps = 2", "train.lr = 1e-2", "train.warmup_steps = 0",
         "train.schedule = constant", "train.eval_every = 0", "train.eval_batches = 1",
-        "train.seed = 7", "run.backend = cpu", "run.log_every = 1", f"run.out_dir = {d}/run"]
+        "train.seed = 7", "train.label_smoothing = 0", "run.backend = cpu", "run.log_every = 1",
+        f"run.out_dir = {d}/run"]
     if variant == "pixelfly":
         lines += MIXER_PIXELFLY if kind == "mixer" else PIXELFLY_BLOCK
     ini = os.path.join(d, "config.ini")
@@ -312,14 +336,17 @@ def main():
     sh(os.path.join(build, "tests", "torch", "pf_reference"), "shards", work)
     rng = np.random.default_rng(1)
     failures = []
-    for kind in ("gpt2", "vit", "mixer"):
-        for variant in ("dense", "pixelfly"):
-            rep = one_case(build, work, kind, variant, rng)
-            print(rep.line(), flush=True)
-            failures += rep.failures
+    cases = [(kind, variant) for kind in ("gpt2", "vit", "mixer")
+             for variant in ("dense", "pixelfly")]
+    cases += [(kind, name) for name, (kind, _, _) in SHIPPED.items()]
+    for kind, variant in cases:
+        rep = one_case(build, work, kind, variant, rng)
+        print(rep.line(), flush=True)
+        failures += rep.failures
     for f in failures:
         print("FAIL " + f)
-    print(f"test-torch: {6 - len({f.split(':')[0] for f in failures})} of 6 cases passed "
+    n = len(cases)
+    print(f"test-torch: {n - len({f.split(':')[0] for f in failures})} of {n} cases passed "
           f"(logits/loss to {TOL_OUT:g}, gradients to {TOL_GRAD:g})")
     return 1 if failures else 0
 
