@@ -235,7 +235,9 @@ case_diverge() {
   for f in "$WORK"/run/checkpoints/ckpt-*.h5; do
     s=$(basename "$f" .h5); s=$((10#${s#ckpt-}))
     [ "$s" -lt "$step" ] || fail "a checkpoint of the diverged step or later: $f"
-    out=$(train 0 "$WORK/run" "${flags[@]}" --set train.steps="$s" --resume "$f" 2>&1) ||
+    # One rank at the run's global batch of 8, so the data position carries over.
+    out=$(train 0 "$WORK/run" "${flags[@]}" --set train.batch_size=8 --set train.steps="$s" \
+          --resume "$f" 2>&1) ||
       fail "resuming from $f (finite values only) failed: $out"
     grep -q "nothing to do" <<< "$out" || fail "resuming from $f: $out"
   done
