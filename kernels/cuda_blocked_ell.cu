@@ -5,7 +5,8 @@
 // (ob/g) x (ib/g) ELL blocks and every ELL block row (g rows of one super-row p) holds the
 // (nf+1) * (ib/g) blocks of p's nf+1 super-columns: ellCols = (nf+1) * ib, no padding. Row o
 // of ellValue is then the concatenation of row o - p*ob of p's stored blocks, taken in
-// increasing super-column order (slot order is not sorted: slot k = p xor 2^(k-1)).
+// increasing super-column order (the slots of a row are in no particular column order: the
+// flat butterfly's are p, p xor 1, p xor 2, p xor 4 ..., a random mask's any; pattern.h).
 //
 // cuSPARSE constraints (cuSPARSE docs, cusparseCreateBlockedEll and cusparseSpMM, "(2)
 // Blocked-ELLPACK format", as transcribed into tinrab/singe singe-cusparse/src/spmm.rs; the
@@ -143,8 +144,8 @@ pf_bell *pf_cuda_bell_create(const pf_pattern *p, pf_tensor S, pf_tensor x, pf_t
     char *S_host = (char *)pf_malloc(nnz * es), *val = (char *)pf_malloc(nnz * es);
     int32_t *ind = (int32_t *)pf_malloc(sizeof(int32_t) * (size_t)n_ind);
     CUDA_CHECK(cudaMemcpy(S_host, S.data, nnz * es, cudaMemcpyDeviceToHost));
-    int slot[32];  // slots of one super-row sorted by super-column (nf + 1 <= 32)
-    PF_ASSERT(nb <= 32);
+    int slot[PF_PATTERN_MAX_BLOCKS];  // slots of one super-row sorted by super-column
+    PF_ASSERT(nb <= PF_PATTERN_MAX_BLOCKS);
     for (int row = 0; row < p->bs; row++) {
         for (int k = 0; k < nb; k++) slot[k] = k;
         for (int a = 1; a < nb; a++)  // insertion sort by super-column

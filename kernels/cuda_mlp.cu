@@ -2,13 +2,15 @@
 // activations f, g [N, H] instead of keeping them (backend.h: pixelfly_mlp_fwd/bwd).
 //
 // Today this is the composition of src/pixelfly_mlp.c over the CUDA ops (pixelfly fwd/bwd,
-// gelu fwd/bwd) on the caller's scratch, in the act dtype (fp32 or bf16; in bf16 f, g, dg and df are rounded
-// to bf16 between the ops, exactly as in the unfused MLP). It saves the activation memory:
+// gelu fwd/bwd, so any mask of pattern.h) on the caller's scratch, in the act dtype (fp32 or
+// bf16; in bf16 f, g, dg and df are rounded to bf16 between the ops, exactly as in the
+// unfused MLP). It saves the activation memory:
 // 2 x N x H per block, for one more fc1 forward and GELU per backward; it does not save the
 // memory traffic of writing and reading f and g.
 //
-// The fused kernel is a later step: with nf factors the sparse part of each layer is
-// block-diagonal in groups of 2^nf super-blocks, so fc1 -> GELU -> fc2 splits into bs / 2^nf
+// The fused kernel is a later step: with a flat butterfly of nf factors the sparse part of
+// each layer is block-diagonal in groups of 2^nf super-blocks (a random mask has no such
+// groups and would keep this composition), so fc1 -> GELU -> fc2 splits into bs / 2^nf
 // independent narrow MLPs whose hidden tile [token tile x H / (bs / 2^nf)] can stay in shared
 // memory / registers; the low-rank terms carry the mixing across groups (xv1 = x V1^T is a
 // small GEMM before it, gv2 = g V2^T a cross-group reduction finished after it, which is why

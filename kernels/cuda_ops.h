@@ -23,6 +23,9 @@
 #include "op_shapes.h"
 #include "cuda_common.h"
 
+// One mask's device tables (cuda_pixelfly.cu, mask_tables): a slot of the context's cache.
+typedef struct pf_cuda_mask pf_cuda_mask;
+
 // The backend's runtime state, created on first use (after the caller's cudaSetDevice).
 typedef struct {
     cublasHandle_t cublas;
@@ -32,6 +35,8 @@ typedef struct {
     size_t mem_peak;      // the most device memory seen in use (cuda_note_memory)
     pf_device_info device;  // name, total memory and peak FLOP/s, read once
     size_t smem_optin;      // the most dynamic shared memory a block may opt into (bytes)
+    pf_cuda_mask *masks;    // device copies of the block masks' tables, by content
+    size_t masks_cap, masks_used;
 } pf_cuda_context;
 
 pf_cuda_context *pf_cuda_ctx(void);

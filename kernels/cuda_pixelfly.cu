@@ -1,9 +1,11 @@
-// cuda_pixelfly.cu: the Pixelfly layer y = x S^T + (x V^T) U^T + b (pattern.h) on tensor
-// cores. Super-row p, slot k, super-column q = col(p, k); S: [bs, nf+1, ob, ib].
+// cuda_pixelfly.cu: the block-sparse layer y = x S^T + (x V^T) U^T + b (pattern.h: the
+// Pixelfly flat butterfly, a butterfly factor or a random mask) on tensor cores. Super-row p,
+// slot k, super-column q = col(p, k); S: [bs, nf+1, ob, ib].
 //
 //   forward  y[:, p-block]  = sum_k x[:, q-block] S[p][k]^T + xv U[p-block]^T + b   (1 kernel)
 //   dX       dx[:, q-block] += sum_k dy[:, p'-block] S[p'][k] + dxv V[:, q-block],
-//            p' = col(q, k) (the mask is symmetric)                                    (1 kernel)
+//            p' = src(q, k): the super-row holding q at slot k (each slot is a
+//            permutation, pattern.h)                                                   (1 kernel)
 //   dS       dS[p][k] += dy[:, p-block]^T x[:, q-block], stored blocks only  (split-K + reduce)
 //   xv = x V^T, dxv = dy U, dU += dy^T xv, dV += dxv^T x: cuBLAS (cuda_gemm); db: cuda_colsum_add
 //
@@ -16,7 +18,8 @@
 // One GEMM skeleton serves the three kernels. A CTA owns a BM x BN output tile and walks K in
 // steps of BK = 32; step t stages an A tile and a B tile whose global addresses and bounds
 // come from kernels/pixelfly_tiles.h (the index arithmetic, replayed and checked on the CPU by
-// tests/test_pixelfly_tiles.c). Forward and dX: M = tokens (the wide dimension), N = the
+// tests/test_pixelfly_tiles.c; the mask's col / src tables are read from device copies, see
+// mask_tables). Forward and dX: M = tokens (the wide dimension), N = the
 // columns of one output super-block, K = the nf+1 gathered K-runs (ib or ob each, a step never
 // spans two runs), then the low-rank K-run of r in the same accumulator; the CTAs that run
 // side by side share their token tile, so its input rows are read from DRAM about once.
@@ -33,7 +36,7 @@
 //
 // Tile shapes (pft_pick_tile on the output block width): L 128x128 (8 warps, 256 threads),
 // M 128x64 and S 64x64 (4 warps); dS always S. Static shared memory: L 40 KB (forward) / 37 KB
-// (dX), M 30 / 29 KB, S 20 / 19 / 18 KB (dS). ptxas (CUDA 13, sm_90a): 124-214 registers per
+// (dX), M 30 / 29 KB, S 20 / 19 / 18 KB (dS). ptxas (CUDA 13, sm_90a): 119-218 registers per
 // thread, no spills; so L runs one CTA (8 warps) per SM and M two. Forcing two L CTAs per SM
 // with __launch_bounds__(256, 2) made ptxas spill (50-170 bytes), so it is left to measurement.
 //
@@ -50,6 +53,8 @@
 // next step past this version.
 #include <mma.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 #include <type_traits>
 
 #include "cuda_ops.h"
@@ -306,7 +311,7 @@ static unsigned vec_bit(const void *base, int64_t unit, unsigned bit) {
 //                    + sum_{j<r} xv[n, j] U[p*ob + o, j] + b[p*ob + o]
 //     x [N, in], S [bs, nf+1, ob, ib], xv [N, r], U [out, r], b [out] (NULL: none), y [N, out]
 //   dX (RowPass::DX), dx accumulated:
-//     dx[n, q*ib + i] += sum_{k<=nf} sum_{o<ob} dy[n, p'*ob + o] S[p'][k][o][i]  (p' = col(q, k))
+//     dx[n, q*ib + i] += sum_{k<=nf} sum_{o<ob} dy[n, p'*ob + o] S[p'][k][o][i]  (p' = src(q, k))
 //                      + sum_{j<r} dxv[n, j] V[j, q*ib + i]
 //     dy [N, out], S [bs, nf+1, ob, ib], dxv [N, r], V [r, in], dx [N, in]
 // all T. Operands: a = x | dy, b = S, la = xv | dxv, lb = U | V.
@@ -499,6 +504,94 @@ static void check_weights(pf_pixelfly_w w, pf_dtype dt, bool need_s) {
     CUDA_ACT_OPT(w.b, dt);
 }
 
+// ---- the mask's tables on the device ------------------------------------------------------
+// The kernels look up col and src (pattern.h, [bs][nf+1] uint16 each) once per K-step (a
+// cached read: every CTA reads the same few entries), from device copies: one per distinct
+// mask, uploaded on its first use, kept for the process lifetime, found again by content.
+// The alternatives:
+//  - kernel parameters: both tables of a full mask are 8 KB, over the 4 KB parameter limit
+//    before CUDA 12.1, and a parameter indexed at run time is copied into every thread's local
+//    memory unless it is declared __grid_constant__; every launch would carry the 8 KB.
+//  - an upload per call: cudaMemcpy from pageable host memory waits for the stream to drain,
+//    once per op; an async copy would need a pinned buffer alive until the kernels ran.
+// Keyed by (bs, nf, col) (src follows from col). A model has up to one mask per sparse layer
+// (GPT-2 medium with random masks: about 100), so the table grows as needed; a hit hashes
+// and compares the bs*(nf+1) entries and allocates nothing. Not thread-safe, like
+// cuda_scratch: the ops are issued from one host thread.
+// The cache lives in the runtime context: pf_cuda_ctx()->masks, open addressing with linear
+// probing over masks_cap slots (a power of two, at most half of them used).
+struct pf_cuda_mask {
+    uint64_t hash;   // mask_hash of the key
+    int bs, nf;
+    uint16_t *host;  // col then src, 2 * bs*(nf+1) entries (col is the key)
+    uint16_t *dev;   // the same on the device; NULL: an empty slot
+};
+
+// FNV-1a over bs, nf and the n = bs*(nf+1) entries of col.
+static uint64_t mask_hash(const pf_pattern *p, size_t n) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    h = (h ^ (uint64_t)p->bs) * 0x100000001b3ull;
+    h = (h ^ (uint64_t)p->nf) * 0x100000001b3ull;
+    for (size_t i = 0; i < n; i++) h = (h ^ p->col[i]) * 0x100000001b3ull;
+    return h;
+}
+
+// p's entry, or the empty slot where it goes (masks_cap > masks_used, so one exists).
+static pf_cuda_mask *mask_find(const pf_pattern *p, uint64_t h, size_t n) {
+    pf_cuda_context *ctx = pf_cuda_ctx();
+    for (size_t i = h & (ctx->masks_cap - 1);; i = (i + 1) & (ctx->masks_cap - 1)) {
+        pf_cuda_mask *e = &ctx->masks[i];
+        if (!e->dev || (e->hash == h && e->bs == p->bs && e->nf == p->nf &&
+                        !memcmp(e->host, p->col, sizeof(uint16_t) * n)))
+            return e;
+    }
+}
+
+// Doubles the table (64 slots at first) and reinserts the entries.
+static void mask_grow(void) {
+    pf_cuda_context *ctx = pf_cuda_ctx();
+    size_t cap = ctx->masks_cap ? 2 * ctx->masks_cap : 64;
+    pf_cuda_mask *slots = (pf_cuda_mask *)pf_calloc(cap, sizeof *slots);
+    for (size_t i = 0; i < ctx->masks_cap; i++) {
+        if (!ctx->masks[i].dev) continue;
+        size_t j = ctx->masks[i].hash & (cap - 1);
+        while (slots[j].dev) j = (j + 1) & (cap - 1);
+        slots[j] = ctx->masks[i];
+    }
+    free(ctx->masks);
+    ctx->masks = slots;
+    ctx->masks_cap = cap;
+}
+
+// Device copy of p's tables: col [bs][nf+1] at the result, src [bs][nf+1] right after it.
+static const uint16_t *mask_tables(const pf_pattern *p) {
+    size_t n = (size_t)p->bs * (p->nf + 1);
+    PF_ASSERT(p->bs >= 1 && p->nf >= 0 && n <= PF_PATTERN_MAX_BLOCKS);
+    uint64_t h = mask_hash(p, n);
+    pf_cuda_context *ctx = pf_cuda_ctx();
+    pf_cuda_mask *e = ctx->masks_cap ? mask_find(p, h, n) : nullptr;
+    if (e && e->dev) return e->dev;
+    if (2 * (ctx->masks_used + 1) > ctx->masks_cap) {
+        mask_grow();
+        e = mask_find(p, h, n);
+    }
+    size_t bytes = sizeof(uint16_t) * 2 * n;
+    e->host = (uint16_t *)pf_malloc(bytes);
+    memcpy(e->host, p->col, bytes / 2);
+    memcpy(e->host + n, p->src, bytes / 2);
+    // The one synchronising upload of this mask; later calls find it in the table.
+    void *dev = nullptr;
+    CUDA_CHECK(cudaMalloc(&dev, bytes));
+    CUDA_CHECK(cudaMemcpy(dev, e->host, bytes, cudaMemcpyHostToDevice));
+    e->dev = (uint16_t *)dev;
+    e->hash = h;
+    e->bs = p->bs;
+    e->nf = p->nf;
+    ctx->masks_used++;
+    cuda_note_memory();
+    return e->dev;
+}
+
 static pft_dims dims_of(const pf_pattern *p, int64_t N) {
     PF_ASSERT(N >= 0 && N <= INT32_MAX);
     pft_dims d = {};
@@ -510,6 +603,8 @@ static pft_dims dims_of(const pf_pattern *p, int64_t N) {
     d.r = p->rank;
     d.ob = p->ob;
     d.ib = p->ib;
+    d.col = mask_tables(p);
+    d.src = d.col + (size_t)p->bs * (p->nf + 1);
     return d;
 }
 

@@ -2,7 +2,8 @@
 // (kernels/cuda_pixelfly.cu), kept apart from the CUDA code so that it compiles as C too and
 // tests/test_pixelfly_tiles.c can replay every kernel's tiling on the CPU: which super-column
 // feeds which super-row at slot k, which output tile a CTA owns, which global elements each
-// K-step stages, and how dS splits the tokens. Nothing here touches memory.
+// K-step stages, and how dS splits the tokens. Nothing here touches the tensors; the mask's
+// tables (pft_dims col / src) are read through the pointers the caller put in pft_dims.
 //
 // Every kernel computes one output tile C[BM x BN] (fp32 accumulators) as a sum over K-steps;
 // K-step t stages an A tile (BM x BK, the M side) and a B tile (BK x BN, the N side). A tile is
@@ -33,9 +34,12 @@ enum {
     PFT_DS_AK = 0, PFT_DS_BK = 0,    // dS:      A [K x out cols], B [K x in cols]
 };
 
-// The layer and batch: N tokens, out = bs*ob, in = bs*ib, nf factors, low-rank r (0: none).
+// The layer and batch: N tokens, out = bs*ob, in = bs*ib, nf+1 slots per super-row, low-rank
+// r (0: none), and the mask's tables (pf_pattern col / src, both [bs][nf+1]): device pointers
+// in the kernels (cuda_pixelfly.cu uploads them once per mask), host pointers in the test.
 typedef struct {
     int N, out, in, bs, nf, r, ob, ib;
+    const uint16_t *col, *src;
 } pft_dims;
 
 // A staged tile: stored element (r, c) at base[off + r*ld + c], real iff r < rows, c < cols.
@@ -65,9 +69,12 @@ typedef struct {
 PFT_FN int pft_cdiv(int a, int b) { return (a + b - 1) / b; }
 PFT_FN int pft_min(int a, int b) { return a < b ? a : b; }
 
-// Super-column of super-row `row` at slot k: pf_pattern_col (pattern.h). The mask is
-// symmetric, so it is also the super-row that feeds super-column `row` of dX at slot k.
-PFT_FN int pft_col(int row, int k) { return k == 0 ? row : row ^ (1 << (k - 1)); }
+// Super-column of super-row `row` at slot k: pf_pattern_col (pattern.h). Forward and dS.
+PFT_FN int pft_col(pft_dims d, int row, int k) { return d.col[row * (d.nf + 1) + k]; }
+// Super-row that holds super-column `col` at slot k: pf_pattern_src. Every slot is a
+// permutation of the super-columns (pattern.h), so it exists and is unique; dX gathers
+// through it. (Only for xor masks, the flat butterfly and a factor, is it col(col, k).)
+PFT_FN int pft_src_row(pft_dims d, int col, int k) { return d.src[col * (d.nf + 1) + k]; }
 
 // ---- forward and dX: the grid and the K-steps ----------------------------------------------
 // Grid: x = blk * tiles + column tile (width = ob for the forward, ib for dX), y = token tile.
@@ -112,7 +119,7 @@ PFT_FN pft_kstep pft_kstep_at(int t, int nruns, int runlen, int lowlen, int bk) 
 PFT_FN pft_src pft_fwd_a(pft_dims d, pft_cta c, pft_kstep s) {
     pft_src a;
     if (s.run <= d.nf) {
-        int q = pft_col(c.blk, s.run);
+        int q = pft_col(d, c.blk, s.run);
         a.off = (int64_t)c.m0 * d.in + (int64_t)q * d.ib + s.kofs;
         a.ld = d.in;
     } else {
@@ -150,13 +157,13 @@ PFT_FN pft_src pft_fwd_out(pft_dims d, pft_cta c) {
 PFT_FN int64_t pft_fwd_bias(pft_dims d, pft_cta c) { return (int64_t)c.blk * d.ob + c.c0; }
 
 // ---- dX: dx[n, q*ib+i] += sum_k sum_o dy[n, p'*ob+o] S[p'][k][o][i] + sum_j dxv[n,j] V[j, q*ib+i]
-// with p' = col(q, k) (the mask is symmetric: (p', q) is slot k of super-row p'). Run k <= nf
-// reads dy[:, p'-block] and S[p'][k] as stored ([o][i]: N-contiguous); run nf+1 reads
+// with p' = src(q, k): the super-row whose slot k is q, so S[p'][k] is the block (p', q). Run
+// k <= nf reads dy[:, p'-block] and S[p'][k] as stored ([o][i]: N-contiguous); run nf+1 reads
 // dxv [N, r] and V's columns q*ib.. ([r][in]: N-contiguous).
 PFT_FN pft_src pft_dx_a(pft_dims d, pft_cta c, pft_kstep s) {
     pft_src a;
     if (s.run <= d.nf) {
-        int p2 = pft_col(c.blk, s.run);
+        int p2 = pft_src_row(d, c.blk, s.run);
         a.off = (int64_t)c.m0 * d.out + (int64_t)p2 * d.ob + s.kofs;
         a.ld = d.out;
     } else {
@@ -171,7 +178,7 @@ PFT_FN pft_src pft_dx_a(pft_dims d, pft_cta c, pft_kstep s) {
 PFT_FN pft_src pft_dx_b(pft_dims d, pft_cta c, pft_kstep s) {
     pft_src b;
     if (s.run <= d.nf) {
-        int p2 = pft_col(c.blk, s.run);
+        int p2 = pft_src_row(d, c.blk, s.run);
         b.off = (((int64_t)p2 * (d.nf + 1) + s.run) * d.ob + s.kofs) * d.ib + c.c0;
         b.ld = d.ib;
     } else {
@@ -248,7 +255,7 @@ PFT_FN pft_src pft_ds_a(pft_dims d, pft_ds_cta c, pft_kstep s) {
 
 // B: x[kofs.., q*ib + c0..] stored [tokens][i] (N-contiguous).
 PFT_FN pft_src pft_ds_b(pft_dims d, pft_ds_cta c, pft_kstep s) {
-    int p = c.blk / (d.nf + 1), k = c.blk % (d.nf + 1), q = pft_col(p, k);
+    int p = c.blk / (d.nf + 1), k = c.blk % (d.nf + 1), q = pft_col(d, p, k);
     pft_src b;
     b.off = (int64_t)s.kofs * d.in + (int64_t)q * d.ib + c.c0;
     b.ld = d.in;

@@ -4,6 +4,8 @@
 // rotation, the resume search) is checkpoint_dir.c.
 #include "checkpoint.h"
 
+#include "pattern.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <hdf5.h>
@@ -127,6 +129,15 @@ static int write_contents(hid_t file, const char *path, const pf_layout *layout,
                       st->cursors) ||
         write_config(file, path, st->config_text ? st->config_text : ""))
         return -1;
+    for (int i = 0; i < st->n_masks; i++) {
+        const pf_checkpoint_mask *mk = &st->masks[i];
+        char name[PF_PARAM_NAME_MAX + 16];
+        PF_ASSERT(!strchr(mk->name, '/'));
+        snprintf(name, sizeof name, "masks/%s", mk->name);
+        if (write_dataset(file, path, name, H5T_STD_I32LE, H5T_NATIVE_INT32, 2,
+                          (hsize_t[]){(hsize_t)mk->rows, (hsize_t)mk->cols}, mk->col))
+            return -1;
+    }
     for (int g = 0; g < 3; g++) {
         for (int i = 0; i < layout->count; i++) {
             const pf_param_info *p = &layout->params[i];
@@ -481,6 +492,58 @@ static int read_config(reader *r, char **out) {
     return rc;
 }
 
+// /masks/* (absent: none) into st->masks, each checked against the table bounds.
+static int read_masks(reader *r, pf_checkpoint_state *st) {
+    char eb[PF_H5_ERRTEXT_MAX];
+    if (!link_exists(r->file, "masks")) return 0;
+    hid_t g = H5Gopen2(r->file, "masks", H5P_DEFAULT);
+    H5G_info_t info;
+    if (g < 0 || H5Gget_info(g, &info) < 0 || info.nlinks > PF_CHECKPOINT_MAX_MASKS) {
+        pf_error("checkpoint '%s': group /masks is unreadable or holds more than %d masks%s%s",
+                 r->path, PF_CHECKPOINT_MAX_MASKS, g < 0 ? "" : ": ",
+                 g < 0 ? "" : pf_h5_errtext(eb));
+        if (g >= 0) H5Gclose(g);
+        return -1;
+    }
+    st->masks = pf_calloc(info.nlinks ? info.nlinks : 1, sizeof *st->masks);
+    for (hsize_t i = 0; i < info.nlinks; i++) {
+        pf_checkpoint_mask *mk = &st->masks[st->n_masks];
+        if (H5Lget_name_by_idx(g, ".", H5_INDEX_NAME, H5_ITER_INC, i, mk->name, sizeof mk->name,
+                               H5P_DEFAULT) < 0) {
+            pf_error("checkpoint '%s': cannot list /masks: %s", r->path, pf_h5_errtext(eb));
+            H5Gclose(g);
+            return -1;
+        }
+        char name[PF_PARAM_NAME_MAX + 16];
+        snprintf(name, sizeof name, "masks/%s", mk->name);
+        hsize_t any[2] = {0, 0}, dims[2];
+        hid_t d = open_checked(r, name, H5T_INTEGER, 4, 2, any, dims);
+        if (d < 0) {
+            H5Gclose(g);
+            return -1;
+        }
+        if (dims[0] < 1 || dims[1] < 1 || dims[0] * dims[1] > PF_PATTERN_MAX_BLOCKS) {
+            H5Dclose(d);
+            H5Gclose(g);
+            pf_error("checkpoint '%s': mask /%s is %llu x %llu; a mask holds 1 to %d entries",
+                     r->path, name, (unsigned long long)dims[0], (unsigned long long)dims[1],
+                     PF_PATTERN_MAX_BLOCKS);
+            return -1;
+        }
+        mk->rows = (int)dims[0];
+        mk->cols = (int)dims[1];
+        mk->col = pf_malloc(sizeof(int32_t) * dims[0] * dims[1]);
+        st->n_masks++;
+        if (read_all(r, d, name, H5T_NATIVE_INT32, mk->col,
+                     sizeof(int32_t) * dims[0] * dims[1])) {
+            H5Gclose(g);
+            return -1;
+        }
+    }
+    H5Gclose(g);
+    return 0;
+}
+
 // Reads everything besides the arenas into a new *st (freed again on failure).
 static int read_state(reader *r, pf_checkpoint_state *st) {
     int version, world;
@@ -509,7 +572,7 @@ static int read_state(reader *r, pf_checkpoint_state *st) {
     if ((d = open_checked(r, "cursors", H5T_INTEGER, 8, 2, cur_want, NULL)) < 0 ||
         read_all(r, d, "cursors", H5T_NATIVE_INT64, st->cursors, sizeof(int64_t) * 2 * world))
         goto fail;
-    if (read_config(r, &st->config_text) == 0) return 0;
+    if (read_config(r, &st->config_text) == 0 && read_masks(r, st) == 0) return 0;
 fail:
     pf_checkpoint_state_free(st);
     return -1;
@@ -566,6 +629,8 @@ int pf_checkpoint_load(const char *path, const pf_layout *layout, float *params,
 }
 
 void pf_checkpoint_state_free(pf_checkpoint_state *st) {
+    for (int i = 0; i < st->n_masks; i++) free(st->masks[i].col);
+    free(st->masks);
     free(st->rng);
     free(st->cursors);
     free(st->config_text);

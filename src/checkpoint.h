@@ -22,6 +22,10 @@
 //     /cursors       int64 [world, 2]: each rank's data position (epoch, batch)
 //     /config        fixed-length string [1] (NUL-padded, ASCII/UTF-8): the resolved
 //                    configuration text the run used
+//     /masks/NAME    int32 [bs, blocks]: the random block mask of each blocksparse layer,
+//                    NAME its S parameter ("h.0.mlp.fc1.S"); entry [p, k] is the
+//                    super-column of super-row p at slot k (pattern.h). Absent when the model
+//                    has none. A loaded model uses these, whatever this build would draw.
 //   attributes on the root group:
 //     format_version    int32, 1
 //     world_size        int32, the number of ranks that wrote it (= first dim of /rng)
@@ -55,6 +59,16 @@
 
 #define PF_CHECKPOINT_FORMAT_VERSION 1
 
+// The most masks a checkpoint holds (one per blocksparse layer; PF_MAX_LINEARS bounds it).
+#define PF_CHECKPOINT_MAX_MASKS 8192
+
+// One blocksparse layer's random mask.
+typedef struct {
+    char name[PF_PARAM_NAME_MAX];  // the layer's S parameter
+    int rows, cols;                // bs, blocks per super-row (rows * cols <= 2048)
+    int32_t *col;                  // [rows, cols]
+} pf_checkpoint_mask;
+
 // Everything besides the arenas. For save the caller owns the arrays; load allocates them
 // (free with pf_checkpoint_state_free).
 typedef struct {
@@ -64,6 +78,8 @@ typedef struct {
     uint64_t *rng;      // [world, rng_words]
     int64_t *cursors;   // [world, 2]: epoch, batch of each rank
     char *config_text;  // the resolved configuration, NUL-terminated
+    int n_masks;        // /masks: the blocksparse layers' masks
+    pf_checkpoint_mask *masks;
     // Save only: write non-finite values too. By default pf_checkpoint_save refuses a NaN or
     // infinity anywhere in params, m or v, so a diverged model never becomes a checkpoint.
     bool allow_nonfinite;

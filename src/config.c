@@ -46,12 +46,15 @@ static const key_def SCHEMA[] = {
     KMAX("model", "channel_mlp_dim", T_INT, channel_mlp_dim, "256", "mixer: channel hidden",
          1048576),
     K("model", "init_std", T_FLOAT, init_std, "0.02", 0, "std of dense linear weights"),
-    K("pixelfly", "attn_qkv", T_LAYER, attn_qkv, "dense", 0, "attention q/k/v projection"),
-    K("pixelfly", "attn_proj", T_LAYER, attn_proj, "dense", 0, "attention output projection"),
-    K("pixelfly", "mlp_fc1", T_LAYER, mlp_fc1, "dense", 0, "MLP (channel MLP) first layer"),
-    K("pixelfly", "mlp_fc2", T_LAYER, mlp_fc2, "dense", 0, "MLP (channel MLP) second layer"),
-    K("pixelfly", "token_fc1", T_LAYER, token_fc1, "dense", 0, "mixer token MLP first layer"),
-    K("pixelfly", "token_fc2", T_LAYER, token_fc2, "dense", 0, "mixer token MLP second layer"),
+    K("pixelfly", "attn_qkv", T_LAYER, attn_qkv, "auto", 0, "attention q/k/v projection"),
+    K("pixelfly", "attn_proj", T_LAYER, attn_proj, "auto", 0, "attention output projection"),
+    K("pixelfly", "mlp_fc1", T_LAYER, mlp_fc1, "auto", 0, "MLP (channel MLP) first layer"),
+    K("pixelfly", "mlp_fc2", T_LAYER, mlp_fc2, "auto", 0, "MLP (channel MLP) second layer"),
+    K("pixelfly", "token_fc1", T_LAYER, token_fc1, "auto", 0, "mixer token MLP first layer"),
+    K("pixelfly", "token_fc2", T_LAYER, token_fc2, "auto", 0, "mixer token MLP second layer"),
+    K("pixelfly", "budget", T_FLOAT, budget, "0", 0,
+      "fraction of the dense parameters and FLOPs kept by every layer left 'auto' (Pixelfly "
+      "pattern chosen per layer, docs/ARCHITECTURE.md); 0: auto layers are dense"),
     K("pixelfly", "recompute_mlp", T_BOOL, recompute_mlp, "false", 0,
       "recompute the MLP hidden activations in backward, saving 2 x N x hidden activations per "
       "block for one more fc1 forward and GELU per step; needs mlp_fc1 and mlp_fc2 Pixelfly "
@@ -150,47 +153,114 @@ static const char *enum_name(const char *choices, int idx, char *buf, size_t len
     return buf;
 }
 
+static const char *const LAYER_KINDS[] = {
+    [PF_LAYER_DENSE] = "dense",        [PF_LAYER_AUTO] = "auto",
+    [PF_LAYER_PIXELFLY] = "pixelfly",  [PF_LAYER_BLOCKSPARSE] = "blocksparse",
+    [PF_LAYER_BUTTERFLY] = "butterfly", [PF_LAYER_LOWRANK] = "lowrank",
+};
+#define SPEC_FORMS                                                                          \
+    "dense, auto, 'bs=B nf=F [rank=R]' (pixelfly), 'blocksparse bs=B blocks=K [rank=R] "   \
+    "[seed=S]', 'butterfly bs=B' or 'lowrank rank=R'"
+
 int pf_layer_spec_parse(pf_layer_spec *s, const char *text) {
-    *s = (pf_layer_spec){0};
-    while (*text == ' ') text++;
-    if (!strcmp(text, "dense")) return 0;
+    *s = (pf_layer_spec){.kind = PF_LAYER_PIXELFLY, .seed = 1};
     char buf[256];
     snprintf(buf, sizeof buf, "%s", text);
-    s->pixelfly = true;
-    bool have_bs = false, have_nf = false;
+    // The fields each kind takes, as bits of FIELDS[]: the required ones and the optional.
+    static const char *const FIELDS[] = {"bs", "nf", "rank", "blocks", "seed"};
+    enum { F_BS = 1, F_NF = 2, F_RANK = 4, F_BLOCKS = 8, F_SEED = 16 };
+    static const unsigned NEED[] = {[PF_LAYER_PIXELFLY] = F_BS | F_NF,
+                                    [PF_LAYER_BLOCKSPARSE] = F_BS | F_BLOCKS,
+                                    [PF_LAYER_BUTTERFLY] = F_BS, [PF_LAYER_LOWRANK] = F_RANK};
+    static const unsigned MAY[] = {[PF_LAYER_PIXELFLY] = F_RANK,
+                                   [PF_LAYER_BLOCKSPARSE] = F_RANK | F_SEED};
+    unsigned have = 0;
+    bool first = true;
     for (char *save = NULL, *tok = strtok_r(buf, " \t,", &save); tok;
-         tok = strtok_r(NULL, " \t,", &save)) {
-        if (!strcmp(tok, "pixelfly")) continue;
+         tok = strtok_r(NULL, " \t,", &save), first = false) {
         char *eq = strchr(tok, '=');
+        if (!eq) {
+            int k = -1;
+            for (int i = 0; i < (int)(sizeof LAYER_KINDS / sizeof *LAYER_KINDS); i++)
+                if (!strcmp(tok, LAYER_KINDS[i])) k = i;
+            if (k < 0 || !first) {
+                pf_error("'%s' in layer spec '%s': expected %s", tok, text, SPEC_FORMS);
+                return -1;
+            }
+            s->kind = (pf_layer_kind)k;
+            continue;
+        }
+        if (s->kind == PF_LAYER_DENSE || s->kind == PF_LAYER_AUTO) {
+            pf_error("layer spec '%s': %s takes no fields", text, LAYER_KINDS[s->kind]);
+            return -1;
+        }
         char *end = NULL;
-        long v = eq ? strtol(eq + 1, &end, 10) : 0;
-        if (!eq || end == eq + 1 || *end) {
-            pf_error("'%s' in layer spec '%s': expected dense or 'bs=B nf=F [rank=R]'", tok, text);
-            return -1;
-        }
-        if (v < 0 || v > 4194304) {  // no layer is wider than n_embd * mlp_ratio <= 2^22
-            pf_error("'%s' in layer spec '%s': use a value in [0, 4194304]", tok, text);
-            return -1;
-        }
+        long long v = strtoll(eq + 1, &end, 10);
         *eq = 0;
-        if (!strcmp(tok, "bs")) s->bs = (int)v, have_bs = true;
-        else if (!strcmp(tok, "nf")) s->nf = (int)v, have_nf = true;
-        else if (!strcmp(tok, "rank")) s->rank = (int)v;
-        else {
-            pf_error("unknown field '%s' in layer spec '%s': use bs, nf and rank", tok, text);
+        int f = -1;
+        for (int i = 0; i < 5; i++)
+            if (!strcmp(tok, FIELDS[i])) f = i;
+        unsigned bit = f < 0 ? 0 : 1u << f;
+        if (!(bit & (NEED[s->kind] | MAY[s->kind]))) {
+            pf_error("unknown field '%s' in layer spec '%s': %s; expected %s", tok, text,
+                     LAYER_KINDS[s->kind], SPEC_FORMS);
             return -1;
+        }
+        if (end == eq + 1 || *end) {
+            pf_error("'%s=%s' in layer spec '%s': not an integer", tok, eq + 1, text);
+            return -1;
+        }
+        long long most = bit == F_SEED ? INT64_MAX / 2 : 4194304;  // widths <= 2^22
+        if (v < 0 || v > most) {
+            pf_error("'%s=%lld' in layer spec '%s': use a value in [0, %lld]", tok, v, text, most);
+            return -1;
+        }
+        if (have & bit) {
+            pf_error("'%s' is given twice in layer spec '%s'", tok, text);
+            return -1;
+        }
+        have |= bit;
+        switch (bit) {
+        case F_BS: s->bs = (int)v; break;
+        case F_NF: s->nf = (int)v; break;
+        case F_RANK: s->rank = (int)v; break;
+        case F_BLOCKS: s->blocks = (int)v; break;
+        default: s->seed = v; break;
         }
     }
-    if (!have_bs || !have_nf) {
-        pf_error("layer spec '%s' needs both bs= and nf= (or 'dense')", text);
+    if (first) {
+        pf_error("empty layer spec: expected %s", SPEC_FORMS);
+        return -1;
+    }
+    unsigned need = s->kind == PF_LAYER_DENSE || s->kind == PF_LAYER_AUTO ? 0 : NEED[s->kind];
+    for (int i = 0; i < 5; i++)
+        if ((need & (1u << i)) && !(have & (1u << i))) {
+            pf_error("layer spec '%s' needs %s= (%s)", text, FIELDS[i], SPEC_FORMS);
+            return -1;
+        }
+    if (s->kind == PF_LAYER_LOWRANK && s->rank < 1) {
+        pf_error("layer spec '%s': lowrank needs rank >= 1", text);
         return -1;
     }
     return 0;
 }
 
+pf_layer_kind pf_config_layer_kind(const pf_config *c, const pf_layer_spec *s) {
+    if (s->kind != PF_LAYER_AUTO) return s->kind;
+    return c->budget > 0 ? PF_LAYER_PIXELFLY : PF_LAYER_DENSE;
+}
+
 void pf_layer_spec_format(const pf_layer_spec *s, char *buf, size_t len) {
-    if (!s->pixelfly) snprintf(buf, len, "dense");
-    else snprintf(buf, len, "bs=%d nf=%d rank=%d", s->bs, s->nf, s->rank);
+    switch (s->kind) {
+    case PF_LAYER_PIXELFLY: snprintf(buf, len, "bs=%d nf=%d rank=%d", s->bs, s->nf, s->rank); break;
+    case PF_LAYER_BLOCKSPARSE:
+        snprintf(buf, len, "blocksparse bs=%d blocks=%d rank=%d seed=%lld", s->bs, s->blocks,
+                 s->rank, (long long)s->seed);
+        break;
+    case PF_LAYER_BUTTERFLY: snprintf(buf, len, "butterfly bs=%d", s->bs); break;
+    case PF_LAYER_LOWRANK: snprintf(buf, len, "lowrank rank=%d", s->rank); break;
+    default: snprintf(buf, len, "%s", LAYER_KINDS[s->kind]); break;
+    }
 }
 
 // A free-text value (a path) must come back unchanged from the `key = value` line that
@@ -458,13 +528,17 @@ int pf_config_validate(const pf_config *c) {
         REQUIRE(c->cutmix_alpha == 0, "train.cutmix_alpha = %g: cutmix is for vision models; "
                 "set it to 0 for gpt2", c->cutmix_alpha);
     }
-    REQUIRE(!c->recompute_mlp || (c->mlp_fc1.pixelfly && c->mlp_fc2.pixelfly),
-            "pixelfly.recompute_mlp = true needs Pixelfly MLP layers, but %s dense: give %s a "
-            "pattern (e.g. 'bs=4 nf=2 rank=16') or set pixelfly.recompute_mlp = false",
-            c->mlp_fc1.pixelfly ? "pixelfly.mlp_fc2 is"
-            : c->mlp_fc2.pixelfly ? "pixelfly.mlp_fc1 is"
-                                  : "pixelfly.mlp_fc1 and mlp_fc2 are",
-            c->mlp_fc1.pixelfly != c->mlp_fc2.pixelfly ? "it" : "both");
+    REQUIRE(c->budget >= 0 && c->budget < 1,
+            "pixelfly.budget = %g: use a fraction in (0, 1) of the dense parameters, or 0 (off)",
+            c->budget);
+    bool fc1 = pf_config_layer_masked(c, &c->mlp_fc1), fc2 = pf_config_layer_masked(c, &c->mlp_fc2);
+    REQUIRE(!c->recompute_mlp || (fc1 && fc2),
+            "pixelfly.recompute_mlp = true needs Pixelfly or blocksparse MLP layers, but %s "
+            "not: give %s a pattern (e.g. 'bs=4 nf=2 rank=16') or set "
+            "pixelfly.recompute_mlp = false",
+            fc1 ? "pixelfly.mlp_fc2 is" : fc2 ? "pixelfly.mlp_fc1 is"
+                                             : "pixelfly.mlp_fc1 and mlp_fc2 are",
+            fc1 != fc2 ? "it" : "both");
     REQUIRE(c->log_every >= 1, "run.log_every must be >= 1");
     REQUIRE(c->train_path[0], "data.train is not set: give the training shard (.h5) made "
                               "by pfdata, e.g. --set data.train=data/train.h5");

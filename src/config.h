@@ -15,11 +15,27 @@
 // `key = value` line would be longer (docs/FORMATS.md).
 #define PF_CONFIG_LINE_MAX 197
 
-// One linear layer type: dense, or Pixelfly with butterfly size bs, nf factors, rank r.
+// One linear layer type's kind (docs/ARCHITECTURE.md, "Layer kinds"). Zero is dense, so
+// `(pf_layer_spec){0}` is a dense layer.
+typedef enum {
+    PF_LAYER_DENSE,        // y = x W^T + b
+    PF_LAYER_AUTO,         // pixelfly.budget's Pixelfly pattern (src/budget.h), else dense
+    PF_LAYER_PIXELFLY,     // flat block butterfly bs, nf + low-rank rank
+    PF_LAYER_BLOCKSPARSE,  // random mask: bs, blocks per super-row, seed + low-rank rank
+    PF_LAYER_BUTTERFLY,    // product of log2(bs) block butterfly factors
+    PF_LAYER_LOWRANK,      // y = (x V^T) U^T + b, rank
+} pf_layer_kind;
+
 typedef struct {
-    bool pixelfly;
-    int bs, nf, rank;
+    pf_layer_kind kind;
+    int bs, nf, rank, blocks;
+    int64_t seed;  // blocksparse: mixed with the layer's name (each layer its own mask)
 } pf_layer_spec;
+
+// The kinds that run through the block-sparse (pixelfly) op with one mask.
+static inline bool pf_layer_kind_masked(pf_layer_kind k) {
+    return k == PF_LAYER_PIXELFLY || k == PF_LAYER_BLOCKSPARSE;
+}
 
 typedef enum { PF_MODEL_GPT2, PF_MODEL_VIT, PF_MODEL_MIXER } pf_model_kind;
 typedef enum { PF_SCHED_COSINE, PF_SCHED_LINEAR, PF_SCHED_CONSTANT } pf_schedule;
@@ -36,6 +52,9 @@ typedef struct {
     float init_std;                    // std of the dense linear layers (0.02 as GPT-2)
     // [pixelfly]: per layer type
     pf_layer_spec attn_qkv, attn_proj, mlp_fc1, mlp_fc2, token_fc1, token_fc2;
+    // pixelfly.budget: the fraction of each `auto` layer's dense parameters (and FLOPs) its
+    // Pixelfly pattern keeps, chosen by src/budget.h; 0: auto layers are dense.
+    float budget;
     // pixelfly.recompute_mlp (formerly fuse_mlp, still accepted): run each MLP whose two layers
     // are Pixelfly through the pixelfly_mlp op, which recomputes the hidden activations in
     // backward instead of keeping them (needs mlp_fc1 and mlp_fc2 Pixelfly; the Mixer's token
@@ -82,6 +101,12 @@ void pf_config_print_keys(FILE *f);
 // "dense" or "bs=16 nf=2 rank=32" (any order; rank defaults to 0); -1 with pf_error.
 int pf_layer_spec_parse(pf_layer_spec *s, const char *text);
 void pf_layer_spec_format(const pf_layer_spec *s, char *buf, size_t len);
+// The kind a layer spec resolves to under c's budget: auto is Pixelfly with a budget, dense
+// without.
+pf_layer_kind pf_config_layer_kind(const pf_config *c, const pf_layer_spec *s);
+static inline bool pf_config_layer_masked(const pf_config *c, const pf_layer_spec *s) {
+    return pf_layer_kind_masked(pf_config_layer_kind(c, s));
+}
 
 static inline int pf_config_mlp_hidden(const pf_config *c) {
     return (int)(c->n_embd * c->mlp_ratio + 0.5f);

@@ -15,42 +15,32 @@
 #define LN_EPS 1e-5
 #define SLOT_ORDER "slot 0 of super-row p is super-column p, slot k >= 1 is p xor 2^(k-1)"
 
-void pf_export_dense_weight(const pf_pattern *p, const float *S, const float *U, const float *V,
-                            float *W) {
-    pf_pattern_to_dense(p, S, W);
-    if (p->rank == 0) return;
-    double *row = pf_malloc(sizeof(double) * p->in);
-    for (int i = 0; i < p->out; i++) {
-        for (int j = 0; j < p->in; j++) row[j] = W[(size_t)i * p->in + j];
-        for (int k = 0; k < p->rank; k++) {
-            double u = U[(size_t)i * p->rank + k];
-            const float *v = V + (size_t)k * p->in;
-            for (int j = 0; j < p->in; j++) row[j] += u * v[j];
+// The model's linear layer `name` (e.g. "h.0.attn.qkv"), or NULL.
+static const pf_linear *find_linear(const pf_model *m, const char *name) {
+    const pf_linear *l;
+    for (int i = 0; (l = pf_model_linear_at(m, i)); i++)
+        if (!strcmp(l->name, name)) return l;
+    return NULL;
+}
+
+static bool native_kind(pf_layer_kind k) { return k == PF_LAYER_DENSE || k == PF_LAYER_PIXELFLY; }
+
+int pf_export_native_check(const pf_model *m) {
+    const pf_linear *l;
+    for (int i = 0; (l = pf_model_linear_at(m, i)); i++)
+        if (!native_kind(l->kind)) {
+            pf_error("layer %s is %s; the native format holds dense and pixelfly layers: "
+                     "export with --densify", l->name, pf_linear_kind_name(l->kind));
+            return -1;
         }
-        for (int j = 0; j < p->in; j++) W[(size_t)i * p->in + j] = (float)row[j];
-    }
-    free(row);
-}
-
-static int find(const pf_layout *lay, const char *prefix, const char *suffix) {
-    char name[PF_PARAM_NAME_MAX + 8];
-    snprintf(name, sizeof name, "%s.%s", prefix, suffix);
-    return pf_layout_find(lay, name);
-}
-
-int pf_export_layer_pattern(const pf_layout *lay, const char *prefix, pf_pattern *p) {
-    int s = find(lay, prefix, "S"), u = find(lay, prefix, "U");
-    if (s < 0 || lay->params[s].ndim != 4) return -1;
-    const int64_t *sh = lay->params[s].shape;
-    int rank = u >= 0 ? (int)lay->params[u].shape[1] : 0;
-    return pf_pattern_init(p, (int)(sh[0] * sh[2]), (int)(sh[0] * sh[3]), (int)sh[0],
-                           (int)sh[1] - 1, rank, find(lay, prefix, "b") >= 0);
+    return 0;
 }
 
 // ---- building the tensor list ----------------------------------------------------------
 
 typedef struct {
     const pf_config *cfg;
+    const pf_model *m;
     const pf_layout *lay;
     const float *host;
     pf_st_dtype dtype;
@@ -72,44 +62,38 @@ static void add(ctx *x, const char *name, int ndim, const int64_t *shape, const 
     if (data) pf_st_add(x->w, name, x->dtype, ndim, shape, data, own);
 }
 
-// Linear layer `prefix` as a dense [out, in] matrix: the stored w, or W = S + U V (owned).
-static const float *linear_weight(ctx *x, const char *prefix, int *out, int *in, bool *own) {
-    char name[PF_PARAM_NAME_MAX + 8];
-    pf_pattern p;
+// Linear layer `prefix` of the model as a dense [out, in] matrix (bias excluded): a dense
+// layer's stored w, or the matrix any other kind computes (pf_linear_dense_weight; owned).
+static const float *linear_weight(ctx *x, const char *prefix, const pf_linear **lp, bool *own) {
+    const pf_linear *l = find_linear(x->m, prefix);
     *own = false;
-    if (pf_export_layer_pattern(x->lay, prefix, &p) == 0) {
-        snprintf(name, sizeof name, "%s.S", prefix);
-        const float *S = param(x, name);
-        const float *U = NULL, *V = NULL;
-        if (p.rank) {
-            snprintf(name, sizeof name, "%s.U", prefix);
-            U = param(x, name);
-            snprintf(name, sizeof name, "%s.V", prefix);
-            V = param(x, name);
-        }
-        float *W = pf_malloc(sizeof(float) * (size_t)p.out * p.in);
-        pf_export_dense_weight(&p, S, U, V, W);
-        *out = p.out, *in = p.in, *own = true;
-        return W;
-    }
-    snprintf(name, sizeof name, "%s.w", prefix);
-    int i = pf_layout_find(x->lay, name);
-    if (i < 0 || x->lay->params[i].ndim != 2) {
-        if (!x->missing[0]) snprintf(x->missing, sizeof x->missing, "%s.w or .S", prefix);
+    *lp = l;
+    if (!l) {
+        if (!x->missing[0]) snprintf(x->missing, sizeof x->missing, "linear layer %s", prefix);
         return NULL;
     }
-    *out = (int)x->lay->params[i].shape[0];
-    *in = (int)x->lay->params[i].shape[1];
-    return x->host + x->lay->params[i].offset;
+    if (l->kind == PF_LAYER_DENSE) return x->host + x->lay->params[l->w].offset;
+    float *W = pf_malloc(sizeof(float) * (size_t)l->out * l->in);
+    pf_linear_dense_weight(l, x->lay, x->host, W);
+    *own = true;
+    return W;
+}
+
+// The bias of linear layer l, or NULL (noted missing: every exported layer has one).
+static const float *linear_bias(ctx *x, const pf_linear *l) {
+    if (l->b >= 0) return x->host + x->lay->params[l->b].offset;
+    if (!x->missing[0]) snprintf(x->missing, sizeof x->missing, "%s.b", l->name);
+    return NULL;
 }
 
 // A linear layer as `name`.weight and `name`.bias: nn.Linear's [out, in], or transformers'
 // Conv1D [in, out] (transpose).
 static void add_linear(ctx *x, const char *prefix, const char *name, bool transpose) {
-    int out, in;
+    const pf_linear *l;
     bool own;
-    const float *W = linear_weight(x, prefix, &out, &in, &own);
+    const float *W = linear_weight(x, prefix, &l, &own);
     if (!W) return;
+    int out = l->out, in = l->in;
     char key[256];
     snprintf(key, sizeof key, "%s.weight", name);
     if (transpose) {
@@ -121,10 +105,8 @@ static void add_linear(ctx *x, const char *prefix, const char *name, bool transp
     } else {
         add(x, key, 2, (int64_t[]){out, in}, W, own);
     }
-    char b[PF_PARAM_NAME_MAX + 8];
-    snprintf(b, sizeof b, "%s.b", prefix);
     snprintf(key, sizeof key, "%s.bias", name);
-    add(x, key, 1, (int64_t[]){out}, param(x, b), false);
+    add(x, key, 1, (int64_t[]){out}, linear_bias(x, l), false);
 }
 
 static void add_ln(ctx *x, const char *prefix, const char *name) {
@@ -141,8 +123,11 @@ static void add_ln(ctx *x, const char *prefix, const char *name) {
 // stride-p convolution [D, C, p, p] of the standard models: a pure relayout.
 static void add_stem_conv(ctx *x, const char *name) {
     int D = x->cfg->n_embd, C = x->cfg->channels, p = x->cfg->patch_size;
-    const float *w = param(x, "stem.w");
+    const pf_linear *l;
+    bool own;
+    const float *w = linear_weight(x, "stem", &l, &own);
     if (!w) return;
+    PF_ASSERT(l->out == D && l->in == p * p * C);
     float *conv = pf_malloc(sizeof(float) * (size_t)D * C * p * p);
     for (int d = 0; d < D; d++)
         for (int c = 0; c < C; c++)
@@ -150,11 +135,12 @@ static void add_stem_conv(ctx *x, const char *name) {
                 for (int j = 0; j < p; j++)
                     conv[(((size_t)d * C + c) * p + i) * p + j] =
                         w[(size_t)d * p * p * C + ((size_t)i * p + j) * C + c];
+    if (own) free((void *)w);
     char key[256];
     snprintf(key, sizeof key, "%s.weight", name);
     add(x, key, 4, (int64_t[]){D, C, p, p}, conv, true);
     snprintf(key, sizeof key, "%s.bias", name);
-    add(x, key, 1, (int64_t[]){D}, param(x, "stem.b"), false);
+    add(x, key, 1, (int64_t[]){D}, linear_bias(x, l), false);
 }
 
 static void dense_gpt2(ctx *x) {
@@ -219,37 +205,27 @@ static const char *model_name(pf_model_kind k) {
 
 static void num(cJSON *o, const char *k, double v) { cJSON_AddNumberToObject(o, k, v); }
 
-// One line per linear layer: "pixelfly in=32 out=96 bs=4 nf=1 rank=4 bias=1" or "dense ...".
-static void layer_line(const pf_layout *lay, int i, char *name, size_t cap, char *line,
-                       size_t lcap, cJSON *layers) {
-    const char *pn = lay->params[i].name;
-    size_t len = strlen(pn);
-    bool S = len > 2 && !strcmp(pn + len - 2, ".S");
-    bool w = len > 2 && !strcmp(pn + len - 2, ".w") && lay->params[i].ndim == 2;
-    line[0] = 0;
-    if (!S && !w) return;
-    snprintf(name, cap, "%.*s", (int)(len - 2), pn);
-    cJSON *o = cJSON_AddObjectToObject(layers, name);
-    bool bias = find(lay, name, "b") >= 0;
-    if (S) {
-        pf_pattern p;
-        PF_ASSERT(pf_export_layer_pattern(lay, name, &p) == 0);
-        cJSON_AddStringToObject(o, "kind", "pixelfly");
-        num(o, "in", p.in), num(o, "out", p.out), num(o, "bs", p.bs), num(o, "nf", p.nf);
-        num(o, "rank", p.rank);
+// One linear layer (dense or pixelfly: pf_export_native_check) into config.json's layers and
+// a metadata line: "pixelfly in=32 out=96 bs=4 nf=1 rank=4 bias=1" or "dense ...".
+static void layer_line(const pf_linear *l, char *line, size_t lcap, cJSON *layers) {
+    cJSON *o = cJSON_AddObjectToObject(layers, l->name);
+    bool bias = l->b >= 0;
+    PF_ASSERT(native_kind(l->kind));
+    cJSON_AddStringToObject(o, "kind", pf_linear_kind_name(l->kind));
+    num(o, "in", l->in), num(o, "out", l->out);
+    if (l->kind == PF_LAYER_PIXELFLY) {
+        const pf_pattern *p = &l->pat[0];
+        num(o, "bs", p->bs), num(o, "nf", p->nf), num(o, "rank", p->rank);
         cJSON_AddBoolToObject(o, "bias", bias);
-        snprintf(line, lcap, "pixelfly in=%d out=%d bs=%d nf=%d rank=%d bias=%d", p.in, p.out,
-                 p.bs, p.nf, p.rank, bias);
+        snprintf(line, lcap, "pixelfly in=%d out=%d bs=%d nf=%d rank=%d bias=%d", p->in, p->out,
+                 p->bs, p->nf, p->rank, bias);
     } else {
-        int out = (int)lay->params[i].shape[0], in = (int)lay->params[i].shape[1];
-        cJSON_AddStringToObject(o, "kind", "dense");
-        num(o, "in", in), num(o, "out", out);
         cJSON_AddBoolToObject(o, "bias", bias);
-        snprintf(line, lcap, "dense in=%d out=%d bias=%d", in, out, bias);
+        snprintf(line, lcap, "dense in=%d out=%d bias=%d", l->in, l->out, bias);
     }
 }
 
-static cJSON *native_config(const pf_config *c, const pf_layout *lay, int64_t step,
+static cJSON *native_config(const pf_config *c, const pf_model *m, int64_t step,
                             pf_st_dtype dt, pf_st_writer *w) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "format", "pixelfly-native");
@@ -274,11 +250,11 @@ static cJSON *native_config(const pf_config *c, const pf_layout *lay, int64_t st
     cJSON_AddStringToObject(o, "activation", "gelu_tanh");
     cJSON_AddStringToObject(o, "slot_order", SLOT_ORDER);
     cJSON *layers = cJSON_AddObjectToObject(o, "layers");
-    for (int i = 0; i < lay->count; i++) {
-        char name[PF_PARAM_NAME_MAX], line[160], key[PF_PARAM_NAME_MAX + 24];
-        layer_line(lay, i, name, sizeof name, line, sizeof line, layers);
-        if (!line[0]) continue;
-        snprintf(key, sizeof key, "pixelfly.layer.%s", name);
+    const pf_linear *l;
+    for (int i = 0; (l = pf_model_linear_at(m, i)); i++) {
+        char line[160], key[sizeof l->name + 24];
+        layer_line(l, line, sizeof line, layers);
+        snprintf(key, sizeof key, "pixelfly.layer.%s", l->name);
         pf_st_set_meta(w, key, line);
     }
     pf_st_set_meta(w, "pixelfly.slot_order", SLOT_ORDER);
@@ -355,9 +331,11 @@ static cJSON *timm_config(const pf_config *c, bool vit) {
     return o;
 }
 
-int pf_export_build(const pf_config *cfg, const pf_layout *layout, const float *host,
-                    int64_t step, const pf_export_opts *o, pf_st_writer *w, char **config_json) {
-    ctx x = {.cfg = cfg, .lay = layout, .host = host, .dtype = o->dtype, .w = w};
+int pf_export_build(const pf_config *cfg, const pf_model *m, const float *host, int64_t step,
+                    const pf_export_opts *o, pf_st_writer *w, char **config_json) {
+    const pf_layout *layout = pf_model_layout(m);
+    ctx x = {.cfg = cfg, .m = m, .lay = layout, .host = host, .dtype = o->dtype, .w = w};
+    if (!o->densify && pf_export_native_check(m) < 0) return -1;
     cJSON *conf;
     if (o->densify) {
         if (cfg->model == PF_MODEL_GPT2) dense_gpt2(&x);
@@ -369,7 +347,7 @@ int pf_export_build(const pf_config *cfg, const pf_layout *layout, const float *
             const pf_param_info *p = &layout->params[i];
             add(&x, p->name, p->ndim, p->shape, host + p->offset, false);
         }
-        conf = native_config(cfg, layout, step, o->dtype, w);
+        conf = native_config(cfg, m, step, o->dtype, w);
     }
     if (x.missing[0]) {
         cJSON_Delete(conf);
@@ -436,14 +414,24 @@ int pf_export(const char *ckpt, const char *dir, const pf_export_opts *o) {
     free(text);
     pf_model *m = pf_model_describe(&cfg, &pf_backend_cpu, 1);
     if (!m) return PF_EXIT_FAILURE;
+    // Refused before anything is read or written: the native format's layer kinds.
+    if (!o->densify && pf_export_native_check(m) < 0) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", pf_errmsg());
+        pf_error("cannot export '%s' natively: %s", ckpt, msg);
+        pf_model_free(m);
+        return PF_EXIT_USAGE;
+    }
     const pf_layout *lay = pf_model_layout(m);
     float *host = pf_calloc(lay->numel ? lay->numel : 1, sizeof(float));
     pf_checkpoint_state st = {0};
     int rc = PF_EXIT_FAILURE;
     pf_st_writer *w = pf_st_writer_new();
     char *json = NULL;
-    if (pf_checkpoint_load(ckpt, lay, host, NULL, NULL, &st) < 0) goto out;
-    if (pf_export_build(&cfg, lay, host, st.step, o, w, &json) < 0) goto out;
+    if (pf_checkpoint_load(ckpt, lay, host, NULL, NULL, &st) < 0 ||
+        pf_model_adopt_masks(m, &st, ckpt) < 0)
+        goto out;
+    if (pf_export_build(&cfg, m, host, st.step, o, w, &json) < 0) goto out;
     if (pf_mkdir_p(dir) < 0) {
         rc = PF_EXIT_USAGE;
         goto out;

@@ -288,8 +288,11 @@ static int save_checkpoint(trainer *t) {
         char *text = pf_config_to_string(t->cfg);
         pf_checkpoint_state st = {.step = t->step, .world = t->world, .rng_words = 2,
                                   .rng = rng, .cursors = cursors, .config_text = text};
+        pf_model_masks(t->model, &st);
         failed = pf_checkpoint_save(dir, lay, host, host + lay->numel, host + 2 * lay->numel,
                                     &st) < 0;
+        for (int i = 0; i < st.n_masks; i++) free(st.masks[i].col);
+        free(st.masks);
         if (failed) pf_report("checkpoint at step %lld failed: %s", (long long)t->step,
                               pf_errmsg());
         free(text);
@@ -369,6 +372,21 @@ static void append(char *buf, size_t cap, const char *sep, const char *text) {
     if (cap > k) snprintf(buf + k, cap - k, "%s%s", k ? sep : "", text);
 }
 
+// pixelfly.budget > 0 among the entries (absent in checkpoints older than the key: 0).
+static bool has_budget(const ini_entry *e, int n) {
+    for (int i = 0; i < n; i++)
+        if (!strcmp(e[i].section, "pixelfly") && !strcmp(e[i].key, "budget"))
+            return strtod(e[i].value, NULL) > 0;
+    return false;
+}
+
+// An entry's value to compare: a layer spec `auto` without a budget is dense (the value
+// written before `auto` existed), so such checkpoints and runs resume each other.
+static const char *layer_value(const ini_entry *e, bool budget) {
+    if (!budget && !strcmp(e->section, "pixelfly") && !strcmp(e->value, "auto")) return "dense";
+    return e->value;
+}
+
 // Compares the configuration stored in a checkpoint (`old_text`) with this run's: each key
 // whose value differs, as "section.key OLD -> NEW", goes to `refused` (model-shape keys,
 // joined by ", ") or to `changed` (the others, one per line); either may be NULL. Keys that
@@ -379,10 +397,11 @@ static int config_diff(const char *old_text, const pf_config *cfg, char *refused
     char *old = pf_strdup(old_text), *now = pf_config_to_string(cfg);
     ini_entry *a = pf_malloc(2 * MAX_KEYS * sizeof *a), *b = a + MAX_KEYS;
     int na = parse_ini(old, a, MAX_KEYS), nb = parse_ini(now, b, MAX_KEYS), nref = 0;
+    bool budget_a = has_budget(a, na), budget_b = has_budget(b, nb);
     for (int j = 0; j < nb; j++)
         for (int i = 0; i < na; i++) {
             if (strcmp(a[i].section, b[j].section) || strcmp(a[i].key, b[j].key)) continue;
-            if (!strcmp(a[i].value, b[j].value)) break;
+            if (!strcmp(layer_value(&a[i], budget_a), layer_value(&b[j], budget_b))) break;
             char line[2 * PF_PATH_MAX + 256], v0[PF_PATH_MAX + 8], v1[PF_PATH_MAX + 8];
             snprintf(line, sizeof line, "%s.%s %s -> %s", b[j].section, b[j].key,
                      shown(a[i].value, v0, sizeof v0), shown(b[j].value, v1, sizeof v1));
@@ -582,6 +601,11 @@ static int resume(trainer *t) {
                 pf_checkpoint_state_free(&st);
                 code = PF_EXIT_USAGE;
                 status = 0;
+            } else if (pf_model_adopt_masks(t->model, &st, path) < 0) {
+                pf_report("cannot resume: %s", pf_errmsg());
+                pf_checkpoint_state_free(&st);
+                code = PF_EXIT_USAGE;
+                status = 0;
             } else {
                 t->be->upload(t->arena->params, host, bytes);
                 t->be->upload(t->arena->m, host + lay->numel, bytes);
@@ -605,7 +629,17 @@ static int resume(trainer *t) {
     pf_comm_broadcast_host(t->comm, header, sizeof header, 0);
     status = pf_comm_agree_max_int(t->comm, status);
     if (status != 1) return 0;
-    // Only rank 0 read the file: every rank takes its parameters and optimizer moments.
+    // Only rank 0 read the file: every rank takes its blocksparse masks (the same shapes on
+    // every rank: they come from the config), its parameters and optimizer moments.
+    pf_checkpoint_state masks = {0};
+    pf_model_masks(t->model, &masks);
+    for (int i = 0; i < masks.n_masks; i++)
+        pf_comm_broadcast_host(t->comm, masks.masks[i].col,
+                               sizeof(int32_t) * (size_t)masks.masks[i].rows * masks.masks[i].cols,
+                               0);
+    if (!t->lead && pf_model_adopt_masks(t->model, &masks, "rank 0's copy") < 0)
+        PF_FATAL("%s", pf_errmsg());  // rank 0 checked the tables it sent
+    pf_checkpoint_state_free(&masks);
     pf_comm_broadcast(t->comm, t->arena->params, bytes, 0);
     pf_comm_broadcast(t->comm, t->arena->m, bytes, 0);
     pf_comm_broadcast(t->comm, t->arena->v, bytes, 0);

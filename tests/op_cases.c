@@ -134,7 +134,17 @@ static void linear_ref(const op_case *oc, op_ctx *c, double *y) {
     free(W);
 }
 
-// ---- pixelfly: d = {N, out, in, bs, nf, rank}; vars x, S, U, V, b; aux xv, dxv ----
+// ---- pixelfly: d = {N, out, in, bs, nf, rank, mask}; vars x, S, U, V, b; aux xv, dxv ----
+
+// The mask of a case: 0 the flat butterfly (bs, nf); 1 a random mask of nf+1 blocks per
+// super-row (seed 7); 2 a butterfly factor of stride 2^(nf-1) (rank must be 0).
+static void case_pattern(pf_pattern *p, int mask, int out, int in, int bs, int nf, int rank,
+                         bool bias) {
+    int rc = mask == 1   ? pf_pattern_init_random(p, out, in, bs, nf + 1, rank, bias, 7)
+             : mask == 2 ? pf_pattern_init_factor(p, out, in, bs, 1 << (nf - 1), bias)
+                         : pf_pattern_init(p, out, in, bs, nf, rank, bias);
+    if (rc) PF_FATAL("%s", pf_errmsg());
+}
 
 static pf_pixelfly_w layer_weights(op_ctx *c, const pf_pattern *p, int base, bool grads) {
     float *(*get)(op_ctx *, int) = grads ? G : X;
@@ -150,8 +160,7 @@ static pf_pixelfly_w pf_weights(op_ctx *c, int base, bool grads) {
 }
 static void pixelfly_build(const op_case *oc, op_ctx *c) {
     int N = oc->d[0];
-    PF_ASSERT(pf_pattern_init(&c->pat, oc->d[1], oc->d[2], oc->d[3], oc->d[4], oc->d[5],
-                                     oc->flag) == 0);
+    case_pattern(&c->pat, oc->d[6], oc->d[1], oc->d[2], oc->d[3], oc->d[4], oc->d[5], oc->flag);
     const pf_pattern *p = &c->pat;
     var(c, 0, "x", (int64_t)N * p->in, 1, oc->no_dx);
     var(c, 1, "S", pf_pattern_sparse_numel(p), 1, false);
@@ -563,6 +572,10 @@ const op_case op_fd_cases[] = {
     {OP(pixelfly), {3, 24, 8, 8, 3, 3}, 0, false, false, FD_TOL},
     {OP(pixelfly), {2, 32, 16, 8, 3, 3}, 0, true, false, FD_TOL},
     {OP(pixelfly), {3, 16, 16, 8, 2, 3}, 0, true, true, FD_TOL},
+    {OP(pixelfly), {3, 16, 16, 8, 2, 3, 1}, 0, true, false, FD_TOL},  // random mask
+    {OP(pixelfly), {4, 24, 8, 8, 3, 0, 1}, 0, false, false, FD_TOL},
+    {OP(pixelfly), {3, 16, 16, 8, 3, 0, 2}, 0, true, false, FD_TOL},  // butterfly factor
+    {OP(pixelfly), {2, 32, 16, 4, 1, 0, 2}, 0, false, false, FD_TOL},
     // pixelfly_mlp: {N, in, H, out, bs1, nf1, r1, bs2, nf2, r2}, flag = biases
     {OP(pixelfly_mlp), {5, 16, 32, 8, 4, 1, 2, 4, 2, 3}, 0, true, false, FD_TOL},
     {OP(pixelfly_mlp), {3, 12, 24, 12, 4, 2, 0, 2, 1, 0}, 0, false, false, FD_TOL},
@@ -890,18 +903,18 @@ static bool pixelfly_same_bits(const buf *a, const buf *b) {
 // The CUDA kernels compute in bf16 on tensor cores whatever dt is (fp32 accumulation), so
 // every output is held to BF16_TOL.
 static void test_pixelfly(pf_dtype dt, int64_t N, int out, int in, int bs, int nf, int rank,
-                          bool bias, bool with_dx) {
+                          bool bias, bool with_dx, int mask) {
     if (!selected("pixelfly")) return;
     pf_pattern p;
-    if (pf_pattern_init(&p, out, in, bs, nf, rank, bias)) PF_FATAL("%s", pf_errmsg());
+    case_pattern(&p, mask, out, in, bs, nf, rank, bias);
     int64_t r1 = rank ? rank : 1;  // placeholder size for absent low-rank buffers
-    buf x = A2(dt, IN, N, in), S = A4(dt, IN, bs, nf + 1, p.ob, p.ib), U = A2(dt, IN, out, r1),
+    buf x = A2(dt, IN, N, in), S = A4(dt, IN, bs, p.nf + 1, p.ob, p.ib), U = A2(dt, IN, out, r1),
         V = A2(dt, IN, r1, in), b = A1(dt, IN, out), y = A2(dt, OUT, N, out),
         xv = A2(dt, OUT, N, r1);
-    const char *fmt = "%s N=%ld out=%d in=%d bs=%d nf=%d r=%d bias=%d";
+    const char *fmt = "%s N=%ld out=%d in=%d bs=%d nf=%d r=%d bias=%d mask=%d";
     char shape[128];
     snprintf(shape, sizeof shape, fmt, dt == PF_BF16 ? "bf16" : "fp32", (long)N, out, in, bs,
-             nf, rank, bias);
+             nf, rank, bias, mask);
     begin("pixelfly_fwd %s", shape);
     CPU->pixelfly_fwd(&p, tc(&y), rank ? tc(&xv) : pf_none(), tc(&x),
                       pw(&p, &S, &U, &V, &b, false));
@@ -913,7 +926,7 @@ static void test_pixelfly(pf_dtype dt, int64_t N, int out, int in, int bs, int n
 
     // Backward reads xv as an input: give both sides the CPU forward's.
     sync_buf(&xv);
-    buf dy = A2(dt, IN, N, out), dx = A2(dt, ACC, N, in), dS = F4(ACC, bs, nf + 1, p.ob, p.ib),
+    buf dy = A2(dt, IN, N, out), dx = A2(dt, ACC, N, in), dS = F4(ACC, bs, p.nf + 1, p.ob, p.ib),
         dU = F2(ACC, out, r1), dV = F2(ACC, r1, in), db = F1(ACC, out),
         dxv = A2(dt, OUT, N, r1);
     begin("pixelfly_bwd %s dx=%d", shape, with_dx);
@@ -931,7 +944,7 @@ static void test_pixelfly(pf_dtype dt, int64_t N, int out, int in, int bs, int n
     if (rank) cmp_tol("dxv", &dxv, BF16_TOL);
     // Deterministic: dS again from the same start (split over tokens and reduced in a fixed
     // order when N is large) has the same bits.
-    buf dS2 = F4(ACC, bs, nf + 1, p.ob, p.ib);
+    buf dS2 = F4(ACC, bs, p.nf + 1, p.ob, p.ib);
     DUT->upload(dS2.d, dS.init, sizeof(float) * (size_t)dS.n);
     DUT->pixelfly_bwd(&p, pf_none(), (pf_pixelfly_w){.S = tg(&dS2)}, pf_none(), tg(&dy), tg(&x),
                       pf_none(), pw(&p, &S, &U, &V, &b, true));
@@ -1397,7 +1410,8 @@ static void run_linear(pf_dtype dt, const op_cmp_case *k) {
 }
 static void run_pixelfly(pf_dtype dt, const op_cmp_case *k) {
     const int64_t *a = k->a;
-    test_pixelfly(dt, a[0], (int)a[1], (int)a[2], (int)a[3], (int)a[4], (int)a[5], a[6], a[7]);
+    test_pixelfly(dt, a[0], (int)a[1], (int)a[2], (int)a[3], (int)a[4], (int)a[5], a[6], a[7],
+                  (int)a[8]);
 }
 static void run_pixelfly_mlp(pf_dtype dt, const op_cmp_case *k) {
     const int64_t *a = k->a;
@@ -1447,7 +1461,7 @@ const op_cmp_case op_cmp_cases[] = {
     {PER_DT(linear, 0), {67, 96, 80, 0, 0}},
     {PER_DT(linear, 0), {1, 5, 3, 1, 1}},
     {PER_DT(linear, 0), {130, 64, 256, 1, 1}},
-    // pixelfly: {N, out, in, bs, nf, rank, bias, dx}
+    // pixelfly: {N, out, in, bs, nf, rank, bias, dx, mask (case_pattern)}
     {PER_DT(pixelfly, 1), {67, 64, 64, 4, 1, 0, 1, 1}},
     {PER_DT(pixelfly, 1), {67, 80, 96, 4, 2, 5, 1, 1}},
     {PER_DT(pixelfly, 1), {67, 96, 80, 8, 3, 5, 0, 1}},
@@ -1461,6 +1475,11 @@ const op_cmp_case op_cmp_cases[] = {
     {PER_DT(pixelfly, 1), {1000, 128, 64, 4, 2, 8, 1, 1}},     // dS split over tokens
     {PER_DT(pixelfly, 1), {256, 3072, 768, 16, 2, 32, 1, 1}},  // GPT-2 fc1 768 -> 3072
     {PER_DT(pixelfly, 1), {256, 768, 3072, 16, 2, 32, 1, 1}},  // GPT-2 fc2 3072 -> 768
+    {PER_DT(pixelfly, 1), {67, 80, 96, 8, 2, 5, 1, 1, 1}},     // random mask
+    {PER_DT(pixelfly, 1), {300, 384, 96, 16, 4, 0, 1, 1, 1}},
+    {PER_DT(pixelfly, 1), {1000, 128, 64, 4, 1, 8, 0, 1, 1}},  // random, dS split
+    {PER_DT(pixelfly, 1), {67, 64, 64, 8, 3, 0, 1, 1, 2}},     // butterfly factor, stride 4
+    {PER_DT(pixelfly, 1), {130, 256, 64, 16, 1, 0, 0, 1, 2}},  // stride 1, ob 16 ib 4
     // pixelfly_mlp: {N, in, H, out, bs1, nf1, r1, bs2, nf2, r2, bias, dx}
     {PER_DT(pixelfly_mlp, 2), {67, 64, 256, 64, 4, 2, 8, 4, 2, 8, 1, 1}},
     {PER_DT(pixelfly_mlp, 2), {33, 96, 192, 80, 8, 3, 0, 4, 1, 5, 0, 1}},

@@ -59,6 +59,8 @@ typedef struct {
     float *p, *m, *v;
     uint64_t rng[WORLD * RNG_WORDS];
     int64_t cursors[WORLD * 2];
+    int32_t mask[4 * 3];  // a blocksparse layer's mask [bs 4, 3 blocks]
+    pf_checkpoint_mask masks[1];
     pf_checkpoint_state st;
 } fixture;
 
@@ -69,10 +71,13 @@ static void fixture_init(fixture *f, uint64_t seed) {
     f->v = random_arena(&f->layout, seed + 2);
     for (int i = 0; i < WORLD * RNG_WORDS; i++) f->rng[i] = seed * 1000003u + (uint64_t)i * ~0ull / 7;
     for (int i = 0; i < WORLD * 2; i++) f->cursors[i] = (int64_t)seed * 10 + i;
+    for (int i = 0; i < 12; i++) f->mask[i] = (int32_t)((i / 3 + (i % 3) * (1 + seed % 2)) % 4);
+    f->masks[0] = (pf_checkpoint_mask){.name = "h.0.mlp.fc1.S", .rows = 4, .cols = 3,
+                                       .col = f->mask};
     f->st = (pf_checkpoint_state){.step = 0, .world = WORLD, .rng_words = RNG_WORDS,
                                   .rng = f->rng, .cursors = f->cursors,
                                   .config_text = "[model]\nname = tiny\nlr = 3e-4\n",
-                                  .allow_nonfinite = true};
+                                  .n_masks = 1, .masks = f->masks, .allow_nonfinite = true};
 }
 
 static void fixture_free(fixture *f) {
@@ -180,6 +185,10 @@ START_TEST(test_roundtrip_bit_exact) {
     ck_assert(!memcmp(st.rng, f.rng, sizeof f.rng));
     ck_assert(!memcmp(st.cursors, f.cursors, sizeof f.cursors));
     ck_assert_str_eq(st.config_text, f.st.config_text);
+    ck_assert_int_eq(st.n_masks, 1);
+    ck_assert_str_eq(st.masks[0].name, "h.0.mlp.fc1.S");
+    ck_assert(st.masks[0].rows == 4 && st.masks[0].cols == 3);
+    ck_assert(!memcmp(st.masks[0].col, f.mask, sizeof f.mask));
     pf_checkpoint_state_free(&st);
 
     // Parameters only (an evaluation tool): the moment buffers may be NULL.

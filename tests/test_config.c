@@ -69,7 +69,8 @@ START_TEST(test_defaults) {
     ck_assert(!c.hflip);
     ck_assert_float_eq(c.mixup_alpha, 0);
     ck_assert_float_eq(c.cutmix_alpha, 0);
-    ck_assert(!c.mlp_fc1.pixelfly);
+    ck_assert_int_eq(c.mlp_fc1.kind, PF_LAYER_AUTO);  // dense without a budget
+    ck_assert_int_eq(pf_config_layer_kind(&c, &c.mlp_fc1), PF_LAYER_DENSE);
     ck_assert_str_eq(c.out_dir, "runs/default");
     ck_assert_str_eq(c.train_path, "");
     // the defaults only lack the training shard
@@ -107,13 +108,13 @@ START_TEST(test_good_file) {
     ck_assert_int_eq(c.n_layer, 2);
     ck_assert_int_eq(c.n_embd, 64);
     ck_assert_int_eq(c.channels, 3);
-    ck_assert(c.mlp_fc1.pixelfly);
+    ck_assert_int_eq(c.mlp_fc1.kind, PF_LAYER_PIXELFLY);
     ck_assert_int_eq(c.mlp_fc1.bs, 8);
     ck_assert_int_eq(c.mlp_fc1.nf, 2);
     ck_assert_int_eq(c.mlp_fc1.rank, 4);
-    ck_assert(c.token_fc2.pixelfly);
+    ck_assert_int_eq(c.token_fc2.kind, PF_LAYER_PIXELFLY);
     ck_assert_int_eq(c.token_fc2.rank, 0);
-    ck_assert(!c.mlp_fc2.pixelfly);
+    ck_assert_int_eq(pf_config_layer_kind(&c, &c.mlp_fc2), PF_LAYER_DENSE);
     ck_assert_str_eq(c.train_path, "some/train.h5");
     ck_assert_float_eq(c.lr, 1.5e-3f);
     ck_assert(c.steps == 5000000000LL);
@@ -167,12 +168,41 @@ START_TEST(test_bad_layer_spec) {
     EXPECT_LOAD_ERROR("[pixelfly]\nattn_qkv = sparse\n", ":2:", "pixelfly.attn_qkv", "sparse");
     pf_layer_spec s;
     ck_assert_int_eq(pf_layer_spec_parse(&s, "dense"), 0);
-    ck_assert(!s.pixelfly);
+    ck_assert_int_eq(s.kind, PF_LAYER_DENSE);
     ck_assert_int_eq(pf_layer_spec_parse(&s, "pixelfly bs=4, nf=1, rank=2"), 0);
-    ck_assert(s.pixelfly && s.bs == 4 && s.nf == 1 && s.rank == 2);
-    char buf[64];
+    ck_assert(s.kind == PF_LAYER_PIXELFLY && s.bs == 4 && s.nf == 1 && s.rank == 2);
+    char buf[96];
     pf_layer_spec_format(&s, buf, sizeof buf);
     ck_assert_str_eq(buf, "bs=4 nf=1 rank=2");
+    // every kind parses, formats and parses back to itself
+    const char *forms[][2] = {
+        {"auto", "auto"},
+        {"butterfly bs=16", "butterfly bs=16"},
+        {"lowrank rank=96", "lowrank rank=96"},
+        {"blocksparse bs=16 blocks=3 seed=5", "blocksparse bs=16 blocks=3 rank=0 seed=5"},
+        {"blocksparse bs=8 blocks=2 rank=4", "blocksparse bs=8 blocks=2 rank=4 seed=1"},
+    };
+    for (int i = 0; i < 5; i++) {
+        ck_assert_msg(pf_layer_spec_parse(&s, forms[i][0]) == 0, "%s: %s", forms[i][0],
+                      pf_errmsg());
+        pf_layer_spec_format(&s, buf, sizeof buf);
+        ck_assert_str_eq(buf, forms[i][1]);
+        pf_layer_spec back;
+        ck_assert_int_eq(pf_layer_spec_parse(&back, buf), 0);
+        ck_assert(memcmp(&back, &s, sizeof s) == 0);
+    }
+    // fields a kind does not take, missing ones, repeats, a kind word not first
+    const char *bad[][2] = {
+        {"butterfly bs=8 nf=2", "'nf'"},        {"lowrank bs=8", "'bs'"},
+        {"lowrank rank=0", "rank >= 1"},       {"blocksparse bs=8", "blocks="},
+        {"bs=8 nf=1 bs=4", "twice"},           {"dense bs=4", "no fields"},
+        {"bs=8 butterfly", "'butterfly'"},     {"", "empty"},
+        {"blocksparse bs=8 blocks=2 seed=-1", "seed=-1"},
+    };
+    for (int i = 0; i < 9; i++) {
+        ck_assert_msg(pf_layer_spec_parse(&s, bad[i][0]) == -1, "%s accepted", bad[i][0]);
+        ck_assert_msg(strstr(pf_errmsg(), bad[i][1]), "%s: %s", bad[i][0], pf_errmsg());
+    }
 }
 END_TEST
 
@@ -200,7 +230,7 @@ START_TEST(test_set) {
     ck_assert_int_eq(pf_config_set(&c, "model.type=vit"), 0);
     ck_assert_int_eq(c.model, PF_MODEL_VIT);
     ck_assert_int_eq(pf_config_set(&c, "pixelfly.mlp_fc2=bs=4 nf=2 rank=8"), 0);
-    ck_assert(c.mlp_fc2.pixelfly && c.mlp_fc2.bs == 4 && c.mlp_fc2.nf == 2);
+    ck_assert(c.mlp_fc2.kind == PF_LAYER_PIXELFLY && c.mlp_fc2.bs == 4 && c.mlp_fc2.nf == 2);
     ck_assert_int_eq(c.mlp_fc2.rank, 8);
     ck_assert_int_eq(pf_config_set(&c, "data.train=a/b.c=d.h5"), 0);  // '=' in the value
     ck_assert_str_eq(c.train_path, "a/b.c=d.h5");
@@ -242,9 +272,9 @@ START_TEST(test_validate) {
     EXPECT_INVALID("train.mixup_alpha", "train.mixup_alpha=0.2");
     EXPECT_INVALID("train.cutmix_alpha", "train.cutmix_alpha=1");
     // the recomputing MLP needs both MLP layers Pixelfly, and names the dense one
-    EXPECT_INVALID("pixelfly.mlp_fc1 is dense", "pixelfly.recompute_mlp=true",
+    EXPECT_INVALID("pixelfly.mlp_fc1 is not", "pixelfly.recompute_mlp=true",
                    "pixelfly.mlp_fc2=bs=4 nf=2");
-    EXPECT_INVALID("pixelfly.mlp_fc2 is dense", "pixelfly.recompute_mlp=true",
+    EXPECT_INVALID("pixelfly.mlp_fc2 is not", "pixelfly.recompute_mlp=true",
                    "pixelfly.mlp_fc1=bs=4 nf=2");
     EXPECT_INVALID("pixelfly.recompute_mlp", "pixelfly.recompute_mlp=true");
 
@@ -327,8 +357,11 @@ START_TEST(test_shipped_configs) {
         ck_assert_int_eq(pf_config_set(&c, "model.vocab_size=64"), 0);
         pf_model *m = pf_model_create(&c, &pf_backend_cpu, 1);
         ck_assert_msg(m != NULL, "%s: %s", path, pf_errmsg());
-        bool any_pixelfly = c.attn_qkv.pixelfly || c.attn_proj.pixelfly || c.mlp_fc1.pixelfly ||
-                            c.mlp_fc2.pixelfly || c.token_fc1.pixelfly || c.token_fc2.pixelfly;
+        const pf_layer_spec *specs[] = {&c.attn_qkv, &c.attn_proj, &c.mlp_fc1,
+                                        &c.mlp_fc2,  &c.token_fc1, &c.token_fc2};
+        bool any_pixelfly = false;
+        for (int i = 0; i < 6; i++)
+            any_pixelfly |= pf_config_layer_kind(&c, specs[i]) != PF_LAYER_DENSE;
         double flops = pf_model_train_flops(m, false), dense = pf_model_train_flops(m, true);
         if (any_pixelfly) ck_assert_msg(flops < dense, "%s: %g >= %g", path, flops, dense);
         else ck_assert_msg(flops == dense, "%s: dense config %g != %g", path, flops, dense);

@@ -41,6 +41,11 @@ static void check_json(const char *config, const char *key, const char *want) {
     cJSON_Delete(root);
 }
 
+static off_t file_size(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 ? st.st_size : -1;
+}
+
 static void write_bytes(const char *path, const void *data, size_t len) {
     FILE *f = fopen(path, "wb");
     ck_assert_ptr_nonnull(f);
@@ -144,62 +149,71 @@ static void fill(float *x, int64_t n, float s, pf_rng *r) {
     for (int64_t i = 0; i < n; i++) x[i] = s * pf_rng_normal(r);
 }
 
-// max |x W^T + b - layer(x)| / max |layer(x)| over N random rows, layer the CPU pixelfly_fwd.
-static double dense_vs_pixelfly(const pf_pattern *p, const float *W, bool w_transposed,
-                                const float *S, const float *U, const float *V, const float *b) {
+// max |x W^T + b - layer(x)| / max |layer(x)| over N random rows, layer(x) the layer's own
+// forward (pf_linear_forward) on the CPU arena `a` that holds its parameters; W [out, in], or
+// [in, out] when w_transposed; b [out] or NULL.
+static double dense_vs_layer(const pf_linear *l, const pf_arena *a, const float *W,
+                             bool w_transposed, const float *b) {
     enum { N = 7 };
     pf_rng r;
     pf_rng_seed(&r, 99);
-    float *x = pf_malloc(sizeof(float) * N * p->in), *y = pf_malloc(sizeof(float) * N * p->out);
-    float *xv = pf_malloc(sizeof(float) * N * (p->rank ? p->rank : 1));
-    fill(x, (int64_t)N * p->in, 1, &r);
-    pf_pixelfly_w w = {
-        .S = pf_tensor_4d((void *)S, PF_F32, PF_DEV_CPU, p->bs, p->nf + 1, p->ob, p->ib),
-        .U = p->rank ? pf_tensor_2d((void *)U, PF_F32, PF_DEV_CPU, p->out, p->rank) : pf_none(),
-        .V = p->rank ? pf_tensor_2d((void *)V, PF_F32, PF_DEV_CPU, p->rank, p->in) : pf_none(),
-        .b = b ? pf_tensor_1d((void *)b, PF_F32, PF_DEV_CPU, p->out) : pf_none()};
-    pf_backend_cpu.pixelfly_fwd(p, pf_tensor_2d(y, PF_F32, PF_DEV_CPU, N, p->out),
-                                p->rank ? pf_tensor_2d(xv, PF_F32, PF_DEV_CPU, N, p->rank)
-                                        : pf_none(),
-                                pf_tensor_2d(x, PF_F32, PF_DEV_CPU, N, p->in), w);
+    int sw = pf_linear_saved_width(l);
+    float *x = pf_malloc(sizeof(float) * N * l->in), *y = pf_malloc(sizeof(float) * N * l->out);
+    float *xv = pf_malloc(sizeof(float) * N * (sw ? sw : 1));
+    fill(x, (int64_t)N * l->in, 1, &r);
+    pf_linear_forward(l, a, pf_tensor_2d(y, PF_F32, PF_DEV_CPU, N, l->out),
+                      sw ? pf_tensor_2d(xv, PF_F32, PF_DEV_CPU, N, sw) : pf_none(),
+                      pf_tensor_2d(x, PF_F32, PF_DEV_CPU, N, l->in));
     double err = 0, scale = 0;
     for (int n = 0; n < N; n++)
-        for (int o = 0; o < p->out; o++) {
+        for (int o = 0; o < l->out; o++) {
             double acc = b ? b[o] : 0;
-            for (int i = 0; i < p->in; i++)
-                acc += (double)x[n * p->in + i] *
-                       (w_transposed ? W[(size_t)i * p->out + o] : W[(size_t)o * p->in + i]);
-            err = fmax(err, fabs(acc - y[n * p->out + o]));
+            for (int i = 0; i < l->in; i++)
+                acc += (double)x[n * l->in + i] *
+                       (w_transposed ? W[(size_t)i * l->out + o] : W[(size_t)o * l->in + i]);
+            err = fmax(err, fabs(acc - y[n * l->out + o]));
             scale = fmax(scale, fabs(acc));
         }
     free(x), free(y), free(xv);
     return err / scale;
 }
 
+// pf_linear_dense_weight, which the densified export writes, is the matrix each kind's forward
+// computes: pixelfly, a random block mask, butterfly products with the rectangular factor
+// last (out >= in) and first (in > out), low-rank alone.
 START_TEST(test_dense_weight_is_the_layer) {
-    const int shapes[][5] = {{64, 32, 4, 2, 8}, {32, 96, 8, 3, 0}, {48, 48, 16, 1, 5}};
+    static const struct {
+        const char *spec;
+        int out, in;
+    } cases[] = {
+        {"bs=4 nf=2 rank=8", 64, 32},   {"bs=8 nf=3", 32, 96},
+        {"bs=16 nf=1 rank=5", 48, 48},  {"blocksparse bs=4 blocks=2 rank=3 seed=5", 64, 32},
+        {"butterfly bs=4", 96, 32},     {"butterfly bs=8", 32, 128},
+        {"butterfly bs=8", 32, 32},     {"lowrank rank=3", 40, 24},
+        {"dense", 24, 40},
+    };
     pf_rng r;
     pf_rng_seed(&r, 3);
-    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
-        pf_pattern p;
-        const int *s = shapes[k];
-        ck_assert_int_eq(pf_pattern_init(&p, s[0], s[1], s[2], s[3], s[4], true), 0);
-        float *S = pf_malloc(sizeof(float) * pf_pattern_sparse_numel(&p));
-        float *U = pf_malloc(sizeof(float) * p.out * (p.rank + 1));
-        float *V = pf_malloc(sizeof(float) * p.in * (p.rank + 1));
-        float *b = pf_malloc(sizeof(float) * p.out), *W = pf_malloc(sizeof(float) * p.out * p.in);
-        fill(S, pf_pattern_sparse_numel(&p), 0.5f, &r);
-        fill(U, (int64_t)p.out * p.rank, 0.5f, &r);
-        fill(V, (int64_t)p.in * p.rank, 0.5f, &r);
-        fill(b, p.out, 0.1f, &r);
-        pf_export_dense_weight(&p, S, p.rank ? U : NULL, p.rank ? V : NULL, W);
-        double e = dense_vs_pixelfly(&p, W, false, S, U, V, b);
-        ck_assert_msg(e < 1e-5, "out=%d in=%d bs=%d nf=%d r=%d: relative error %g", p.out, p.in,
-                      p.bs, p.nf, p.rank, e);
-        // outside the mask W is exactly the low-rank product (0 without one)
-        int q = pf_pattern_col(&p, 0, 0) ^ (p.bs / 2) ^ 1;
-        if (pf_pattern_slot(&p, 0, q) < 0 && p.rank == 0) ck_assert_float_eq(W[q * p.ib], 0);
-        free(S), free(U), free(V), free(b), free(W);
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        pf_layer_spec spec;
+        ck_assert_msg(pf_layer_spec_parse(&spec, cases[k].spec) == 0, "%s", pf_errmsg());
+        pf_layout lay;
+        pf_layout_init(&lay);
+        pf_linear l;
+        ck_assert_msg(pf_linear_declare(&l, &lay, "fc", cases[k].in, cases[k].out, true,
+                                        spec, 0, 0) == 0, "%s", pf_errmsg());
+        pf_arena a;
+        pf_arena_alloc(&a, &lay, &pf_backend_cpu);
+        float *host = pf_calloc(lay.numel, sizeof(float));
+        fill(host, lay.numel, 0.5f, &r);  // gaps too: unused
+        pf_backend_cpu.upload(a.params, host, sizeof(float) * (size_t)lay.numel);
+        float *W = pf_malloc(sizeof(float) * (size_t)l.out * l.in);
+        pf_linear_dense_weight(&l, &lay, host, W);
+        double e = dense_vs_layer(&l, &a, W, false, host + lay.params[l.b].offset);
+        ck_assert_msg(e < 1e-5, "%s %dx%d: relative error %g", cases[k].spec, l.out, l.in, e);
+        free(W), free(host);
+        pf_arena_free(&a);
+        pf_layout_free(&lay);
     }
 }
 END_TEST
@@ -232,14 +246,28 @@ static void save_model(saved_model *s, const char *const *sets) {
         for (int64_t v = s->cfg.vocab_size; v < wte->shape[0]; v++)
             memset(s->host + wte->offset + v * wte->shape[1], 0, sizeof(float) * wte->shape[1]);
     }
+    // the model computes with these parameters (forward_logits)
+    pf_backend_cpu.upload(pf_model_arena(s->m)->params, s->host,
+                          sizeof(float) * (size_t)s->lay->numel);
     uint64_t rng[1] = {1};
     int64_t cursors[2] = {0, 0};
     char *text = pf_config_to_string(&s->cfg);
     pf_checkpoint_state st = {.step = 5, .world = 1, .rng_words = 1, .rng = rng,
                               .cursors = cursors, .config_text = text};
+    // Blocksparse masks: not the ones the seed draws (each super-column index + 1, mod bs,
+    // still a permutation per slot), so an export that ignored the checkpoint's masks would
+    // differ from the model.
+    pf_model_masks(s->m, &st);
+    for (int i = 0; i < st.n_masks; i++) {
+        pf_checkpoint_mask *mk = &st.masks[i];
+        for (int j = 0; j < mk->rows * mk->cols; j++) mk->col[j] = (mk->col[j] + 1) % mk->rows;
+    }
+    ck_assert_msg(pf_model_adopt_masks(s->m, &st, "test") == 0, "%s", pf_errmsg());
     const char *dir = pf_test_path("ckpt");
     ck_assert_msg(pf_checkpoint_save(dir, s->lay, s->host, s->host, s->host, &st) == 0, "%s",
                   pf_errmsg());
+    for (int i = 0; i < st.n_masks; i++) free(st.masks[i].col);
+    free(st.masks);
     free(text);
     ck_assert_int_eq(pf_checkpoint_path(s->ckpt, sizeof s->ckpt, dir, 5), 0);
 }
@@ -247,6 +275,14 @@ static void save_model(saved_model *s, const char *const *sets) {
 static void free_model(saved_model *s) {
     pf_model_free(s->m);
     free(s->host);
+}
+
+static const pf_linear *find_linear(const pf_model *m, const char *name) {
+    const pf_linear *l;
+    for (int i = 0; (l = pf_model_linear_at(m, i)); i++)
+        if (!strcmp(l->name, name)) return l;
+    ck_assert_msg(0, "no linear layer %s", name);
+    return NULL;
 }
 
 static const float *host_param(const saved_model *s, const char *name) {
@@ -308,11 +344,12 @@ static void check_native(const saved_model *s, pf_st_dtype dt) {
             char key[128], layer[64];
             snprintf(layer, sizeof layer, "%.*s", (int)len - 2, p->name);
             snprintf(key, sizeof key, "pixelfly.layer.%s", layer);
-            pf_pattern pat;
-            ck_assert_int_eq(pf_export_layer_pattern(s->lay, layer, &pat), 0);
+            const pf_linear *l = find_linear(s->m, layer);
+            ck_assert_int_eq(l->kind, PF_LAYER_PIXELFLY);
+            const pf_pattern *pat = &l->pat[0];
             char want[160];
-            snprintf(want, sizeof want, "pixelfly in=%d out=%d bs=%d nf=%d rank=%d bias=1", pat.in,
-                     pat.out, pat.bs, pat.nf, pat.rank);
+            snprintf(want, sizeof want, "pixelfly in=%d out=%d bs=%d nf=%d rank=%d bias=1",
+                     pat->in, pat->out, pat->bs, pat->nf, pat->rank);
             ck_assert_msg(pf_st_meta(f, key), "no %s", key);
             ck_assert_str_eq(pf_st_meta(f, key), want);
             snprintf(want, sizeof want, "\"%s\":\t{", layer);  // cJSON_Print's layout
@@ -325,22 +362,14 @@ static void check_native(const saved_model *s, pf_st_dtype dt) {
     pf_st_close(f);
 }
 
-// One linear layer of the densified export: the pixelfly layer `prefix` against `name`.weight
+// One linear layer of the densified export: the layer `prefix` against `name`.weight
 // ([out, in], or [in, out] with transposed) and `name`.bias. Dense layers: the same values;
-// Pixelfly: the weight computes the layer's function.
+// every other kind: the weight computes the layer's function (its forward on the model).
 static void check_linear(const saved_model *s, pf_st_file *f, const char *prefix,
                          const char *name, bool transposed) {
     char key[160], p[96];
-    pf_pattern pat;
-    bool pixelfly = pf_export_layer_pattern(s->lay, prefix, &pat) == 0;
-    int out, in;
-    if (pixelfly) {
-        out = pat.out, in = pat.in;
-    } else {
-        snprintf(p, sizeof p, "%s.w", prefix);
-        const pf_param_info *w = &s->lay->params[pf_layout_find(s->lay, p)];
-        out = (int)w->shape[0], in = (int)w->shape[1];
-    }
+    const pf_linear *l = find_linear(s->m, prefix);
+    int out = l->out, in = l->in;
     snprintf(key, sizeof key, "%s.weight", name);
     int64_t shape[2] = {transposed ? in : out, transposed ? out : in};
     float *W = read_tensor(f, key, 2, shape, PF_ST_F32);
@@ -348,18 +377,10 @@ static void check_linear(const saved_model *s, pf_st_file *f, const char *prefix
     float *b = read_tensor(f, key, 1, (int64_t[]){out}, PF_ST_F32);
     snprintf(p, sizeof p, "%s.b", prefix);
     ck_assert(!memcmp(b, host_param(s, p), sizeof(float) * out));
-    if (pixelfly) {
-        char n[96];
-        snprintf(n, sizeof n, "%s.S", prefix);
-        const float *S = host_param(s, n), *U = NULL, *V = NULL;
-        if (pat.rank) {
-            snprintf(n, sizeof n, "%s.U", prefix);
-            U = host_param(s, n);
-            snprintf(n, sizeof n, "%s.V", prefix);
-            V = host_param(s, n);
-        }
-        double e = dense_vs_pixelfly(&pat, W, transposed, S, U, V, b);
-        ck_assert_msg(e < 1e-5, "%s: densified weight vs the Pixelfly layer: %g", prefix, e);
+    if (l->kind != PF_LAYER_DENSE) {
+        double e = dense_vs_layer(l, pf_model_arena(s->m), W, transposed, b);
+        ck_assert_msg(e < 1e-5, "%s (%s): densified weight vs the layer: %g", prefix,
+                      pf_linear_kind_name(l->kind), e);
     } else {
         snprintf(p, sizeof p, "%s.w", prefix);
         const float *w = host_param(s, p);
@@ -506,6 +527,19 @@ START_TEST(test_export_vit) {
 }
 END_TEST
 
+// A densified 2-layer Mixer export holds timm's MlpMixer tensors, each checked, and no other.
+static void check_mixer_tensors(const saved_model *s, pf_st_file *f) {
+    check_stem(s, f, "stem.proj");
+    static const char *const map[6][2] = {
+        {"token.fc1", "mlp_tokens.fc1"},   {"token.fc2", "mlp_tokens.fc2"},
+        {"mlp.fc1", "mlp_channels.fc1"}, {"mlp.fc2", "mlp_channels.fc2"},
+        {"ln1", "norm1"},                  {"ln2", "norm2"}};
+    check_blocks(s, f, "blocks", map, false);
+    check_ln(s, f, "lnf", "norm");
+    check_linear(s, f, "head", "head", false);
+    ck_assert_int_eq(pf_st_count(f), 2 + 2 * 12 + 4);
+}
+
 START_TEST(test_export_mixer) {
     saved_model s;
     save_model(&s, (const char *const[]){
@@ -518,15 +552,7 @@ START_TEST(test_export_mixer) {
     check_native(&s, PF_ST_F32);
     char *config;
     pf_st_file *f = export_and_open(&s, "dense", true, PF_ST_F32, &config);
-    check_stem(&s, f, "stem.proj");
-    static const char *const map[6][2] = {
-        {"token.fc1", "mlp_tokens.fc1"},   {"token.fc2", "mlp_tokens.fc2"},
-        {"mlp.fc1", "mlp_channels.fc1"}, {"mlp.fc2", "mlp_channels.fc2"},
-        {"ln1", "norm1"},                  {"ln2", "norm2"}};
-    check_blocks(&s, f, "blocks", map, false);
-    check_ln(&s, f, "lnf", "norm");
-    check_linear(&s, f, "head", "head", false);
-    ck_assert_int_eq(pf_st_count(f), 2 + 2 * 12 + 4);
+    check_mixer_tensors(&s, f);
     static const char *const keys[][2] = {
         {"architecture", "\"mixer_b16_224\""}, {"global_pool", "\"avg\""}, {"depth", "2"},
         {"tokens_mlp_dim", "24"}, {"channels_mlp_dim", "64"}, {"in_chans", "3"}};
@@ -537,12 +563,192 @@ START_TEST(test_export_mixer) {
 }
 END_TEST
 
-// ---- refusals ---------------------------------------------------------------------------
+// ---- the other layer kinds ---------------------------------------------------------------
 
-static off_t file_size(const char *path) {
-    struct stat st;
-    return stat(path, &st) == 0 ? st.st_size : -1;
+#define GPT2_TINY                                                                           \
+    "model.type=gpt2", "model.n_layer=2", "model.n_embd=32", "model.n_head=2",              \
+        "model.seq_len=16", "model.vocab_size=97", "run.backend=cpu"
+
+// Every kind of layers.h in GPT-2's blocks: butterfly products with the rectangular factor
+// last (qkv 96 x 32), first (fc2 32 x 128) and none (proj 32 x 32, two square factors),
+// random block masks with and without U V, low-rank alone, pixelfly and dense beside them.
+// native_refusal: what a native export says.
+static const struct {
+    const char *sets[6];
+    const char *native_refusal;
+} GPT2_KINDS[] = {
+    {{"pixelfly.attn_qkv=butterfly bs=4", "pixelfly.attn_proj=butterfly bs=4",
+      "pixelfly.mlp_fc1=lowrank rank=4", "pixelfly.mlp_fc2=blocksparse bs=4 blocks=2 rank=1",
+      NULL},
+     "layer h.0.attn.qkv is butterfly; the native format holds dense and pixelfly layers: "
+     "export with --densify"},
+    {{"pixelfly.attn_qkv=bs=4 nf=1 rank=2", "pixelfly.attn_proj=lowrank rank=3",
+      "pixelfly.mlp_fc1=blocksparse bs=8 blocks=3", "pixelfly.mlp_fc2=butterfly bs=8", NULL},
+     "layer h.0.attn.proj is lowrank; the native format holds dense and pixelfly layers: "
+     "export with --densify"},
+    {{"pixelfly.mlp_fc1=blocksparse bs=4 blocks=1", NULL},
+     "layer h.0.mlp.fc1 is blocksparse; the native format holds dense and pixelfly layers: "
+     "export with --densify"},
+};
+
+// GPT2_TINY's sets, then `extra` (NULL-terminated, may be NULL), into sets[cap].
+static void gpt2_sets(const char **sets, size_t cap, const char *const *extra) {
+    static const char *const base[] = {GPT2_TINY};
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof base / sizeof base[0]; i++) sets[n++] = base[i];
+    for (; extra && *extra; extra++) sets[n++] = *extra;
+    ck_assert_uint_lt(n, cap);
+    sets[n] = NULL;
 }
+
+// The logits [T, V] of every position of one forward of GPT-2 model m on tokens [1, T].
+static void forward_logits(pf_model *m, const pf_config *c, const int32_t *tokens, float *out) {
+    int T = c->seq_len;
+    int32_t targets[64];
+    ck_assert_int_le(T, 64);
+    for (int t = 0; t < T; t++) targets[t] = tokens[(t + 1) % T];
+    pf_batch b = {.tokens = tokens, .targets = targets};
+    float loss = pf_model_forward(m, &b, NULL);
+    ck_assert(isfinite(loss));
+    for (int t = 0; t < T; t++) pf_gpt2_logits_row(m, t, out + (size_t)t * c->vocab_size);
+}
+
+// The dense GPT-2 of `sets` with its parameters read back from a densified export (the
+// inverse of transformers' names: Conv1D weights transposed, wte padded with zero rows).
+// Every parameter comes from exactly one tensor and every tensor is used.
+static pf_model *dense_from_export(pf_st_file *f, const char *const *sets, pf_config *c) {
+    static const char *const map[][2] = {{"ln1", "ln_1"},          {"attn.qkv", "attn.c_attn"},
+                                         {"attn.proj", "attn.c_proj"}, {"ln2", "ln_2"},
+                                         {"mlp.fc1", "mlp.c_fc"},  {"mlp.fc2", "mlp.c_proj"}};
+    make_config(c, sets);
+    pf_model *m = pf_model_create(c, &pf_backend_cpu, 1);
+    ck_assert_msg(m, "%s", pf_errmsg());
+    const pf_layout *lay = pf_model_layout(m);
+    float *host = pf_calloc(lay->numel, sizeof(float));
+    for (int i = 0; i < lay->count; i++) {
+        const pf_param_info *p = &lay->params[i];
+        char key[160], rest[64];
+        int l;
+        bool transpose = false;
+        if (!strcmp(p->name, "wte")) snprintf(key, sizeof key, "transformer.wte.weight");
+        else if (!strcmp(p->name, "wpe")) snprintf(key, sizeof key, "transformer.wpe.weight");
+        else if (!strcmp(p->name, "lnf.g")) snprintf(key, sizeof key, "transformer.ln_f.weight");
+        else if (!strcmp(p->name, "lnf.b")) snprintf(key, sizeof key, "transformer.ln_f.bias");
+        else {
+            ck_assert_msg(sscanf(p->name, "h.%d.%63s", &l, rest) == 2, "parameter %s", p->name);
+            char *dot = strrchr(rest, '.');
+            ck_assert_ptr_nonnull(dot);
+            *dot = 0;
+            const char *std = NULL;
+            for (size_t k = 0; k < sizeof map / sizeof map[0]; k++)
+                if (!strcmp(rest, map[k][0])) std = map[k][1];
+            ck_assert_msg(std, "parameter %s", p->name);
+            transpose = !strcmp(dot + 1, "w");
+            snprintf(key, sizeof key, "transformer.h.%d.%s.%s", l, std,
+                     !strcmp(dot + 1, "b") ? "bias" : "weight");
+        }
+        int t = pf_st_find(f, key);
+        ck_assert_msg(t >= 0, "export lacks %s (for %s)", key, p->name);
+        int64_t n = pf_st_numel(pf_st_at(f, t));
+        float *v = pf_malloc(sizeof(float) * (size_t)(n + 1));
+        pf_st_read_f32(f, t, v);
+        float *dst = host + p->offset;
+        if (transpose) {  // Conv1D [in, out] into w [out, in]
+            int64_t out = p->shape[0], in = p->shape[1];
+            ck_assert_int_eq(n, out * in);
+            for (int64_t o = 0; o < out; o++)
+                for (int64_t j = 0; j < in; j++) dst[o * in + j] = v[j * out + o];
+        } else {
+            int64_t want = !strcmp(p->name, "wte") ? (int64_t)c->vocab_size * c->n_embd
+                                                   : pf_param_numel(p);
+            ck_assert_int_eq(n, want);
+            memcpy(dst, v, sizeof(float) * (size_t)n);
+        }
+        free(v);
+    }
+    ck_assert_int_eq(pf_st_count(f), lay->count);
+    pf_backend_cpu.upload(pf_model_arena(m)->params, host, sizeof(float) * (size_t)lay->numel);
+    free(host);
+    return m;
+}
+
+// Densified, a model of any layer kinds is the dense GPT-2 that transformers would load: the
+// dense model of the same config, built from the exported tensors, gives the model's logits
+// (each layer's weight also computes that layer: check_linear). Natively it is refused,
+// naming the layer, and nothing is written.
+START_TEST(test_export_gpt2_kinds) {
+    const char *sets[32], *dense_sets[32];
+    gpt2_sets(dense_sets, 32, NULL);
+    for (size_t k = 0; k < sizeof GPT2_KINDS / sizeof GPT2_KINDS[0]; k++) {
+        gpt2_sets(sets, 32, GPT2_KINDS[k].sets);
+        saved_model s;
+        save_model(&s, sets);
+        char *config, dir[32];
+        snprintf(dir, sizeof dir, "dense-%zu", k);
+        pf_st_file *f = export_and_open(&s, dir, true, PF_ST_F32, &config);
+        static const char *const map[6][2] = {
+            {"attn.qkv", "attn.c_attn"}, {"attn.proj", "attn.c_proj"}, {"mlp.fc1", "mlp.c_fc"},
+            {"mlp.fc2", "mlp.c_proj"},   {"ln1", "ln_1"},               {"ln2", "ln_2"}};
+        check_blocks(&s, f, "transformer.h", map, true);
+        check_json(config, "model_type", "\"gpt2\"");
+        free(config);
+
+        pf_config dc;
+        pf_model *dense = dense_from_export(f, dense_sets, &dc);
+        pf_st_close(f);
+        int T = s.cfg.seq_len, V = s.cfg.vocab_size;
+        int32_t tokens[64];
+        pf_rng r;
+        pf_rng_seed(&r, 5 + k);
+        for (int t = 0; t < T; t++) tokens[t] = (int32_t)pf_rng_below(&r, (uint32_t)V);
+        float *want = pf_malloc(sizeof(float) * T * V), *got = pf_malloc(sizeof(float) * T * V);
+        forward_logits(s.m, &s.cfg, tokens, want);
+        forward_logits(dense, &dc, tokens, got);
+        double err = 0, scale = 0;
+        for (int i = 0; i < T * V; i++) {
+            err = fmax(err, fabs((double)got[i] - want[i]));
+            scale = fmax(scale, fabs((double)want[i]));
+        }
+        ck_assert_msg(err <= 1e-4 * scale, "case %zu: logits of the dense model from the export "
+                      "differ by %g (largest %g)", k, err, scale);
+        free(want), free(got);
+        pf_model_free(dense);
+
+        pf_export_opts o = {.dtype = PF_ST_F32};
+        const char *out = pf_test_path("native-kinds");
+        ck_assert_int_eq(pf_export(s.ckpt, out, &o), PF_EXIT_USAGE);
+        ck_assert_msg(strstr(pf_errmsg(), GPT2_KINDS[k].native_refusal), "message '%s' lacks '%s'",
+                      pf_errmsg(), GPT2_KINDS[k].native_refusal);
+        ck_assert_int_eq(file_size(out), -1);  // nothing made
+        free_model(&s);
+    }
+}
+END_TEST
+
+// The vision models' densified export with other kinds in the token and channel MLPs.
+START_TEST(test_export_mixer_kinds) {
+    saved_model s;
+    save_model(&s, (const char *const[]){
+                       "model.type=mixer", "model.n_layer=2", "model.n_embd=32",
+                       "model.image_size=16", "model.patch_size=4", "model.channels=3",
+                       "model.num_classes=10", "model.token_mlp_dim=24",
+                       "model.channel_mlp_dim=64", "pixelfly.token_fc1=butterfly bs=4",
+                       "pixelfly.token_fc2=lowrank rank=3",
+                       "pixelfly.mlp_fc1=blocksparse bs=4 blocks=2",
+                       "pixelfly.mlp_fc2=butterfly bs=8", "run.backend=cpu", NULL});
+    char *config;
+    pf_st_file *f = export_and_open(&s, "dense", true, PF_ST_F32, &config);
+    check_mixer_tensors(&s, f);
+    free(config);
+    pf_st_close(f);
+    pf_export_opts o = {.dtype = PF_ST_F32};
+    ck_assert_int_eq(pf_export(s.ckpt, pf_test_path("native"), &o), PF_EXIT_USAGE);
+    ck_assert_ptr_nonnull(strstr(pf_errmsg(), "layer h.0.token.fc1 is butterfly"));
+    free_model(&s);
+}
+END_TEST
+
+// ---- refusals ---------------------------------------------------------------------------
 
 START_TEST(test_export_refuses_overwrite_and_bad_input) {
     saved_model s;
@@ -624,6 +830,16 @@ START_TEST(test_cli_arguments) {
     snprintf(args, sizeof args, "%s --out %s --densify --force", s.ckpt, pf_test_path("c"));
     ck_assert_int_eq(run_pftrain(args), PF_EXIT_OK);
     free_model(&s);
+    // a layer kind the native format lacks: refused as a usage error, exported densified
+    const char *sets[32];
+    gpt2_sets(sets, 32, GPT2_KINDS[0].sets);
+    save_model(&s, sets);
+    snprintf(args, sizeof args, "%s --out %s", s.ckpt, pf_test_path("k"));
+    ck_assert_int_eq(run_pftrain(args), PF_EXIT_USAGE);
+    ck_assert_int_eq(file_size(pf_test_path("k")), -1);
+    snprintf(args, sizeof args, "%s --out %s --densify", s.ckpt, pf_test_path("k"));
+    ck_assert_int_eq(run_pftrain(args), PF_EXIT_OK);
+    free_model(&s);
 }
 END_TEST
 
@@ -641,6 +857,8 @@ Suite *pf_test_suite(void) {
     tcase_add_test(tc, test_export_gpt2);
     tcase_add_test(tc, test_export_vit);
     tcase_add_test(tc, test_export_mixer);
+    tcase_add_test(tc, test_export_gpt2_kinds);
+    tcase_add_test(tc, test_export_mixer_kinds);
     tcase_add_test(tc, test_export_refuses_overwrite_and_bad_input);
     tcase_add_test(tc, test_cli_arguments);
     suite_add_tcase(s, tc);

@@ -401,9 +401,13 @@ START_TEST(test_pattern_flags) {
     expect_exit((const char *[]){pftrain, "pattern", "--out", "2147483647", "--in", "64", "--bs",
                                  "4", "--nf", "1", NULL},
                 PF_EXIT_USAGE, "does not divide");
+    // A mask's table holds at most PF_PATTERN_MAX_BLOCKS super-blocks.
+    expect_exit((const char *[]){pftrain, "pattern", "--out", "1073741824", "--in", "1073741824",
+                                 "--bs", "1073741824", "--nf", "1", NULL},
+                PF_EXIT_USAGE, "more than the 2048 a mask holds");
     // A huge valid pattern is described without drawing a bs x bs grid.
     run_result r = run((const char *[]){pftrain, "pattern", "--out", "1073741824", "--in",
-                                        "1073741824", "--bs", "1073741824", "--nf", "1", NULL},
+                                        "1073741824", "--bs", "1024", "--nf", "1", NULL},
                        0);
     ck_assert_msg(WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0, "%s", r.err);
     ck_assert_msg(strstr(r.out, "not drawn"), "%s", r.out);

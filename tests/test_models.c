@@ -55,30 +55,59 @@ typedef struct {
     const char *name;
     const char *const *sets;
     float lam;  // > 0: a mixed (mixup/cutmix) vision batch with labels_b and this lam
+    float eps;  // finite-difference step; 0: 1e-2
 } gc_case;
 
 static const gc_case GC_CASES[] = {
-    {"gpt2-pixelfly", (const char *const[]){GPT2_TINY, PIXELFLY_BLOCK, NULL}, 0},
-    {"gpt2-dense", (const char *const[]){GPT2_TINY, NULL}, 0},
+    {"gpt2-pixelfly", (const char *const[]){GPT2_TINY, PIXELFLY_BLOCK, NULL}, 0, 0},
+    {"gpt2-dense", (const char *const[]){GPT2_TINY, NULL}, 0, 0},
     {"gpt2-recompute-mlp",
-     (const char *const[]){GPT2_TINY, PIXELFLY_BLOCK, "pixelfly.recompute_mlp=true", NULL}, 0},
+     (const char *const[]){GPT2_TINY, PIXELFLY_BLOCK, "pixelfly.recompute_mlp=true", NULL}, 0, 0},
     {"vit-pixelfly", (const char *const[]){"model.type=vit", VISION_TINY, "model.channels=3",
-                                           PIXELFLY_BLOCK, NULL}, 0},
+                                           PIXELFLY_BLOCK, NULL}, 0, 0},
     {"mixer-pixelfly",
      (const char *const[]){"model.type=mixer", VISION_TINY, "model.channels=1",
                            "pixelfly.mlp_fc1=bs=2 nf=1 rank=2", "pixelfly.mlp_fc2=bs=2 nf=1",
                            "pixelfly.token_fc1=bs=2 nf=1 rank=1",
-                           "pixelfly.token_fc2=bs=2 nf=1 rank=2", NULL}, 0},
+                           "pixelfly.token_fc2=bs=2 nf=1 rank=2", NULL}, 0, 0},
     {"mixer-dense", (const char *const[]){"model.type=mixer", VISION_TINY, "model.channels=3",
-                                          NULL}, 0},
+                                          NULL}, 0, 0},
     {"mixer-recompute-mlp",  // token and channel MLPs both through the pixelfly_mlp op
      (const char *const[]){"model.type=mixer", VISION_TINY, "model.channels=1",
                            "pixelfly.mlp_fc1=bs=2 nf=1 rank=2", "pixelfly.mlp_fc2=bs=2 nf=1",
                            "pixelfly.token_fc1=bs=2 nf=1 rank=1",
                            "pixelfly.token_fc2=bs=2 nf=1 rank=2", "pixelfly.recompute_mlp=true",
-                           NULL}, 0},
+                           NULL}, 0, 0},
     {"vit-mixed", (const char *const[]){"model.type=vit", VISION_TINY, "model.channels=1", NULL},
-     0.3f},
+     0.3f, 0},
+    // the other layer kinds (layers.h): butterfly with two factors, rectangular last (qkv,
+    // fc1) and first (fc2); low-rank alone; random block masks with and without U V
+    {"gpt2-butterfly",
+     (const char *const[]){GPT2_TINY, "pixelfly.attn_qkv=butterfly bs=4",
+                           "pixelfly.attn_proj=butterfly bs=2", "pixelfly.mlp_fc1=butterfly bs=4",
+                           "pixelfly.mlp_fc2=butterfly bs=4", NULL}, 0, 0},
+    {"gpt2-lowrank",
+     (const char *const[]){GPT2_TINY, "pixelfly.attn_qkv=lowrank rank=3",
+                           "pixelfly.attn_proj=lowrank rank=2", "pixelfly.mlp_fc1=lowrank rank=4",
+                           "pixelfly.mlp_fc2=lowrank rank=2", NULL},
+     0, 2e-3f},  // U V products of jittered weights are strongly curved: O(eps^2) error
+    {"gpt2-blocksparse",
+     (const char *const[]){GPT2_TINY, "pixelfly.attn_qkv=blocksparse bs=4 blocks=2 rank=1",
+                           "pixelfly.attn_proj=blocksparse bs=4 blocks=1",
+                           "pixelfly.mlp_fc1=blocksparse bs=4 blocks=3 seed=9",
+                           "pixelfly.mlp_fc2=blocksparse bs=8 blocks=2 rank=2", NULL}, 0, 0},
+    {"mixer-kinds",
+     (const char *const[]){"model.type=mixer", VISION_TINY, "model.channels=1",
+                           "pixelfly.mlp_fc1=butterfly bs=4", "pixelfly.mlp_fc2=lowrank rank=2",
+                           "pixelfly.token_fc1=butterfly bs=2",
+                           "pixelfly.token_fc2=blocksparse bs=2 blocks=1 rank=1", NULL}, 0, 0},
+    {"mixer-recompute-blocksparse",  // random masks through the pixelfly_mlp op
+     (const char *const[]){"model.type=mixer", VISION_TINY, "model.channels=1",
+                           "pixelfly.mlp_fc1=blocksparse bs=4 blocks=2",
+                           "pixelfly.mlp_fc2=blocksparse bs=4 blocks=3 rank=1",
+                           "pixelfly.token_fc1=blocksparse bs=2 blocks=1 rank=1",
+                           "pixelfly.token_fc2=blocksparse bs=2 blocks=2",
+                           "pixelfly.recompute_mlp=true", NULL}, 0, 0},
 };
 #define N_GC_CASES (int)(sizeof GC_CASES / sizeof GC_CASES[0])
 
@@ -159,7 +188,7 @@ START_TEST(test_gradient_check) {
     pf_model_backward(m, 1.0f, NULL, NULL);
     pf_backend_cpu.download(g, a->grads, bytes);
 
-    const float eps = 1e-2f, tol = 2e-2f;
+    const float eps = tc->eps > 0 ? tc->eps : 1e-2f, tol = 2e-2f;
     double worst = 0;
     const char *worst_name = "";
     for (int i = 0; i < lay->count; i++) {
@@ -415,6 +444,25 @@ START_TEST(test_param_counts_and_flops) {
         ck_assert_int_eq(pf_layout_find(ls, "h.0.attn.proj.U"), -1);  // rank 0: no U, V
     }
     ck_assert_int_lt(pf_layout_param_count(ls), pf_layout_param_count(ld));
+    // the other kinds: butterfly 64 -> 256 with bs=8: square factors 64 x 64 with strides 1, 2
+    // and the rectangular 256 x 64 last, each 2 of 8 blocks per super-row; lowrank r (out+in)
+    pf_model *kinds = create((const char *const[]){GPT2_SMALLISH, "pixelfly.mlp_fc1=butterfly bs=8",
+                                                   "pixelfly.mlp_fc2=lowrank rank=5",
+                                                   "pixelfly.attn_proj=blocksparse bs=8 blocks=3",
+                                                   NULL}, 1);
+    const pf_layout *lk = pf_model_layout(kinds);
+    int64_t fly = 0;
+    for (int j = 0; j < 3; j++) {
+        char name[64];
+        snprintf(name, sizeof name, "h.0.mlp.fc1.S%d", j);
+        int idx = pf_layout_find(lk, name);
+        ck_assert_int_ge(idx, 0);
+        fly += pf_param_numel(&lk->params[idx]);
+    }
+    ck_assert_int_eq(fly, 2 * (64 * 64 / 8) * 2 + 2 * 256 * 64 / 8);
+    ck_assert_int_eq(layer_params(lk, "h.0.mlp.fc2"), 5 * (64 + 256) + 64);
+    ck_assert_int_eq(layer_params(lk, "h.0.attn.proj"), 3 * 64 * 64 / 8 + 64);
+    pf_model_free(kinds);
     double fs = pf_model_train_flops(sparse, false), fd = pf_model_train_flops(dense, false);
     ck_assert_msg(fs < 0.8 * fd, "pixelfly %g vs dense %g FLOPs", fs, fd);
     ck_assert(pf_model_train_flops(sparse, true) == fd);  // the dense twin is the dense model
@@ -440,6 +488,11 @@ static const misfit_case MISFIT[] = {
     {(const char *const[]){"model.type=vit", VISION_TINY, "pixelfly.attn_proj=bs=3 nf=1",
                            NULL},
      "h.0.attn.proj"},
+    {(const char *const[]){GPT2_TINY, "pixelfly.mlp_fc1=butterfly bs=16", NULL}, "h.0.mlp.fc1"},
+    {(const char *const[]){GPT2_TINY, "pixelfly.attn_proj=lowrank rank=9", NULL},
+     "h.0.attn.proj"},
+    {(const char *const[]){GPT2_TINY, "pixelfly.attn_qkv=blocksparse bs=4 blocks=5", NULL},
+     "h.0.attn.qkv"},
 };
 
 START_TEST(test_pattern_misfit) {
@@ -450,6 +503,45 @@ START_TEST(test_pattern_misfit) {
     ck_assert_ptr_null(m);
     ck_assert_msg(strstr(pf_errmsg(), tc->layer), "message '%s' does not name %s", pf_errmsg(),
                   tc->layer);
+}
+END_TEST
+
+// A blocksparse layer's mask goes into a checkpoint state and comes back: a model adopts the
+// mask a checkpoint holds (another draw here), and refuses a missing or misshapen one.
+START_TEST(test_blocksparse_masks_adopted) {
+    const char *const sets[] = {GPT2_TINY, "pixelfly.mlp_fc1=blocksparse bs=4 blocks=2 seed=3",
+                                NULL};
+    pf_model *a = create(sets, 1), *b = create(sets, 1);
+    pf_checkpoint_state st = {0}, other = {0};
+    pf_model_masks(a, &st);
+    ck_assert_int_eq(st.n_masks, 1);
+    ck_assert_str_eq(st.masks[0].name, "h.0.mlp.fc1.S");
+    ck_assert(st.masks[0].rows == 4 && st.masks[0].cols == 2);
+    // the checkpoint holds another draw (seed 99) than b's own: b takes it
+    pf_pattern q;
+    ck_assert_int_eq(pf_pattern_init_random(&q, 32, 8, 4, 2, 0, true, 99), 0);
+    bool differs = false;
+    for (int i = 0; i < 8; i++) differs |= st.masks[0].col[i] != q.col[i];
+    ck_assert(differs);
+    for (int i = 0; i < 8; i++) st.masks[0].col[i] = q.col[i];
+    ck_assert_msg(pf_model_adopt_masks(b, &st, "ckpt.h5") == 0, "%s", pf_errmsg());
+    pf_model_masks(b, &other);
+    ck_assert(!memcmp(other.masks[0].col, st.masks[0].col, sizeof(int32_t) * 8));
+    pf_checkpoint_state_free(&other);
+    st.masks[0].col[1] = st.masks[0].col[0];  // a column twice in one row (or slot)
+    ck_assert_int_eq(pf_model_adopt_masks(b, &st, "ckpt.h5"), -1);
+    ck_assert_ptr_nonnull(strstr(pf_errmsg(), "/masks/h.0.mlp.fc1.S"));
+    st.masks[0].cols = 3;
+    ck_assert_int_eq(pf_model_adopt_masks(b, &st, "ckpt.h5"), -1);
+    ck_assert_ptr_nonnull(strstr(pf_errmsg(), "mismatched mask"));
+    st.masks[0].cols = 2;
+    st.n_masks = 0;
+    ck_assert_int_eq(pf_model_adopt_masks(b, &st, "ckpt.h5"), -1);
+    ck_assert_ptr_nonnull(strstr(pf_errmsg(), "has no mask /masks/h.0.mlp.fc1.S"));
+    st.n_masks = 1;
+    pf_checkpoint_state_free(&st);
+    pf_model_free(a);
+    pf_model_free(b);
 }
 END_TEST
 
@@ -487,6 +579,7 @@ Suite *pf_test_suite(void) {
     tcase_add_test(tc, test_param_counts_and_flops);
     tcase_add_loop_test(tc, test_pattern_misfit, 0, (int)(sizeof MISFIT / sizeof MISFIT[0]));
     tcase_add_test(tc, test_attention_head_dim_refused);
+    tcase_add_test(tc, test_blocksparse_masks_adopted);
     suite_add_tcase(s, tc);
     return s;
 }

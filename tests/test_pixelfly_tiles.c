@@ -7,6 +7,9 @@
 // through the output descriptor. Checked: every output element is written exactly once (dS: once
 // per token split), each sums exactly the expected number of real products, and the results
 // equal a dense reference built with pf_pattern_to_dense / pf_pattern_col (src/pattern.h).
+// The masks: flat butterflies, random masks and butterfly factors, their tables passed to the
+// header as host pointers. A random mask's src differs from its col (checked), so a dX that
+// gathered through col(q, k), as the xor masks allow, would miss the reference.
 // Inputs are small integers, so every sum is exact and "equal" means bit-equal.
 #include <check.h>
 #include <stdlib.h>
@@ -38,16 +41,29 @@ static const tile_cfg cfgs[] = {{128, 128, 32}, {128, 64, 32}, {64, 64, 32}, {16
                                 {32, 48, 16}};
 #define NCFG ((int)(sizeof cfgs / sizeof cfgs[0]))
 
+// mask PF_MASK_FLAT_BUTTERFLY: bs, nf; PF_MASK_RANDOM: nf+1 blocks per super-row (seed N);
+// PF_MASK_BUTTERFLY_FACTOR: stride nf (the pattern's nf is 1), r must be 0.
 typedef struct {
     int N, out, in, bs, nf, r;
+    pf_mask_kind mask;
 } shape;
 
+#define FLAT PF_MASK_FLAT_BUTTERFLY
+#define RAND PF_MASK_RANDOM
+#define FACT PF_MASK_BUTTERFLY_FACTOR
 static const shape shapes[] = {
-    {67, 64, 64, 4, 1, 0},   {67, 80, 96, 4, 2, 5},     {67, 96, 80, 8, 3, 5},
-    {5, 128, 64, 8, 2, 0},   {1, 64, 128, 8, 1, 5},     {33, 256, 256, 4, 2, 7},
-    {300, 384, 96, 8, 2, 16}, {40, 3072, 768, 16, 2, 32}, {129, 48, 160, 2, 1, 3},
-    {64, 1024, 256, 4, 2, 0},  {40, 768, 3072, 16, 2, 32}, {70, 512, 1024, 4, 1, 3},
-    {1000, 128, 64, 4, 2, 8},
+    {67, 64, 64, 4, 1, 0, FLAT},      {67, 80, 96, 4, 2, 5, FLAT},
+    {67, 96, 80, 8, 3, 5, FLAT},      {5, 128, 64, 8, 2, 0, FLAT},
+    {1, 64, 128, 8, 1, 5, FLAT},      {33, 256, 256, 4, 2, 7, FLAT},
+    {300, 384, 96, 8, 2, 16, FLAT},   {40, 3072, 768, 16, 2, 32, FLAT},
+    {129, 48, 160, 2, 1, 3, FLAT},    {64, 1024, 256, 4, 2, 0, FLAT},
+    {40, 768, 3072, 16, 2, 32, FLAT}, {70, 512, 1024, 4, 1, 3, FLAT},
+    {1000, 128, 64, 4, 2, 8, FLAT},
+    {67, 80, 96, 8, 2, 5, RAND},      {300, 384, 96, 16, 4, 0, RAND},
+    {1, 64, 128, 8, 1, 5, RAND},      {40, 768, 3072, 16, 2, 32, RAND},
+    {129, 96, 160, 32, 5, 3, RAND},  // ob 3, ib 5
+    {67, 64, 64, 8, 4, 0, FACT},      {130, 256, 64, 16, 1, 0, FACT},
+    {40, 3072, 768, 16, 8, 0, FACT},
 };
 #define NSHAPE ((int)(sizeof shapes / sizeof shapes[0]))
 
@@ -75,10 +91,21 @@ typedef struct {
 } layer;
 
 static void layer_make(layer *L, const shape *s) {
-    ck_assert_int_eq(pf_pattern_init(&L->p, s->out, s->in, s->bs, s->nf, s->r, true), 0);
+    int rc = s->mask == RAND ? pf_pattern_init_random(&L->p, s->out, s->in, s->bs, s->nf + 1,
+                                                      s->r, true, (uint64_t)s->N)
+             : s->mask == FACT ? pf_pattern_init_factor(&L->p, s->out, s->in, s->bs, s->nf, true)
+                               : pf_pattern_init(&L->p, s->out, s->in, s->bs, s->nf, s->r, true);
+    ck_assert_msg(rc == 0, "%s", pf_errmsg());
     const pf_pattern *p = &L->p;
     L->d = (pft_dims){.N = s->N, .out = p->out, .in = p->in, .bs = p->bs, .nf = p->nf,
-                      .r = p->rank, .ob = p->ob, .ib = p->ib};
+                      .r = p->rank, .ob = p->ob, .ib = p->ib, .col = p->col, .src = p->src};
+    if (s->mask == RAND) {  // the case this test is for: src(q, k) != col(q, k) somewhere
+        bool differs = false;
+        for (int q = 0; q < p->bs; q++)
+            for (int k = 0; k <= p->nf; k++)
+                differs |= pf_pattern_src(p, q, k) != pf_pattern_col(p, q, k);
+        REQUIRE(differs);
+    }
     int N = s->N, out = p->out, in = p->in, r = p->rank;
     L->nS = pf_pattern_sparse_numel(p);
     L->x = rand_array((int64_t)N * in);
@@ -275,7 +302,8 @@ static void run_dx(const layer *L, const tile_cfg *t) {
                 check_kstep(s, t->bk);
                 bool sparse = s.run <= d.nf;
                 if (sparse)  // S[p'][k] really is the block (p', q): slot k of row p' is q
-                    REQUIRE(pf_pattern_slot(&L->p, pft_col(c.blk, s.run), c.blk) == s.run);
+                    REQUIRE(pf_pattern_slot(&L->p, pft_src_row(d, c.blk, s.run), c.blk) ==
+                            s.run);
                 stage(&w.A, t->bm, t->bk, !PFT_DX_AK, sparse ? L->dy : L->dxv,
                       sparse ? (int64_t)d.N * d.out : (int64_t)d.N * d.r, pft_dx_a(d, c, s));
                 stage(&w.B, t->bk, t->bn, PFT_DX_BK, sparse ? L->S : L->V,

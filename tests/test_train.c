@@ -97,13 +97,15 @@ static pf_comm *comm_init(void) {
 
 enum { GPT2_STEPS = 60, DETERMINISM_STEPS = 15 };
 
-START_TEST(test_gpt2_learns_and_is_deterministic) {
+// Token shards of tinyshakespeare's head in the test's directory: 128 KB (~35k tokens) to
+// train on, the next 16 KB to evaluate on; "data.train=..." and "data.val=..." settings into
+// train_set and val_set. false (after a visible SKIP) without the shared data.
+static bool gpt2_shards(char *train_set, char *val_set, size_t len) {
     const char *data = pf_test_data_dir("pftrain GPT-2 on tinyshakespeare");
-    if (!data) return;
+    if (!data) return false;
     char vocab[512], text[512];
     snprintf(vocab, sizeof vocab, "%s/gpt2", data);
     snprintf(text, sizeof text, "%s/tinyshakespeare/input.txt", data);
-    // 128 KB (~35k tokens) to train on, the next 16 KB to evaluate on
     copy_range(text, pf_test_path("train.txt"), 0, 128 << 10);
     copy_range(text, pf_test_path("val.txt"), 128 << 10, 16 << 10);
     const char *shards[][2] = {{"train.txt", "train.h5"}, {"val.txt", "val.h5"}};
@@ -112,9 +114,14 @@ START_TEST(test_gpt2_learns_and_is_deterministic) {
                         "--quiet", (char *)pf_test_path(shards[i][0])};
         ck_assert_msg(pfdata_text_main(7, argv) == PF_EXIT_OK, "%s", pf_errmsg());
     }
+    snprintf(train_set, len, "data.train=%s", pf_test_path("train.h5"));
+    snprintf(val_set, len, "data.val=%s", pf_test_path("val.h5"));
+    return true;
+}
+
+START_TEST(test_gpt2_learns_and_is_deterministic) {
     char train_set[300], val_set[300], steps[32];
-    snprintf(train_set, sizeof train_set, "data.train=%s", pf_test_path("train.h5"));
-    snprintf(val_set, sizeof val_set, "data.val=%s", pf_test_path("val.h5"));
+    if (!gpt2_shards(train_set, val_set, sizeof train_set)) return;
     snprintf(steps, sizeof steps, "train.steps=%d", GPT2_STEPS);
     pf_config c;
     make_config(&c, (const char *const[]){
@@ -154,6 +161,46 @@ START_TEST(test_gpt2_learns_and_is_deterministic) {
     double expect = flops * 4 * GPT2_STEPS / summary_field("run1", "train_seconds") / 1e12;
     ck_assert_msg(fabs(tflops - expect) <= 1e-3 * expect, "model_tflops %g, expected %g", tflops,
                   expect);
+}
+END_TEST
+
+// ---- every layer kind learns ----------------------------------------------------------
+
+// GPT-2 tiny with every linear layer of one kind (layers.h), or Pixelfly patterns from
+// pixelfly.budget: the loss falls as it does for Pixelfly.
+static const char *const KIND_SETS[][4] = {
+    {"pixelfly.attn_qkv=butterfly bs=4", "pixelfly.attn_proj=butterfly bs=4",
+     "pixelfly.mlp_fc1=butterfly bs=4", "pixelfly.mlp_fc2=butterfly bs=4"},
+    {"pixelfly.attn_qkv=lowrank rank=8", "pixelfly.attn_proj=lowrank rank=8",
+     "pixelfly.mlp_fc1=lowrank rank=8", "pixelfly.mlp_fc2=lowrank rank=8"},
+    {"pixelfly.attn_qkv=blocksparse bs=4 blocks=2 rank=4", "pixelfly.attn_proj=blocksparse bs=4 blocks=2",
+     "pixelfly.mlp_fc1=blocksparse bs=4 blocks=2 rank=4", "pixelfly.mlp_fc2=blocksparse bs=4 blocks=2 rank=4"},
+    {"pixelfly.budget=0.5", "pixelfly.recompute_mlp=true", "train.seed=11", "train.seed=11"},
+};
+
+START_TEST(test_gpt2_kinds_learn) {
+    char train_set[300], val_set[300], steps[32];
+    if (!gpt2_shards(train_set, val_set, sizeof train_set)) return;
+    snprintf(steps, sizeof steps, "train.steps=%d", GPT2_STEPS);
+    const char *const *k = KIND_SETS[_i];
+    pf_config c;
+    make_config(&c, (const char *const[]){
+                        "model.type=gpt2", "model.n_layer=2", "model.n_embd=32",
+                        "model.n_head=2", "model.seq_len=32", "model.vocab_size=50257",
+                        k[0], k[1], k[2], k[3], train_set, val_set, "train.batch_size=4", steps,
+                        "train.lr=3e-3", "train.warmup_steps=5", "train.schedule=constant",
+                        "train.eval_every=0", "train.eval_batches=4", "train.seed=11",
+                        "run.backend=cpu", "run.log_every=1000", NULL});
+    pf_comm *comm = comm_init();
+    train(&c, comm, "kind");
+    pf_comm_finalize(comm);
+    char a[GPT2_STEPS + 1][32];
+    ck_assert_int_eq(read_losses("kind", a, GPT2_STEPS + 1), GPT2_STEPS);
+    double first = atof(a[0]), last = 0;
+    for (int i = GPT2_STEPS - 10; i < GPT2_STEPS; i++) last += atof(a[i]) / 10;
+    printf("gpt2 tiny %s: loss %.3f -> %.3f (last 10 steps), val_loss %.3f\n", k[0], first, last,
+           summary_field("kind", "val_loss"));
+    ck_assert_msg(last < 0.75 * first, "%s: loss %.3f -> %.3f: not learning", k[0], first, last);
 }
 END_TEST
 
@@ -218,12 +265,9 @@ static void images_shard(const char *split, const char *out) {
     ck_assert_msg(pfdata_images_main(10, argv) == PF_EXIT_OK, "%s", pf_errmsg());
 }
 
-START_TEST(test_mixer_fashion_mnist) {
-    if (access(FASHION_DIR "/train-images-idx3-ubyte.gz", R_OK) != 0) {
-        printf("SKIP mixer on Fashion-MNIST: %s not found (apt install dataset-fashion-mnist)\n",
-               FASHION_DIR);
-        return;
-    }
+// A small Mixer on Fashion-MNIST for 300 steps with the channel and token MLPs given by
+// `kind` (4 settings); its test top-1.
+static double mixer_fashion_mnist(const char *const *kind, const char *run) {
     images_shard("train", pf_test_path("train.h5"));
     images_shard("t10k", pf_test_path("test.h5"));
     char train_set[300], val_set[300];
@@ -234,21 +278,49 @@ START_TEST(test_mixer_fashion_mnist) {
                         "model.type=mixer", "model.n_layer=2", "model.n_embd=64",
                         "model.image_size=28", "model.patch_size=7", "model.channels=1",
                         "model.num_classes=10", "model.token_mlp_dim=32",
-                        "model.channel_mlp_dim=128", "pixelfly.mlp_fc1=bs=4 nf=1 rank=4",
-                        "pixelfly.mlp_fc2=bs=4 nf=1 rank=4", "pixelfly.token_fc1=bs=4 nf=1",
-                        "pixelfly.token_fc2=bs=4 nf=1", train_set, val_set,
-                        "train.batch_size=64", "train.steps=300", "train.lr=5e-3",
-                        "train.warmup_steps=20", "train.weight_decay=0.05",
+                        "model.channel_mlp_dim=128", kind[0], kind[1], kind[2], kind[3],
+                        train_set, val_set, "train.batch_size=64", "train.steps=300",
+                        "train.lr=5e-3", "train.warmup_steps=20", "train.weight_decay=0.05",
                         "train.beta2=0.999", "train.eval_every=0", "train.eval_batches=0",
                         "run.backend=cpu", "run.log_every=1000", NULL});
     pf_comm *comm = comm_init();
     double t0 = pf_now();
-    train(&c, comm, "mixer");
+    train(&c, comm, run);
     pf_comm_finalize(comm);
-    double top1 = summary_field("mixer", "val_top1");
-    printf("mixer pixelfly on Fashion-MNIST: %d steps in %.1f s, test top-1 %.2f%%\n",
+    double top1 = summary_field(run, "val_top1");
+    printf("mixer %s on Fashion-MNIST: %d steps in %.1f s, test top-1 %.2f%%\n", kind[0],
            (int)c.steps, pf_now() - t0, 100 * top1);
-    ck_assert_msg(top1 > 0.70, "test accuracy %.3f after %d steps", top1, (int)c.steps);
+    return top1;
+}
+
+static bool have_fashion_mnist(void) {
+    if (access(FASHION_DIR "/train-images-idx3-ubyte.gz", R_OK) == 0) return true;
+    printf("SKIP mixer on Fashion-MNIST: %s not found (apt install dataset-fashion-mnist)\n",
+           FASHION_DIR);
+    return false;
+}
+
+// Pixelfly, then every other layer kind (the token MLP, 16 <-> 32, has no block size the
+// budget rule accepts and stays dense there): far above chance (10%).
+static const char *const MIXER_KINDS[][4] = {
+    {"pixelfly.mlp_fc1=bs=4 nf=1 rank=4", "pixelfly.mlp_fc2=bs=4 nf=1 rank=4",
+     "pixelfly.token_fc1=bs=4 nf=1", "pixelfly.token_fc2=bs=4 nf=1"},
+    {"pixelfly.mlp_fc1=butterfly bs=4", "pixelfly.mlp_fc2=butterfly bs=4",
+     "pixelfly.token_fc1=butterfly bs=2", "pixelfly.token_fc2=butterfly bs=2"},
+    {"pixelfly.mlp_fc1=lowrank rank=8", "pixelfly.mlp_fc2=lowrank rank=8",
+     "pixelfly.token_fc1=lowrank rank=4", "pixelfly.token_fc2=lowrank rank=4"},
+    {"pixelfly.mlp_fc1=blocksparse bs=4 blocks=2 rank=4",
+     "pixelfly.mlp_fc2=blocksparse bs=4 blocks=2 rank=4",
+     "pixelfly.token_fc1=blocksparse bs=4 blocks=2", "pixelfly.token_fc2=blocksparse bs=4 blocks=2"},
+    {"pixelfly.budget=0.5", "pixelfly.token_fc1=dense", "pixelfly.token_fc2=dense",
+     "pixelfly.recompute_mlp=true"},
+};
+
+START_TEST(test_mixer_fashion_mnist) {
+    if (!have_fashion_mnist()) return;
+    double top1 = mixer_fashion_mnist(MIXER_KINDS[_i], "mixer");
+    ck_assert_msg(top1 > 0.70, "%s: test accuracy %.3f after 300 steps", MIXER_KINDS[_i][0],
+                  top1);
 }
 END_TEST
 
@@ -258,6 +330,8 @@ Suite *pf_test_suite(void) {
     tcase_add_checked_fixture(tc, pf_test_tmpdir_setup, pf_test_tmpdir_teardown);
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_gpt2_learns_and_is_deterministic);
+    tcase_add_loop_test(tc, test_gpt2_kinds_learn, 0,
+                        (int)(sizeof KIND_SETS / sizeof KIND_SETS[0]));
     suite_add_tcase(s, tc);
     tc = tcase_create("gpt2_eval");
     tcase_add_checked_fixture(tc, pf_test_tmpdir_setup, pf_test_tmpdir_teardown);
@@ -267,7 +341,8 @@ Suite *pf_test_suite(void) {
     tc = tcase_create("mixer");
     tcase_add_checked_fixture(tc, pf_test_tmpdir_setup, pf_test_tmpdir_teardown);
     tcase_set_timeout(tc, 120);
-    tcase_add_test(tc, test_mixer_fashion_mnist);
+    tcase_add_loop_test(tc, test_mixer_fashion_mnist, 0,
+                        (int)(sizeof MIXER_KINDS / sizeof MIXER_KINDS[0]));
     suite_add_tcase(s, tc);
     return s;
 }

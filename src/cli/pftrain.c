@@ -319,7 +319,8 @@ static int cmd_sample(int argc, char **argv) {
     }
     const pf_layout *lay = pf_model_layout(m);
     host = pf_calloc(lay->numel, sizeof(float));
-    if (pf_checkpoint_load(ckpt, lay, host, NULL, NULL, &st) < 0) {
+    if (pf_checkpoint_load(ckpt, lay, host, NULL, NULL, &st) < 0 ||
+        pf_model_adopt_masks(m, &st, ckpt) < 0) {
         fprintf(stderr, "pftrain sample: %s\n", pf_errmsg());
         goto out;
     }

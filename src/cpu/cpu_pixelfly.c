@@ -1,4 +1,5 @@
-// cpu_pixelfly.c: the Pixelfly layer y = x S^T + (x V^T) U^T + b (pattern.h) as one strided
+// cpu_pixelfly.c: the block-sparse layer y = x S^T + (x V^T) U^T + b (pattern.h: the Pixelfly
+// flat butterfly, a butterfly factor or a random mask) as one strided
 // GEMM per stored super-block: super-row p, slot k, super-column q = col(p, k) is
 //   y[:, p*ob:(p+1)*ob] += x[:, q*ib:(q+1)*ib] S[p][k]^T      (ldx = in, ldy = out)
 // The super-blocks are small GEMMs (K = in/bs or out/bs), so the threads split the
@@ -87,13 +88,13 @@ void cpu_pixelfly_bwd(const pf_pattern *p, pf_tensor dx, pf_pixelfly_w dw, pf_te
     if (need_dxv)
         cpu_sgemm(false, false, N, r, out, DY, out, cpu_f(w.U), r, 0.0f, cpu_f(dxv), r);
     if (pf_present(dx)) {
-        // Super-column q of dx gathers from super-rows p = col(q, k): the mask is symmetric
-        // and (p, q) sits in slot k of row p too, since p xor q is the same bit.
+        // Super-column q of dx gathers from the super-rows p = src(q, k) that hold it at
+        // slot k (every slot is a permutation: pattern.h).
         float *DX = cpu_f(dx);
     #pragma omp parallel for schedule(static)
         for (int q = 0; q < p->bs; q++)
             for (int k = 0; k <= p->nf; k++) {
-                int row = pf_pattern_col(p, q, k);
+                int row = pf_pattern_src(p, q, k);
                 cpu_sgemm(false, false, N, ib, ob, DY + row * ob, out, block(p, S, row, k), ib,
                           1.0f, DX + q * ib, in);
             }

@@ -45,7 +45,7 @@ static int gpt2_declare(pf_model *m) {
     pf_ln_declare(m, &g->lnf, "lnf", C, N);
     // The tied LM head: a dense linear over wte, counted in the FLOPs like any other.
     m->other_macs_per_sample += (int64_t)T * g->Vp * C;
-    pf_block_scratch_alloc(m, &g->scratch, B, T, C, pf_max_rank(c));
+    pf_block_scratch_alloc(m, &g->scratch, B, T, C);
     g->ids = pf_act_i32(m, N);
     g->targets = pf_act_i32(m, N);
     g->x0 = pf_act(m, N * C);

@@ -99,8 +99,12 @@ pf_tensor pf_grad(const pf_model *m, int idx) { return pf_arena_view(&m->arena, 
 
 int pf_model_linear(pf_model *m, pf_linear *l, const char *name, int in, int out, bool bias,
                     pf_layer_spec spec, int64_t rows_per_sample) {
-    if (pf_linear_declare(l, &m->layout, name, in, out, bias, spec) < 0) return -1;
+    if (pf_linear_declare(l, &m->layout, name, in, out, bias, spec, m->cfg.budget,
+                          (uint64_t)m->n_linears) < 0)
+        return -1;
     PF_ASSERT(m->n_linears < PF_MAX_LINEARS);
+    int64_t scratch = rows_per_sample * m->B * pf_linear_scratch_width(l);
+    if (scratch > m->linear_scratch_n) m->linear_scratch_n = scratch;
     m->linear_rows[m->n_linears] = rows_per_sample;
     m->linears[m->n_linears++] = l;
     return 0;
@@ -118,15 +122,6 @@ void pf_fill_normal(pf_model *m, float *host, int idx, float std, pf_rng *rng) {
 void pf_fill_const(pf_model *m, float *host, int idx, float v) {
     const pf_param_info *p = &m->layout.params[idx];
     for (int64_t i = 0; i < pf_param_numel(p); i++) host[p->offset + i] = v;
-}
-
-int pf_max_rank(const pf_config *c) {
-    const pf_layer_spec *s[] = {&c->attn_qkv, &c->attn_proj, &c->mlp_fc1,
-                                &c->mlp_fc2,  &c->token_fc1, &c->token_fc2};
-    int r = 0;
-    for (int i = 0; i < 6; i++)
-        if (s[i]->pixelfly && s[i]->rank > r) r = s[i]->rank;
-    return r;
 }
 
 // ---- layernorm -------------------------------------------------------------------------
@@ -178,12 +173,13 @@ int pf_mlp_declare(pf_model *m, pf_mlp *mlp, const char *name, int64_t N, int in
     if (pf_model_linear(m, &mlp->fc1, lname, in, hidden, true, s1, N / m->B) < 0) return -1;
     snprintf(lname, sizeof lname, "%s.fc2", name);
     if (pf_model_linear(m, &mlp->fc2, lname, hidden, out, true, s2, N / m->B) < 0) return -1;
-    mlp->fused = m->cfg.recompute_mlp && s1.pixelfly && s2.pixelfly;
+    mlp->fused = m->cfg.recompute_mlp && pf_layer_kind_masked(mlp->fc1.kind) &&
+                 pf_layer_kind_masked(mlp->fc2.kind);
     m->n_mlps++;
     int64_t scratch;
     if (mlp->fused) {
         // f, g are recomputed in backward; forward and backward keep them in the scratch.
-        scratch = pf_pixelfly_mlp_scratch_numel(&mlp->fc1.pat, &mlp->fc2.pat, N);
+        scratch = pf_pixelfly_mlp_scratch_numel(&mlp->fc1.pat[0], &mlp->fc2.pat[0], N);
         m->n_fused_mlps++;
     } else {
         mlp->f = pf_act(m, N * hidden);
@@ -191,8 +187,8 @@ int pf_mlp_declare(pf_model *m, pf_mlp *mlp, const char *name, int64_t N, int in
         scratch = unfused_dg_offset(N * hidden) + N * hidden;  // df, dg
     }
     if (scratch > m->mlp_scratch_n) m->mlp_scratch_n = scratch;
-    mlp->f_xv = pf_act(m, N * pf_linear_rank(&mlp->fc1));
-    mlp->g_xv = pf_act(m, N * pf_linear_rank(&mlp->fc2));
+    mlp->f_xv = pf_act(m, N * pf_linear_saved_width(&mlp->fc1));
+    mlp->g_xv = pf_act(m, N * pf_linear_saved_width(&mlp->fc2));
     return 0;
 }
 
@@ -202,15 +198,20 @@ void pf_mlp_init(pf_model *m, const pf_mlp *mlp, float *host, float std, float o
     pf_linear_init(&mlp->fc2, &m->layout, host, out_std, rng);
 }
 
+// A layer's saved activations [N, saved width] and its backward scratch [N, scratch width].
 static pf_tensor xv_view(pf_model *m, void *d, int64_t N, const pf_linear *l) {
-    int r = pf_linear_rank(l);
-    return r ? pf_act2(m, d, N, r) : pf_none();
+    int w = pf_linear_saved_width(l);
+    return w ? pf_act2(m, d, N, w) : pf_none();
+}
+static pf_tensor dxv_view(pf_model *m, void *d, int64_t N, const pf_linear *l) {
+    int w = pf_linear_scratch_width(l);
+    return w ? pf_act2(m, d, N, w) : pf_none();
 }
 
 void pf_mlp_forward(pf_model *m, pf_mlp *mlp, pf_tensor y, pf_tensor x) {
     int64_t N = mlp->N, H = mlp->fc1.out;
     if (mlp->fused) {
-        m->be->pixelfly_mlp_fwd(&mlp->fc1.pat, &mlp->fc2.pat, y,
+        m->be->pixelfly_mlp_fwd(&mlp->fc1.pat[0], &mlp->fc2.pat[0], y,
                                 xv_view(m, mlp->f_xv, N, &mlp->fc1),
                                 xv_view(m, mlp->g_xv, N, &mlp->fc2), x,
                                 pf_linear_pixelfly_w(&mlp->fc1, &m->arena, false),
@@ -228,7 +229,7 @@ void pf_mlp_backward(pf_model *m, pf_mlp *mlp, pf_tensor dx, pf_tensor dy, pf_te
     int64_t N = mlp->N, H = mlp->fc1.out;
     const pf_arena *a = &m->arena;
     if (mlp->fused) {
-        m->be->pixelfly_mlp_bwd(&mlp->fc1.pat, &mlp->fc2.pat, dx,
+        m->be->pixelfly_mlp_bwd(&mlp->fc1.pat[0], &mlp->fc2.pat[0], dx,
                                 pf_linear_pixelfly_w(&mlp->fc1, a, true),
                                 pf_linear_pixelfly_w(&mlp->fc2, a, true), dy, x,
                                 xv_view(m, mlp->f_xv, N, &mlp->fc1),
@@ -241,11 +242,11 @@ void pf_mlp_backward(pf_model *m, pf_mlp *mlp, pf_tensor dx, pf_tensor dy, pf_te
     pf_tensor tdg = pf_act2(m, dg, N, H), tdf = pf_act2(m, df, N, H);
     m->be->zero(dg, pf_act_bytes(m, N * H));
     pf_linear_backward(&mlp->fc2, &m->arena, tdg, dy, pf_act2(m, mlp->g, N, H),
-                       xv_view(m, mlp->g_xv, N, &mlp->fc2), xv_view(m, dxv, N, &mlp->fc2));
+                       xv_view(m, mlp->g_xv, N, &mlp->fc2), dxv_view(m, dxv, N, &mlp->fc2));
     m->be->zero(df, pf_act_bytes(m, N * H));
     m->be->gelu_bwd(tdf, tdg, pf_act2(m, mlp->f, N, H));
     pf_linear_backward(&mlp->fc1, &m->arena, dx, tdf, x, xv_view(m, mlp->f_xv, N, &mlp->fc1),
-                       xv_view(m, dxv, N, &mlp->fc1));
+                       dxv_view(m, dxv, N, &mlp->fc1));
 }
 
 // ---- transformer block -------------------------------------------------------------------
@@ -282,10 +283,10 @@ int pf_block_declare(pf_model *m, pf_block *blk, int layer, int B, int T, int C,
         return -1;
     blk->h1 = pf_act(m, N * C);
     blk->qkv_out = pf_act(m, N * 3 * C);
-    blk->qkv_xv = pf_act(m, N * pf_linear_rank(&blk->qkv));
+    blk->qkv_xv = pf_act(m, N * pf_linear_saved_width(&blk->qkv));
     blk->lse = pf_act_f32(m, (int64_t)B * NH * T);  // attention saves no T x T matrix
     blk->a = pf_act(m, N * C);
-    blk->a_xv = pf_act(m, N * pf_linear_rank(&blk->proj));
+    blk->a_xv = pf_act(m, N * pf_linear_saved_width(&blk->proj));
     blk->x2 = pf_act(m, N * C);
     blk->h2 = pf_act(m, N * C);
     blk->y = pf_act(m, N * C);
@@ -341,7 +342,7 @@ void pf_block_backward(pf_model *m, pf_block *blk, void *dres, const pf_block_sc
     be->zero(s->da, act_bytes);
     pf_linear_backward(&blk->proj, &m->arena, pf_act2(m, s->da, N, C), tdres,
                        pf_act2(m, blk->a, N, C), xv_view(m, blk->a_xv, N, &blk->proj),
-                       xv_view(m, s->dxv, N, &blk->proj));
+                       dxv_view(m, s->dxv, N, &blk->proj));
     be->zero(s->dqkv, 3 * act_bytes);
     be->attention_bwd(pf_act3(m, s->dqkv, blk->B, blk->T, 3 * C),
                       pf_act3(m, s->da, blk->B, blk->T, C),
@@ -352,7 +353,7 @@ void pf_block_backward(pf_model *m, pf_block *blk, void *dres, const pf_block_sc
     be->zero(s->dh, act_bytes);
     pf_linear_backward(&blk->qkv, &m->arena, tdh, pf_act2(m, s->dqkv, N, 3 * C),
                        pf_act2(m, blk->h1, N, C), xv_view(m, blk->qkv_xv, N, &blk->qkv),
-                       xv_view(m, s->dxv, N, &blk->qkv));
+                       dxv_view(m, s->dxv, N, &blk->qkv));
     pf_ln_backward(m, &blk->ln1, tdres, tdh, pf_act2(m, blk->x, N, C));
 }
 
@@ -360,13 +361,12 @@ int64_t pf_block_first_offset(const pf_model *m, const pf_block *blk) {
     return m->layout.params[blk->ln1.g].offset;
 }
 
-void pf_block_scratch_alloc(pf_model *m, pf_block_scratch *s, int B, int T, int C,
-                            int max_rank) {
+void pf_block_scratch_alloc(pf_model *m, pf_block_scratch *s, int B, int T, int C) {
     int64_t N = (int64_t)B * T;
     s->dh = pf_act(m, N * C);
     s->da = pf_act(m, N * C);
     s->dqkv = pf_act(m, N * 3 * C);  // attention backward needs no [B, NH, T, T] scratch
-    s->dxv = pf_act(m, N * max_rank);
+    s->dxv = pf_act(m, m->linear_scratch_n);  // declared after every linear layer
 }
 
 // ---- public API ----------------------------------------------------------------------------
@@ -475,19 +475,78 @@ double pf_model_train_flops(const pf_model *m, bool dense_twin) {
     return 6.0 * macs;  // forward 2 FLOPs per MAC, backward twice the forward
 }
 
+const pf_linear *pf_model_linear_at(const pf_model *m, int i) {
+    return i >= 0 && i < m->n_linears ? m->linears[i] : NULL;
+}
+
+static bool has_random_mask(const pf_linear *l) {
+    return l->kind == PF_LAYER_BLOCKSPARSE;
+}
+
+void pf_model_masks(const pf_model *m, pf_checkpoint_state *st) {
+    st->n_masks = 0;
+    st->masks = pf_calloc((size_t)m->n_linears + 1, sizeof *st->masks);
+    for (int i = 0; i < m->n_linears; i++) {
+        const pf_linear *l = m->linears[i];
+        if (!has_random_mask(l)) continue;
+        const pf_pattern *p = &l->pat[0];
+        pf_checkpoint_mask *mk = &st->masks[st->n_masks++];
+        snprintf(mk->name, sizeof mk->name, "%s", m->layout.params[l->S[0]].name);
+        mk->rows = p->bs;
+        mk->cols = p->nf + 1;
+        mk->col = pf_malloc(sizeof(int32_t) * (size_t)mk->rows * mk->cols);
+        for (int j = 0; j < mk->rows * mk->cols; j++) mk->col[j] = p->col[j];
+    }
+}
+
+int pf_model_adopt_masks(pf_model *m, const pf_checkpoint_state *st, const char *path) {
+    for (int i = 0; i < m->n_linears; i++) {
+        pf_linear *l = m->linears[i];
+        if (!has_random_mask(l)) continue;
+        const char *name = m->layout.params[l->S[0]].name;
+        const pf_checkpoint_mask *mk = NULL;
+        for (int j = 0; j < st->n_masks && !mk; j++)
+            if (!strcmp(st->masks[j].name, name)) mk = &st->masks[j];
+        pf_pattern *p = &l->pat[0];
+        if (!mk || mk->rows != p->bs || mk->cols != p->nf + 1) {
+            pf_error("checkpoint '%s' has %s mask /masks/%s for blocksparse layer %s (bs=%d, %d "
+                     "blocks per super-row)", path, mk ? "a mismatched" : "no", name, l->name,
+                     p->bs, p->nf + 1);
+            return -1;
+        }
+        if (pf_pattern_set_table(p, mk->col) < 0) {
+            char msg[512];
+            snprintf(msg, sizeof msg, "%s", pf_errmsg());
+            pf_error("checkpoint '%s': mask /masks/%s: %s", path, name, msg);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 void pf_model_summary(const pf_model *m, FILE *f) {
     const pf_config *c = &m->cfg;
     fprintf(f, "model %s: %d layers, width %d, %d heads, micro-batch %d\n", m->vt->name,
             c->n_layer, c->n_embd, c->n_head, m->B);
-    fprintf(f, "  %-22s %-9s %-13s %-18s %7s %12s %14s\n", "layer", "type", "out x in",
-            "pattern", "density", "params", "fwd FLOP/sample");
-    int64_t linear_params = 0, dense_linear_params = 0;
+    pf_linear_summary_header(f);
+    int64_t linear_params = 0, dense_linear_params = 0, budget_kept = 0, budget_dense = 0;
+    int n_budgeted = 0;
     for (int i = 0; i < m->n_linears; i++) {
         const pf_linear *l = m->linears[i];
         pf_linear_summary_row(l, m->linear_rows[i], f);
         linear_params += pf_linear_params(l);
         dense_linear_params += (int64_t)l->out * l->in + (l->b >= 0 ? l->out : 0);
+        if (l->budgeted) {
+            n_budgeted++;
+            budget_kept += pf_linear_macs(l);
+            budget_dense += (int64_t)l->out * l->in;
+        }
     }
+    if (n_budgeted)
+        fprintf(f, "budget %.4g: the %d layers it chose keep %lld of %lld dense weights and "
+                   "multiply-adds (%.4f; biases not counted)\n",
+                c->budget, n_budgeted, (long long)budget_kept, (long long)budget_dense,
+                (double)budget_kept / (double)budget_dense);
     int64_t total = pf_layout_param_count(&m->layout);
     int64_t dense_total = total - linear_params + dense_linear_params;
     double flops = pf_model_train_flops(m, false), dense_flops = pf_model_train_flops(m, true);

@@ -7,7 +7,9 @@
 
 #include "arena.h"
 #include "backend.h"
+#include "checkpoint.h"
 #include "config.h"
+#include "layers.h"
 
 typedef struct pf_model pf_model;
 
@@ -78,6 +80,16 @@ int64_t pf_model_activation_bytes(const pf_model *m);
 double pf_model_train_flops(const pf_model *m, bool dense_twin);
 // Per-layer table, totals, FLOPs.
 void pf_model_summary(const pf_model *m, FILE *f);
+// The model's linear layers in declaration order: layer i, NULL when i >= their number.
+const pf_linear *pf_model_linear_at(const pf_model *m, int i);
+
+// The random masks of the model's blocksparse layers, as a checkpoint stores them: sets
+// st->n_masks and st->masks (the caller frees st->masks[i].col and st->masks, or the whole
+// state with pf_checkpoint_state_free).
+void pf_model_masks(const pf_model *m, pf_checkpoint_state *st);
+// Makes every blocksparse layer use the mask `st` holds for it (loaded from `path`). -1 with
+// pf_error naming the file and the layer when one is missing or does not fit the layer.
+int pf_model_adopt_masks(pf_model *m, const pf_checkpoint_state *st, const char *path);
 
 // GPT-2 only: the V real logits of row `row` (b * T + t) of the last forward, to the host.
 void pf_gpt2_logits_row(pf_model *m, int64_t row, float *host);

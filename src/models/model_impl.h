@@ -18,9 +18,10 @@ struct pf_model {
     int B;
     pf_layout layout;
     pf_arena arena;
-    const pf_linear *linears[PF_MAX_LINEARS];  // every linear layer, for summary and FLOPs
+    pf_linear *linears[PF_MAX_LINEARS];  // every linear layer: summary, FLOPs, masks
     int64_t linear_rows[PF_MAX_LINEARS];       // rows each one sees per sample
     int n_linears;
+    int64_t linear_scratch_n;  // the largest linear backward scratch (rows x scratch width)
     int64_t rows_per_sample;                   // tokens per sequence (GPT-2) or 1 (images)
     int64_t other_macs_per_sample;              // q k^T and att v, forward
     void **acts;                               // activation buffers, freed with the model
@@ -129,8 +130,7 @@ void pf_block_forward(pf_model *m, pf_block *blk, void *x);
 void pf_block_backward(pf_model *m, pf_block *blk, void *dres, const pf_block_scratch *s);
 // Arena offset of the block's first parameter (its parameters are declared contiguously).
 int64_t pf_block_first_offset(const pf_model *m, const pf_block *blk);
-void pf_block_scratch_alloc(pf_model *m, pf_block_scratch *s, int B, int T, int C,
-                            int max_rank);
-int pf_max_rank(const pf_config *c);
+// After every linear layer is declared: dxv is sized by m->linear_scratch_n.
+void pf_block_scratch_alloc(pf_model *m, pf_block_scratch *s, int B, int T, int C);
 
 #endif

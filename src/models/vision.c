@@ -108,15 +108,14 @@ static int vision_declare(pf_model *m, bool vit) {
         for (int l = 0; l < c->n_layer; l++)
             if (pf_block_declare(m, &v->blocks[l], l, B, v->T, v->D, c->n_head, H, false) < 0)
                 return -1;
-        pf_block_scratch_alloc(m, &v->scratch, B, v->T, v->D, pf_max_rank(c));
+        pf_block_scratch_alloc(m, &v->scratch, B, v->T, v->D);
     } else {
         v->mblocks = pf_calloc(c->n_layer, sizeof *v->mblocks);
         for (int l = 0; l < c->n_layer; l++)
             if (mixer_block_declare(m, v, &v->mblocks[l], l) < 0) return -1;
-        int64_t rows = (int64_t)B * (v->P > v->D ? v->P : v->D);
-        // dxv for the larger of the two MLPs (rows x rank); their df, dg are m->mlp_scratch
+        // dxv for the largest linear backward scratch; the MLPs' df, dg are m->mlp_scratch
         v->scratch.dh = pf_act(m, NP * v->D);
-        v->scratch.dxv = pf_act(m, rows * pf_max_rank(c));
+        v->scratch.dxv = pf_act(m, m->linear_scratch_n);
         v->dtok_t = pf_act(m, NP * v->D);
         v->dtok = pf_act(m, NP * v->D);
     }

@@ -96,7 +96,9 @@ static int run(const char *ckpt, int B, const char *batch_path, const char *out)
     pf_arena *a = pf_model_arena(m);
     float *host = pf_calloc(lay->numel, sizeof(float));
     pf_checkpoint_state st = {0};
-    if (pf_checkpoint_load(ckpt, lay, host, NULL, NULL, &st) < 0) return -1;
+    if (pf_checkpoint_load(ckpt, lay, host, NULL, NULL, &st) < 0 ||
+        pf_model_adopt_masks(m, &st, ckpt) < 0)
+        return -1;
     be.upload(a->params, host, sizeof(float) * lay->numel);
     if (pf_read_file(batch_path, &bytes, &len) < 0) return -1;
     pf_batch batch = {0};
