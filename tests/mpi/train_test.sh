@@ -8,6 +8,8 @@
 #   reproduce NP     NP ranks at batch 8/NP reproduce the 1-rank losses at batch 8 (rel < 1e-4)
 #   resume NP        save at step 5 and 10, resume with train.steps raised to 20: the losses
 #                    are the very strings of an uninterrupted 20-step run
+#   kinds NP         resume NP with blocksparse (masks saved in the checkpoint, read by rank 0
+#                    and sent to every rank), butterfly and lowrank layers
 #   rescale NP       10 steps on 1 rank at batch 8, resumed on NP ranks at batch 8/NP (the same
 #                    global batch): the losses follow the uninterrupted 1-rank run (rel < 1e-4);
 #                    resuming at another global batch is refused with exit 2
@@ -91,11 +93,11 @@ case_reproduce() {
 }
 
 case_resume() {
-  local np=$1 bs
+  local np=$1 bs; shift
   bs=$(batch_for "$np")
   # A constant rate after warmup, so that raising train.steps changes no earlier step.
   local flags=(--set train.batch_size="$bs" --set train.schedule=constant
-               --set train.warmup_steps=5 --set run.checkpoint_every=5)
+               --set train.warmup_steps=5 --set run.checkpoint_every=5 "$@")
   train "$np" "$WORK/whole" "${flags[@]}" --set train.steps=20 || fail "uninterrupted run failed"
   train "$np" "$WORK/split" "${flags[@]}" --set train.steps=10 || fail "first half failed"
   [ "$(cat "$WORK/split/checkpoints/latest")" = ckpt-00000010.h5 ] ||
@@ -106,6 +108,12 @@ case_resume() {
   grep -q "resumed from .*ckpt-00000010.h5 at step 10" <<< "$out" ||
     fail "the resumed run does not say it resumed from step 10: $out"
   same_losses "$WORK/whole" "$WORK/split"
+}
+
+case_kinds() {
+  case_resume "$1" --set "pixelfly.attn_qkv=blocksparse bs=4 blocks=2 rank=4 seed=7" \
+    --set "pixelfly.attn_proj=butterfly bs=4" --set "pixelfly.mlp_fc1=lowrank rank=8" \
+    --set "pixelfly.mlp_fc2=blocksparse bs=8 blocks=3"
 }
 
 case_rescale() {
@@ -309,8 +317,8 @@ case_threads() {
 NP=0
 case "${1:-}" in
   threads) [ $# -eq 2 ] || fail "usage: $0 $1 NP"; case_threads "$2" ;;
-  reproduce|resume|rescale|sigterm|kill9|diverge) [ $# -eq 2 ] || fail "usage: $0 $1 NP"; "case_$1" "$2" ;;
+  reproduce|resume|kinds|rescale|sigterm|kill9|diverge) [ $# -eq 2 ] || fail "usage: $0 $1 NP"; "case_$1" "$2" ;;
   rankfail) [ $# -eq 3 ] || fail "usage: $0 rankfail NP data|early"; case_rankfail "$2" "$3" ;;
   corrupt) case_corrupt ;;
-  *) fail "usage: $0 reproduce|resume|rescale|sigterm|kill9|diverge|threads NP | rankfail NP WHEN | corrupt" ;;
+  *) fail "usage: $0 reproduce|resume|kinds|rescale|sigterm|kill9|diverge|threads NP | rankfail NP WHEN | corrupt" ;;
 esac
