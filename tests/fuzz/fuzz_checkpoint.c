@@ -2,9 +2,10 @@
 // `pftrain sample` use it, on the input written to a temporary DIR/ckpt-00000002.h5.
 // pf_checkpoint_read_config and pf_config_load_string of the text it returns,
 // then pf_checkpoint_load (verify, then read) against the layout of a tiny MLP-Mixer
-// (MODEL_INI below; the seed checkpoint is what pftrain wrote for it). Properties: a load
-// that succeeds returns a state that fits the format (world >= 1, K >= 1, a NUL-terminated
-// config), and one that fails leaves the caller's buffers untouched.
+// (MODEL_INI below; the seed checkpoint is what pftrain wrote for it), and the model adopting
+// the blocksparse mask it holds (pf_model_adopt_masks). Properties: a load that succeeds
+// returns a state that fits the format (world >= 1, K >= 1, a NUL-terminated config, masks
+// within the table bounds), and one that fails leaves the caller's buffers untouched.
 //
 // PF_FUZZ_WRITE_MODEL_INI=PATH: write MODEL_INI to PATH and exit (tests/fuzz/make-seeds.sh
 // trains the seed checkpoint on it).
@@ -18,12 +19,14 @@
 #include "config.h"
 #include "fuzz.h"
 #include "models/model.h"
+#include "pattern.h"
 
 static const char MODEL_INI[] =
-    "; The model of fuzz_checkpoint's layout: a one-block MLP-Mixer with Pixelfly channel MLP.\n"
+    "; The model of fuzz_checkpoint's layout: a one-block MLP-Mixer whose channel MLP is one\n"
+    "; Pixelfly and one blocksparse layer (its mask is stored in the checkpoint).\n"
     "[model]\ntype = mixer\nn_layer = 1\nn_embd = 8\nn_head = 1\nimage_size = 4\n"
     "patch_size = 2\nchannels = 1\nnum_classes = 2\ntoken_mlp_dim = 4\nchannel_mlp_dim = 8\n"
-    "\n[pixelfly]\nmlp_fc1 = bs=2 nf=1 rank=2\nmlp_fc2 = bs=2 nf=1 rank=2\n"
+    "\n[pixelfly]\nmlp_fc1 = bs=2 nf=1 rank=2\nmlp_fc2 = blocksparse bs=2 blocks=1 rank=2\n"
     "\n[train]\nbatch_size = 2\nsteps = 2\nwarmup_steps = 1\neval_every = 0\n"
     "\n[run]\nlog_every = 1\nbackend = cpu\n";
 
@@ -79,6 +82,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (rc == 0) {
         FUZZ_CHECK(st.world >= 1 && st.rng_words >= 1 && st.rng && st.cursors && st.config_text);
         (void)strlen(st.config_text);
+        for (int i = 0; i < st.n_masks; i++)
+            FUZZ_CHECK(st.masks[i].rows >= 1 && st.masks[i].cols >= 1 &&
+                       st.masks[i].rows * st.masks[i].cols <= PF_PATTERN_MAX_BLOCKS);
+        (void)pf_model_adopt_masks(model, &st, path);
+        (void)pf_errmsg();
         pf_checkpoint_state_free(&st);
     } else {
         FUZZ_CHECK(memcmp(&st, &before, sizeof st) == 0);
