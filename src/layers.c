@@ -87,6 +87,7 @@ int pf_linear_declare(pf_linear *l, pf_layout *lay, const char *name, int in, in
         l->budgeted = spec.kind != PF_LAYER_DENSE;
     }
     l->kind = spec.kind;
+    l->seed = spec.seed;
     l->rank = spec.kind == PF_LAYER_BUTTERFLY || spec.kind == PF_LAYER_DENSE ? 0 : spec.rank;
     if (build_masks(l, spec, bias, seed_salt) < 0) {
         char msg[1024];
@@ -322,14 +323,23 @@ void pf_linear_summary_header(FILE *f) {
             "pattern", "kept", "params", "fwd FLOP/sample");
 }
 
-void pf_linear_summary_row(const pf_linear *l, int64_t rows_per_sample, FILE *f) {
-    char pattern[96] = "-";
-    if (pf_layer_kind_masked(l->kind))
-        pf_pattern_describe(&l->pat[0], pattern, sizeof pattern);
+void pf_linear_describe(const pf_linear *l, char *buf, size_t len) {
+    if (l->kind == PF_LAYER_BLOCKSPARSE)
+        snprintf(buf, len, "bs=%d blocks=%d rank=%d seed=%lld", l->pat[0].bs, l->pat[0].nf + 1,
+                 l->rank, (long long)l->seed);
+    else if (l->kind == PF_LAYER_PIXELFLY)
+        pf_pattern_describe(&l->pat[0], buf, len);
     else if (l->kind == PF_LAYER_BUTTERFLY)
-        snprintf(pattern, sizeof pattern, "bs=%d, %d factors", l->pat[0].bs, l->nmask);
+        snprintf(buf, len, "bs=%d, %d factor%s", l->pat[0].bs, l->nmask, l->nmask > 1 ? "s" : "");
     else if (l->kind == PF_LAYER_LOWRANK)
-        snprintf(pattern, sizeof pattern, "rank=%d", l->rank);
+        snprintf(buf, len, "rank=%d", l->rank);
+    else
+        snprintf(buf, len, "-");
+}
+
+void pf_linear_summary_row(const pf_linear *l, int64_t rows_per_sample, FILE *f) {
+    char pattern[96];
+    pf_linear_describe(l, pattern, sizeof pattern);
     char shape[32];
     snprintf(shape, sizeof shape, "%d x %d", l->out, l->in);
     double kept = (double)pf_linear_macs(l) / ((double)l->out * l->in);

@@ -31,6 +31,7 @@ typedef struct {
     int nmask;            // masks in pat: 1 (pixelfly, blocksparse), L (butterfly), else 0
     pf_pattern pat[PF_LINEAR_MAX_MASKS];
     int rank;             // pixelfly, blocksparse, lowrank: the low-rank r
+    int64_t seed;         // blocksparse: the spec's seed (the mask's is mixed with the layer)
     int w, b;             // param indices: dense w [out, in]; bias b [out] (-1: none)
     int U, V;             // low-rank U [out, r], V [r, in] (-1: none)
     int S[PF_LINEAR_MAX_MASKS];  // mask j's blocks [bs, nf+1, ob, ib]
@@ -67,6 +68,9 @@ pf_pixelfly_w pf_linear_pixelfly_w(const pf_linear *l, const pf_arena *a, bool g
 void pf_linear_dense_weight(const pf_linear *l, const pf_layout *lay, const float *host, float *W);
 
 const char *pf_linear_kind_name(pf_layer_kind k);
+// The layer's pattern in words: "bs=16 nf=2 rank=32", "bs=16 blocks=3 seed=.. rank=32",
+// "bs=16, 4 factors", "rank=96"; "-" for dense.
+void pf_linear_describe(const pf_linear *l, char *buf, size_t len);
 int64_t pf_linear_params(const pf_linear *l);  // stored parameters (with bias)
 int64_t pf_linear_macs(const pf_linear *l);    // multiply-adds per row of x, forward
 // The `pftrain summary` table: header, then one row per layer.

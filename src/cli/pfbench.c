@@ -19,14 +19,43 @@
 //       Defaults: --nf 2,3 --rank 0,32 --repeat 5, and on cpu --tokens 2048 --bs 16
 //       --shapes 768x3072,3072x768, on cuda --tokens 8192,16384 --bs 8,16,32
 //       --shapes 768x3072,3072x768,1024x4096,4096x1024.
+//   pfbench kinds [--tokens N,...] [--shapes INxOUT,...] [--bs B] [--nf F] [--rank R]
+//                 [--repeat K] [--backend cpu|cuda]
+//       the layer kinds (layers.h) at about one parameter budget, one table per layer shape
+//       and token count, a row per kind: dense; pixelfly (bs, nf, rank); blocksparse, a random
+//       mask of nf+1 blocks per super-row at the same bs and rank (seed 1); lowrank at the
+//       rank, and butterfly at the bs (a power of two 2..256 dividing both sides), whose
+//       weights are closest to the Pixelfly layer's. Each layer is declared with
+//       pf_linear_declare on an arena of its own (with a bias) and timed through
+//       pf_linear_forward and pf_linear_backward, the calls a model makes, all kinds of a table
+//       in the same rounds (each round calls every kind's three once, so a shared machine's
+//       slow moments fall on all of them alike); each column is the median over rounds of
+//       its value in one round:
+//         fwd    pf_linear_forward
+//         dS     pf_linear_backward with dx absent: every parameter gradient, with what it
+//                needs on the way (Pixelfly's and lowrank's dy U, butterfly's input gradients
+//                of every factor but the first)
+//         dX     pf_linear_backward with dx present (the whole backward) minus dS, per round:
+//                noisy when dX is small (a negative difference is shown as 0)
+//         total  fwd + the whole backward; speed-up = dense total / total (same round)
+//       params = stored weights (bias excluded), kept = params / (out x in). The bound is the
+//       sum, over the ops the layer calls (masked kinds one Pixelfly op, butterfly its L
+//       factors, lowrank its two linear ops) and their fwd, dX and dS passes, of the pass's
+//       roofline bound as `kernels` computes it, with the FLOP side at the dense layer's rate
+//       in the same table (forward for fwd, whole backward for dX and dS) and dy U counted
+//       once per backward; "% bound" = bound / total (dense: about 100%, by construction).
+//       Defaults: --bs 16 --nf 2 --rank 32 --repeat 5 --shapes 768x3072,3072x768,1024x1024,
+//       --tokens as kernels.
 //   pfbench step CONFIG... [--steps K] [--set section.key=value]... [--backend cpu|cuda]
 //       median time of a whole training step (forward, backward, AdamW) of each config's
 //       model on synthetic data, and tokens/s or images/s, relative to the first config of
 //       the same model family (list the dense twin first); the model FLOP/s (nonzero work),
 //       MFU against a known GPU's bf16 peak, and the device memory in use.
 //
+// Activations are in the backend's dtype (fp32 on the CPU, bf16 on CUDA), weight gradients fp32.
 // Medians over --repeat (--steps) timed runs after one (two) warm-up runs; the machine, the
 // device and the thread count are printed so a figure can be quoted with them.
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/utsname.h>
@@ -35,6 +64,7 @@
 #include "backend.h"
 #include "common.h"
 #include "config.h"
+#include "layers.h"
 #include "memplan.h"
 #include "models/model.h"
 #include "train.h"
@@ -103,16 +133,26 @@ static void *random_buffer(const pf_backend *be, int64_t n, pf_dtype dt, pf_rng 
 // What one timed call does; ctx is the benchmark's own state.
 typedef void (*bench_fn)(void *ctx);
 
+// Times n calls, fn[i](ctx[i]), in `repeat` rounds after one warm-up round; each round calls
+// every one once, in order, so that the slow and the fast moments of a shared machine fall on
+// all of them alike. t[r * n + i] = call i's time in round r (ms).
+static void time_rounds(const pf_backend *be, int n, const bench_fn *fn, void *const *ctx,
+                        int repeat, double *t) {
+    // warm-up: first-touch pages, BLAS buffers, GPU clocks
+    for (int i = 0; i < n; i++) fn[i](ctx[i]);
+    be->synchronize();
+    for (int r = 0; r < repeat; r++)
+        for (int i = 0; i < n; i++) {
+            double t0 = pf_now();
+            fn[i](ctx[i]);
+            be->synchronize();
+            t[r * n + i] = 1e3 * (pf_now() - t0);
+        }
+}
+
 static double time_median_ms(const pf_backend *be, bench_fn fn, void *ctx, int repeat) {
     double *t = pf_malloc(sizeof(double) * repeat);
-    fn(ctx);  // warm-up: first-touch pages, BLAS buffers, GPU clocks
-    be->synchronize();
-    for (int i = 0; i < repeat; i++) {
-        double t0 = pf_now();
-        fn(ctx);
-        be->synchronize();
-        t[i] = 1e3 * (pf_now() - t0);
-    }
+    time_rounds(be, 1, &fn, &ctx, repeat, t);
     double m = median(t, repeat);
     free(t);
     return m;
@@ -123,27 +163,40 @@ static double time_median_ms(const pf_backend *be, bench_fn fn, void *ctx, int r
 typedef enum { PASS_FWD, PASS_DX, PASS_DS, PASS_COUNT } pass_kind;
 static const char *const pass_name[PASS_COUNT] = {"fwd", "dX", "dS"};
 
-// Nonzero FLOPs of one Pixelfly pass, 2 per multiply-add of what the call computes:
+// The sizes of one op that its roofline bound depends on: the Pixelfly op (nnz stored
+// weights, rank r) or a dense linear op (nnz = out x in, r = 0).
+typedef struct {
+    double nnz, r, in, out, b;  // b: out with a bias, else 0
+} op_dims;
+
+static op_dims pattern_dims(const pf_pattern *p) {
+    return (op_dims){(double)pf_pattern_sparse_numel(p), p->rank, p->in, p->out,
+                     p->bias ? p->out : 0};
+}
+
+static op_dims dense_dims(int out, int in, bool bias) {
+    return (op_dims){(double)out * in, 0, in, out, bias ? out : 0};
+}
+
+// Nonzero FLOPs of one pass of an op, 2 per multiply-add of what the call computes:
 //   fwd: y = x S^T + (x V^T) U^T;  dX: dx = dy S + (dy U) V;
 //   dS: dS = dy^T x, dU = dy^T xv, dV = (dy U)^T x (dxv = dy U recomputed: a dS-only call
 //       has no dX pass to share it with).
-// The dense layer's passes are 2 N in out each (bias terms are not counted).
-static double pass_flops(pass_kind k, const pf_pattern *p, int64_t N) {
-    double nnz = (double)pf_pattern_sparse_numel(p), r = p->rank, in = p->in, out = p->out;
-    if (k == PASS_DS) return 2.0 * N * (nnz + r * (2 * out + in));
-    return 2.0 * N * (nnz + r * (in + out));
+// A dense linear op is the case S = W, r = 0: 2 N in out each (bias terms are not counted).
+static double pass_flops(pass_kind k, const op_dims *d, int64_t N) {
+    if (k == PASS_DS) return 2.0 * N * (d->nnz + d->r * (2 * d->out + d->in));
+    return 2.0 * N * (d->nnz + d->r * (d->in + d->out));
 }
 
-// Minimum bytes one Pixelfly pass moves to and from memory: every tensor it needs read once,
-// every output written once. e = the backend's activation element size (x, y, dy, dx, xv,
-// dxv and the weights S, U, V, b it computes with); weight gradients are fp32 (4 bytes).
+// Minimum bytes one pass moves to and from memory: every tensor it needs read once, every
+// output written once. e = the backend's activation element size (x, y, dy, dx, xv, dxv and
+// the weights S, U, V, b it computes with); weight gradients are fp32 (4 bytes).
 //   fwd: reads x [N,in], S (nnz), U [out,r], V [r,in], b [out]; writes y [N,out], xv [N,r]
 //   dX:  reads dy [N,out], S, U, V and dxv [N,r]; reads and writes dx [N,in] (accumulated)
 //   dS:  reads dy and x (and xv, U when r > 0: dU and dV need them); reads and writes dS
 //        (nnz, fp32), dU, dV (r > 0) and db (with a bias): gradients are accumulated
-static double pass_bytes(pass_kind k, const pf_pattern *p, int64_t N, int e) {
-    double nnz = (double)pf_pattern_sparse_numel(p), r = p->rank, in = p->in, out = p->out;
-    double b = p->bias ? out : 0;
+static double pass_bytes(pass_kind k, const op_dims *d, int64_t N, int e) {
+    double nnz = d->nnz, r = d->r, in = d->in, out = d->out, b = d->b;
     switch (k) {
     case PASS_FWD: return e * (N * in + nnz + r * (out + in) + b + N * out + N * r);
     case PASS_DX: return e * (N * out + nnz + r * (out + in) + N * r + 2.0 * N * in);
@@ -197,8 +250,8 @@ static void bell_fwd(void *c) { pf_cuda_bell_run(((layer_bench *)c)->bell); }
 static const bench_fn dense_pass[PASS_COUNT] = {dense_fwd, dense_dx, dense_dw};
 static const bench_fn sparse_pass[PASS_COUNT] = {sparse_fwd, sparse_dx, sparse_ds};
 
-static pf_tensor dev_buf(const layer_bench *l, pf_dtype dt, int64_t a, int64_t b, pf_rng *rng) {
-    return pf_tensor_2d(random_buffer(l->be, a * b, dt, rng), dt, l->be->device, a, b);
+static pf_tensor dev_buf(const pf_backend *be, pf_dtype dt, int64_t a, int64_t b, pf_rng *rng) {
+    return pf_tensor_2d(random_buffer(be, a * b, dt, rng), dt, be->device, a, b);
 }
 
 static void free_tensors(const pf_backend *be, pf_tensor *ts, int n) {
@@ -212,12 +265,12 @@ static void layer_alloc(layer_bench *l, const pf_backend *be, int in, int out, i
     memset(l, 0, sizeof *l);
     l->be = be;
     l->act = be->act_dtype;
-    l->x = dev_buf(l, l->act, N, in, rng);
-    l->y = dev_buf(l, l->act, N, out, rng);
-    l->dy = dev_buf(l, l->act, N, out, rng);
-    l->dx = dev_buf(l, l->act, N, in, rng);
-    l->w = dev_buf(l, l->act, out, in, rng);
-    l->dw = dev_buf(l, PF_F32, out, in, rng);
+    l->x = dev_buf(l->be, l->act, N, in, rng);
+    l->y = dev_buf(l->be, l->act, N, out, rng);
+    l->dy = dev_buf(l->be, l->act, N, out, rng);
+    l->dx = dev_buf(l->be, l->act, N, in, rng);
+    l->w = dev_buf(l->be, l->act, out, in, rng);
+    l->dw = dev_buf(l->be, PF_F32, out, in, rng);
     l->b = pf_tensor_1d(random_buffer(be, out, l->act, rng), l->act, be->device, out);
     l->db = pf_tensor_1d(random_buffer(be, out, PF_F32, rng), PF_F32, be->device, out);
 }
@@ -240,12 +293,12 @@ static void pixelfly_alloc(layer_bench *l, const pf_pattern *p, pf_rng *rng) {
     l->pg = (pf_pixelfly_w){.S = dS, .b = l->db};
     l->xv = l->dxv = pf_none();
     if (r > 0) {
-        l->pw.U = dev_buf(l, l->act, p->out, r, rng);
-        l->pw.V = dev_buf(l, l->act, r, p->in, rng);
-        l->pg.U = dev_buf(l, PF_F32, p->out, r, rng);
-        l->pg.V = dev_buf(l, PF_F32, r, p->in, rng);
-        l->xv = dev_buf(l, l->act, N, r, rng);
-        l->dxv = dev_buf(l, l->act, N, r, rng);
+        l->pw.U = dev_buf(l->be, l->act, p->out, r, rng);
+        l->pw.V = dev_buf(l->be, l->act, r, p->in, rng);
+        l->pg.U = dev_buf(l->be, PF_F32, p->out, r, rng);
+        l->pg.V = dev_buf(l->be, PF_F32, r, p->in, rng);
+        l->xv = dev_buf(l->be, l->act, N, r, rng);
+        l->dxv = dev_buf(l->be, l->act, N, r, rng);
     }
 }
 
@@ -323,6 +376,38 @@ typedef struct {
     na_notes notes;
 } kernel_table;
 
+// Roofline bound (ms) of work of `flops` nonzero FLOPs and `bytes` minimum bytes: the longer
+// of the FLOPs at `dense_rate` (FLOP/ms: the dense layer's rate of the same pass, shape and
+// token count) and the bytes at the copy bandwidth. *flop_bound: which of the two it is.
+static double roofline_ms(const kernel_table *tb, double flops, double bytes, double dense_rate,
+                          bool *flop_bound) {
+    double t_flop = flops / dense_rate, t_mem = 1e3 * bytes / tb->bw;
+    *flop_bound = t_flop > t_mem;
+    return *flop_bound ? t_flop : t_mem;
+}
+
+// One FLOP/s unit for a run or a table: TFLOP/s when the fastest dense rate reaches 1e12.
+static const char *flop_unit(double top_rate, double *unit) {
+    *unit = top_rate >= 1e12 ? 1e12 : 1e9;
+    return top_rate >= 1e12 ? "TFLOP/s" : "GFLOP/s";
+}
+
+// One time unit for a table: microseconds when even the longest dense time is under 1 ms.
+static const char *time_unit(double top_ms, double *tscale) {
+    *tscale = top_ms < 1.0 ? 1e3 : 1.0;
+    return top_ms < 1.0 ? "us" : "ms";
+}
+
+// Measures the copy bandwidth into tb->bw and prints how every time of the run was taken.
+static void measure_copy_bandwidth(kernel_table *tb, const pf_backend *be) {
+    size_t copy_bytes = (size_t)(tb->cuda ? 256 : 64) << 20;
+    tb->bw = copy_bandwidth(be, copy_bytes, tb->repeat < 5 ? 5 : tb->repeat);
+    printf("activations %s, weight gradients fp32; median of %d runs after 1 warm-up\n",
+           be->act_dtype == PF_BF16 ? "bf16" : "fp32", tb->repeat);
+    printf("copy bandwidth (%zu MiB device-to-device, 2 x bytes / time): %.1f GB/s\n",
+           copy_bytes >> 20, tb->bw / 1e9);
+}
+
 // The three rows (fwd, dX, dS) of pattern p on the buffers of l; td: the dense times (ms).
 static void pattern_rows(kernel_table *tb, layer_bench *l, const pf_pattern *p,
                          const double td[PASS_COUNT]) {
@@ -333,10 +418,11 @@ static void pattern_rows(kernel_table *tb, layer_bench *l, const pf_pattern *p,
     snprintf(pat, sizeof pat, "bs=%d nf=%d r=%d", p->bs, p->nf, p->rank);
     for (int k = 0; k < PASS_COUNT; k++) {
         double ts = time_median_ms(l->be, sparse_pass[k], l, tb->repeat);
-        double flops = pass_flops(k, p, N);
-        double t_flop = td[k] * flops / dense_flops;  // the nonzero FLOPs at the dense rate
-        double t_mem = 1e3 * pass_bytes(k, p, N, tb->act_size) / tb->bw;
-        double bound = t_flop > t_mem ? t_flop : t_mem;
+        op_dims d = pattern_dims(p);
+        double flops = pass_flops(k, &d, N);
+        bool flop_bound;
+        double bound = roofline_ms(tb, flops, pass_bytes(k, &d, N, tb->act_size),
+                                   dense_flops / td[k], &flop_bound);
         printf("%-10s %6lld %-16s %-4s %9.3f %9.3f", shape, (long long)N, pat, pass_name[k],
                td[k] * tb->tscale, ts * tb->tscale);
         if (tb->cuda) {
@@ -348,9 +434,16 @@ static void pattern_rows(kernel_table *tb, layer_bench *l, const pf_pattern *p,
         }
         printf(" %8.1f %6.2fx %4.0f%% %7.3f %c %6.0f%%\n", flops / tb->unit / (ts / 1e3),
                td[k] / ts, 100.0 * td[k] * density / ts, bound * tb->tscale,
-               t_flop > t_mem ? 'F' : 'M', 100.0 * bound / ts);
+               flop_bound ? 'F' : 'M', 100.0 * bound / ts);
         fflush(stdout);
     }
+}
+
+// A table's settings from the backend and options; prints the machine line first.
+static kernel_table table_begin(const pf_backend *be, const kernel_opts *o) {
+    print_machine(be);
+    return (kernel_table){.cuda = be->device == PF_DEV_CUDA,
+                          .act_size = pf_dtype_size(be->act_dtype), .repeat = o->repeat};
 }
 
 static int cmd_kernels(const pf_backend *be, const kernel_opts *o) {
@@ -366,12 +459,9 @@ static int cmd_kernels(const pf_backend *be, const kernel_opts *o) {
                         return PF_EXIT_USAGE;
                     }
                 }
-    kernel_table tb = {.cuda = be->device == PF_DEV_CUDA,
-                       .act_size = pf_dtype_size(be->act_dtype),
-                       .repeat = o->repeat};
+    kernel_table tb = table_begin(be, o);
     pf_rng rng;
     pf_rng_seed(&rng, 1);
-    print_machine(be);
     fflush(stdout);
 
     // Dense times of every pass, shape and token count first: their rates go in the header
@@ -392,21 +482,12 @@ static int cmd_kernels(const pf_backend *be, const kernel_opts *o) {
             }
             layer_free(&l);
         }
-    size_t copy_bytes = (size_t)(tb.cuda ? 256 : 64) << 20;
-    tb.bw = copy_bandwidth(be, copy_bytes, o->repeat < 5 ? 5 : o->repeat);
+    measure_copy_bandwidth(&tb, be);
     // One FLOP/s unit and one time unit for the whole run, by the magnitude of the fastest
     // dense rate and of the longest dense time.
-    bool tera = top_rate >= 1e12, micro = top_ms < 1.0;
-    tb.unit = tera ? 1e12 : 1e9;
-    tb.tscale = micro ? 1e3 : 1.0;
-    const char *uname = tera ? "TFLOP/s" : "GFLOP/s", *tu = micro ? "us" : "ms";
-
-    printf("activations %s, weight gradients fp32; median of %d runs after 1 warm-up\n"
-           "passes: fwd = forward; dX = input gradient only; dS = weight gradients only "
-           "(dS, dU, dV, db; dense: dW, db)\n",
-           be->act_dtype == PF_BF16 ? "bf16" : "fp32", o->repeat);
-    printf("copy bandwidth (%zu MiB device-to-device, 2 x bytes / time): %.1f GB/s\n",
-           copy_bytes >> 20, tb.bw / 1e9);
+    const char *uname = flop_unit(top_rate, &tb.unit), *tu = time_unit(top_ms, &tb.tscale);
+    printf("passes: fwd = forward; dX = input gradient only; dS = weight gradients only "
+           "(dS, dU, dV, db; dense: dW, db)\n");
     printf("dense rates, %s (fwd / dX / dS):\n", uname);
     for (int s = 0; s < o->nshapes; s++)
         for (int t = 0; t < o->ntokens; t++) {
@@ -458,6 +539,267 @@ static int cmd_kernels(const pf_backend *be, const kernel_opts *o) {
         }
     for (int i = 0; i < tb.notes.n; i++) printf("bell n/a: %s\n", tb.notes.why[i]);
     free(dense_ms);
+    return PF_EXIT_OK;
+}
+
+// ---- layer kinds at one budget -------------------------------------------------------------
+
+// One layer of any kind (layers.h) with an arena of its own, on the table's activations.
+typedef struct {
+    const pf_backend *be;
+    pf_layout lay;
+    pf_arena arena;
+    pf_linear lin;
+    pf_tensor x, y, dy, dx;  // the table's: [N, in], [N, out], [N, out], [N, in]
+    pf_tensor xv, dxv;       // the layer's saved activations and backward scratch
+} kind_bench;
+
+static void kind_fwd(void *c) {
+    kind_bench *k = c;
+    pf_linear_forward(&k->lin, &k->arena, k->y, k->xv, k->x);
+}
+static void kind_bwd(void *c) {  // the whole backward: dx and every parameter gradient
+    kind_bench *k = c;
+    pf_linear_backward(&k->lin, &k->arena, k->dx, k->dy, k->x, k->xv, k->dxv);
+}
+static void kind_ds(void *c) {  // dx absent: the parameter gradients and what they need
+    kind_bench *k = c;
+    pf_linear_backward(&k->lin, &k->arena, pf_none(), k->dy, k->x, k->xv, k->dxv);
+}
+
+enum { KIND_DENSE, KIND_PIXELFLY, KIND_BLOCKSPARSE, KIND_LOWRANK, KIND_BUTTERFLY, KIND_COUNT };
+
+// Stored weights of `spec` at in x out (bias excluded; each is one multiply-add per row), or -1
+// with pf_error naming the kind when the spec does not fit the shape.
+static int64_t spec_weights(pf_layer_spec spec, int in, int out) {
+    pf_layout lay;
+    pf_layout_init(&lay);
+    pf_linear l;
+    int64_t w = pf_linear_declare(&l, &lay, pf_linear_kind_name(spec.kind), in, out, true, spec,
+                                  0, 0) < 0
+                    ? -1
+                    : pf_linear_macs(&l);
+    pf_layout_free(&lay);
+    return w;
+}
+
+// The rows of one table: dense; Pixelfly (o's bs, nf, rank); blocksparse, a random mask with
+// nf+1 blocks per super-row at the same bs and rank (seed 1); lowrank at the rank whose
+// weights are closest to the Pixelfly layer's; butterfly at the bs whose weights are closest,
+// among the powers of two 2..256 dividing both sides (bs 0: none does). -1 with pf_error when
+// Pixelfly or blocksparse does not fit the shape.
+static int kind_specs(const kernel_opts *o, int in, int out, pf_layer_spec spec[KIND_COUNT]) {
+    spec[KIND_DENSE] = (pf_layer_spec){.kind = PF_LAYER_DENSE};
+    spec[KIND_PIXELFLY] = (pf_layer_spec){.kind = PF_LAYER_PIXELFLY, .bs = o->bs[0],
+                                          .nf = o->nf[0], .rank = o->rank[0]};
+    spec[KIND_BLOCKSPARSE] = (pf_layer_spec){.kind = PF_LAYER_BLOCKSPARSE, .bs = o->bs[0],
+                                             .blocks = o->nf[0] + 1, .rank = o->rank[0],
+                                             .seed = 1};
+    int64_t P = spec_weights(spec[KIND_PIXELFLY], in, out);
+    if (P < 0 || spec_weights(spec[KIND_BLOCKSPARSE], in, out) < 0) return -1;
+    int narrow = in < out ? in : out, r = (int)((double)P / (in + out) + 0.5);
+    spec[KIND_LOWRANK] = (pf_layer_spec){.kind = PF_LAYER_LOWRANK,
+                                         .rank = r < 1 ? 1 : r > narrow ? narrow : r};
+    spec[KIND_BUTTERFLY] = (pf_layer_spec){.kind = PF_LAYER_BUTTERFLY};
+    int64_t best = -1;
+    for (int bs = 2; bs <= 256; bs *= 2) {
+        pf_layer_spec b = {.kind = PF_LAYER_BUTTERFLY, .bs = bs};
+        int64_t w = in % bs || out % bs ? -1 : spec_weights(b, in, out);
+        int64_t diff = w > P ? w - P : P - w;
+        if (w >= 0 && (best < 0 || diff < best)) best = diff, spec[KIND_BUTTERFLY] = b;
+    }
+    return 0;
+}
+
+// Declares the layer, allocates its arena (weights drawn as pf_linear_init does, std 0.02) and
+// its saved-activation and scratch buffers for N rows.
+static void kind_setup(kind_bench *k, pf_layer_spec spec, int in, int out, int64_t N,
+                       pf_rng *rng) {
+    pf_layout_init(&k->lay);
+    PF_ASSERT(pf_linear_declare(&k->lin, &k->lay, pf_linear_kind_name(spec.kind), in, out, true,
+                                spec, 0, 0) == 0);
+    pf_arena_alloc(&k->arena, &k->lay, k->be);
+    size_t bytes = sizeof(float) * (size_t)k->lay.numel;
+    float *host = pf_calloc(1, bytes);
+    pf_linear_init(&k->lin, &k->lay, host, 0.02f, rng);
+    k->be->upload(k->arena.params, host, bytes);
+    free(host);
+    pf_arena_sync_weights(&k->arena);
+    int sw = pf_linear_saved_width(&k->lin), cw = pf_linear_scratch_width(&k->lin);
+    k->xv = sw ? dev_buf(k->be, k->be->act_dtype, N, sw, rng) : pf_none();
+    k->dxv = cw ? dev_buf(k->be, k->be->act_dtype, N, cw, rng) : pf_none();
+}
+
+static void kind_free(kind_bench *k) {
+    pf_tensor ts[] = {k->xv, k->dxv};
+    free_tensors(k->be, ts, 2);
+    pf_arena_free(&k->arena);
+    pf_layout_free(&k->lay);
+}
+
+// A sum of roofline bounds (ms) and how many of its terms were FLOP- and memory-bound.
+typedef struct {
+    double ms;
+    int flop, mem;
+} bound_sum;
+
+// Bound of one op's forward and whole backward (dX and dS passes, pass_flops and pass_bytes
+// as `pfbench kernels` bounds each pass), at the dense rates rate[] (FLOP/ms) of the table:
+// the dense forward's for fwd, the dense whole backward's for dX and dS.
+// A whole backward computes dxv = dy U once, for dx and dV both: the dS pass's recomputation
+// of it is not counted.
+static void op_bound(const kernel_table *tb, const op_dims *d, int64_t N,
+                     const double rate[PASS_COUNT], bound_sum *b) {
+    for (int k = 0; k < PASS_COUNT; k++) {
+        double flops = pass_flops(k, d, N) - (k == PASS_DS ? 2.0 * N * d->r * d->out : 0);
+        bool f;
+        b->ms += roofline_ms(tb, flops, pass_bytes(k, d, N, tb->act_size), rate[k], &f);
+        *(f ? &b->flop : &b->mem) += 1;
+    }
+}
+
+// Bound of the layer's forward + whole backward: the sum over the ops pf_linear_forward and
+// pf_linear_backward call (layers.c): one linear op (dense), one Pixelfly op (pixelfly,
+// blocksparse), the two linear ops x V^T and xv U^T (lowrank), the L factors (butterfly).
+// Buffer zeroing inside the layer's backward (butterfly, lowrank) is not counted.
+static bound_sum layer_bound(const kernel_table *tb, const pf_linear *l, int64_t N,
+                             const double rate[PASS_COUNT]) {
+    bound_sum b = {0};
+    op_dims d[PF_LINEAR_MAX_MASKS];
+    int n = 0;
+    if (l->kind == PF_LAYER_DENSE) {
+        d[n++] = dense_dims(l->out, l->in, l->b >= 0);
+    } else if (l->kind == PF_LAYER_LOWRANK) {
+        d[n++] = dense_dims(l->rank, l->in, false);
+        d[n++] = dense_dims(l->out, l->rank, l->b >= 0);
+    } else {
+        for (int j = 0; j < l->nmask; j++) d[n++] = pattern_dims(&l->pat[j]);
+    }
+    for (int i = 0; i < n; i++) op_bound(tb, &d[i], N, rate, &b);
+    return b;
+}
+
+enum { COL_FWD, COL_DX, COL_DS, COL_TOTAL, COL_SPEEDUP, COL_BWD, COL_COUNT };
+
+// Medians over rounds of the columns of the kind whose calls are c[0] (forward), c[1] (whole
+// backward) and c[2] (dS), against dense's d[3], in the times t of time_rounds (n calls a
+// round): fwd, dX = backward - dS, dS, total = fwd + backward, the speed-up = dense total /
+// total, and the whole backward, each value of one round.
+static void kind_columns(const double *t, int n, int repeat, const int c[3], const int d[3],
+                         double col[COL_COUNT]) {
+    double *v = pf_malloc(sizeof(double) * COL_COUNT * repeat);
+    for (int r = 0; r < repeat; r++) {
+        const double *tr = t + (size_t)r * n;
+        double total = tr[c[0]] + tr[c[1]];
+        v[COL_FWD * repeat + r] = tr[c[0]];
+        // two separate calls' difference: below 0 it is timing noise, shown as 0
+        v[COL_DX * repeat + r] = fmax(0.0, tr[c[1]] - tr[c[2]]);
+        v[COL_DS * repeat + r] = tr[c[2]];
+        v[COL_TOTAL * repeat + r] = total;
+        v[COL_SPEEDUP * repeat + r] = (tr[d[0]] + tr[d[1]]) / total;
+        v[COL_BWD * repeat + r] = tr[c[1]];
+    }
+    for (int k = 0; k < COL_COUNT; k++) col[k] = median(v + k * repeat, repeat);
+    free(v);
+}
+
+// One table: every kind of kind_specs at in x out and N tokens, timed in rounds together
+// (time_rounds). Dense's times are the speed-up's reference and the FLOP side of every bound.
+static void kinds_table(kernel_table *tb, const pf_backend *be, const kernel_opts *o, int in,
+                        int out, int N, pf_rng *rng) {
+    pf_layer_spec spec[KIND_COUNT];
+    PF_ASSERT(kind_specs(o, in, out, spec) == 0);  // checked before any timing
+    pf_dtype act = be->act_dtype;
+    pf_tensor x = dev_buf(be, act, N, in, rng), y = dev_buf(be, act, N, out, rng),
+              dy = dev_buf(be, act, N, out, rng), dx = dev_buf(be, act, N, in, rng);
+    kind_bench *kb = pf_calloc(KIND_COUNT, sizeof *kb);
+    bench_fn fn[3 * KIND_COUNT];
+    void *ctx[3 * KIND_COUNT];
+    int n = 0, call[KIND_COUNT];  // call[i]: kind i's first call, -1: no such layer
+    for (int i = 0; i < KIND_COUNT; i++) {
+        call[i] = -1;
+        if (spec[i].kind == PF_LAYER_BUTTERFLY && !spec[i].bs) continue;
+        kb[i] = (kind_bench){.be = be, .x = x, .y = y, .dy = dy, .dx = dx};
+        kind_setup(&kb[i], spec[i], in, out, N, rng);
+        static const bench_fn calls[3] = {kind_fwd, kind_bwd, kind_ds};
+        call[i] = n;
+        for (int c = 0; c < 3; c++) fn[n] = calls[c], ctx[n++] = &kb[i];
+    }
+    double *t = pf_malloc(sizeof(double) * n * tb->repeat);
+    time_rounds(be, n, fn, ctx, tb->repeat, t);
+
+    const int *d = (int[]){call[KIND_DENSE], call[KIND_DENSE] + 1, call[KIND_DENSE] + 2};
+    double dense[COL_COUNT], rate[PASS_COUNT], unit, dense_flops = 2.0 * N * in * out;
+    kind_columns(t, n, tb->repeat, d, d, dense);
+    // the rates of measured calls: dX, a difference, can be noise
+    rate[PASS_FWD] = dense_flops / dense[COL_FWD];
+    rate[PASS_DX] = rate[PASS_DS] = 2 * dense_flops / dense[COL_BWD];
+    double fastest = rate[PASS_FWD] > rate[PASS_DX] ? rate[PASS_FWD] : rate[PASS_DX];
+    const char *uname = flop_unit(1e3 * fastest, &unit);
+    const char *tu = time_unit(dense[COL_BWD], &tb->tscale);
+    printf("\n%dx%d (in x out), %d tokens; dense %s forward / whole backward: %.1f / %.1f\n", in,
+           out, N, uname, rate[PASS_FWD] * 1e3 / unit, rate[PASS_DX] * 1e3 / unit);
+    char h[5][16];
+    const char *what[5] = {"fwd", "dX", "dS", "total", "bound"};
+    for (int c = 0; c < 5; c++) snprintf(h[c], sizeof h[c], "%s %s", what[c], tu);
+    printf("%-11s %-30s %9s %6s %9s %9s %9s %9s %7s %9s %-2s %7s\n", "kind", "pattern", "params",
+           "kept", h[0], h[1], h[2], h[3], "speedup", h[4], "", "% bound");
+    for (int i = 0; i < KIND_COUNT; i++) {
+        const char *name = pf_linear_kind_name(spec[i].kind);
+        if (call[i] < 0) {
+            printf("%-11s n/a: no power of two from 2 to 256 divides both %d and %d\n", name, in,
+                   out);
+            continue;
+        }
+        double col[COL_COUNT];
+        kind_columns(t, n, tb->repeat, (int[]){call[i], call[i] + 1, call[i] + 2}, d, col);
+        bound_sum b = layer_bound(tb, &kb[i].lin, N, rate);
+        char pat[160];
+        pf_linear_describe(&kb[i].lin, pat, sizeof pat);
+        int64_t w = pf_linear_macs(&kb[i].lin);
+        double sc = tb->tscale;
+        printf("%-11s %-30s %9lld %6.4f %9.3f %9.3f %9.3f %9.3f %6.2fx %9.3f %-2s %6.0f%%\n", name,
+               pat, (long long)w, (double)w / ((double)in * out), col[COL_FWD] * sc,
+               col[COL_DX] * sc, col[COL_DS] * sc, col[COL_TOTAL] * sc, col[COL_SPEEDUP],
+               b.ms * sc, !b.mem ? "F" : !b.flop ? "M" : "FM", 100.0 * b.ms / col[COL_TOTAL]);
+        kind_free(&kb[i]);
+    }
+    fflush(stdout);
+    free(t);
+    free(kb);
+    pf_tensor ts[] = {x, y, dy, dx};
+    free_tensors(be, ts, 4);
+}
+
+static int cmd_kinds(const pf_backend *be, const kernel_opts *o) {
+    for (int s = 0; s < o->nshapes; s++) {  // every table's kinds valid before any timing
+        pf_layer_spec spec[KIND_COUNT];
+        if (kind_specs(o, o->shapes[s][0], o->shapes[s][1], spec) < 0) {
+            fprintf(stderr, "pfbench kinds: %dx%d: %s\n", o->shapes[s][0], o->shapes[s][1],
+                    pf_errmsg());
+            return PF_EXIT_USAGE;
+        }
+    }
+    kernel_table tb = table_begin(be, o);
+    pf_rng rng;
+    pf_rng_seed(&rng, 1);
+    measure_copy_bandwidth(&tb, be);
+    printf("kinds at Pixelfly's budget: blocksparse = random mask of the same bs, blocks per "
+           "super-row and rank (seed 1);\nlowrank and butterfly at the rank / bs whose weights "
+           "are closest to Pixelfly's; every layer with a bias\n"
+           "params = stored weights (bias excluded), kept = params / (out x in)\n"
+           "fwd = pf_linear_forward; dS = pf_linear_backward with dx absent (every parameter "
+           "gradient and the\nintermediate gradients it needs); dX = whole backward (dx "
+           "present) - dS; total = fwd + whole backward;\nspeedup = dense total / total; "
+           "the kinds of a table run in the same rounds, each column the\nmedian over rounds "
+           "of its value in one round\nbound = sum over the layer's ops and passes of "
+           "max(nonzero FLOPs / the dense layer's rate in this\ntable (forward for fwd, whole "
+           "backward for dX and dS), minimum bytes / copy bandwidth):\nF = every term "
+           "FLOP-bound, M = every term memory-bound, FM = mixed; %% bound = bound / total\n");
+    fflush(stdout);
+    for (int s = 0; s < o->nshapes; s++)
+        for (int t = 0; t < o->ntokens; t++)
+            kinds_table(&tb, be, o, o->shapes[s][0], o->shapes[s][1], o->tokens[t], &rng);
     return PF_EXIT_OK;
 }
 
@@ -568,6 +910,8 @@ static void usage(FILE *f) {
             "usage: pfbench kernels [--tokens N,...] [--shapes INxOUT,...] [--bs B,...]\n"
             "                       [--nf F,...] [--rank R,...] [--repeat K]\n"
             "                       [--backend cpu|cuda]\n"
+            "       pfbench kinds [--tokens N,...] [--shapes INxOUT,...] [--bs B] [--nf F]\n"
+            "                     [--rank R] [--repeat K] [--backend cpu|cuda]\n"
             "       pfbench step CONFIG... [--steps K] [--set section.key=value]...\n"
             "                       [--backend cpu|cuda]\n");
 }
@@ -593,12 +937,15 @@ int main(int argc, char **argv) {
         return argc < 2 ? PF_EXIT_USAGE : PF_EXIT_OK;
     }
     int backend = PF_BACKEND_CPU;
-    // Tokens, shapes and block counts default by backend, below.
-    kernel_opts ko = {.repeat = 5, .nf = {2, 3}, .nnf = 2, .rank = {0, 32}, .nrank = 2};
+    // Tokens, shapes and patterns default by command and backend, below.
+    kernel_opts ko = {.repeat = 5};
     char *configs[32], *sets[64];
     int nconfigs = 0, nsets = 0, steps = 5;
-    bool kernels = !strcmp(argv[1], "kernels");
-    if (!kernels && strcmp(argv[1], "step")) {
+    bool kernels = !strcmp(argv[1], "kernels"), kinds = !strcmp(argv[1], "kinds");
+    bool layer = kernels || kinds;  // the commands that time single layers
+    int npat = kinds ? 1 : MAX_LIST;  // kinds: one Pixelfly pattern
+    const char *want_pos = kinds ? "an integer >= 1" : "up to 8 comma-separated integers >= 1";
+    if (!layer && strcmp(argv[1], "step")) {
         fprintf(stderr, "pfbench: unknown command '%s'\n", argv[1]);
         usage(stderr);
         return PF_EXIT_USAGE;
@@ -611,32 +958,32 @@ int main(int argc, char **argv) {
             want = "cpu or cuda";
             bad = bad || (strcmp(v, "cuda") && strcmp(v, "cpu"));
             if (!bad) backend = !strcmp(v, "cuda") ? PF_BACKEND_CUDA : PF_BACKEND_CPU;
-        } else if (kernels && !strcmp(a, "--tokens")) {
+        } else if (layer && !strcmp(a, "--tokens")) {
             want = "up to 8 comma-separated integers >= 1";
             bad = bad || (ko.ntokens = parse_ints(v, ko.tokens, MAX_LIST, 1)) < 1;
-        } else if (kernels && !strcmp(a, "--repeat")) {
+        } else if (layer && !strcmp(a, "--repeat")) {
             want = "an integer >= 1";
             bad = bad || parse_ints(v, &ko.repeat, 1, 1) != 1;
-        } else if (kernels && !strcmp(a, "--bs")) {
-            want = "up to 8 comma-separated integers >= 1";
-            bad = bad || (ko.nbs = parse_ints(v, ko.bs, MAX_LIST, 1)) < 1;
-        } else if (kernels && !strcmp(a, "--nf")) {
-            want = "up to 8 comma-separated integers >= 1";
-            bad = bad || (ko.nnf = parse_ints(v, ko.nf, MAX_LIST, 1)) < 1;
-        } else if (kernels && !strcmp(a, "--rank")) {
-            want = "up to 8 comma-separated integers >= 0";
-            bad = bad || (ko.nrank = parse_ints(v, ko.rank, MAX_LIST, 0)) < 1;
-        } else if (kernels && !strcmp(a, "--shapes")) {
+        } else if (layer && !strcmp(a, "--bs")) {
+            want = want_pos;
+            bad = bad || (ko.nbs = parse_ints(v, ko.bs, npat, 1)) < 1;
+        } else if (layer && !strcmp(a, "--nf")) {
+            want = want_pos;
+            bad = bad || (ko.nnf = parse_ints(v, ko.nf, npat, 1)) < 1;
+        } else if (layer && !strcmp(a, "--rank")) {
+            want = kinds ? "an integer >= 0" : "up to 8 comma-separated integers >= 0";
+            bad = bad || (ko.nrank = parse_ints(v, ko.rank, npat, 0)) < 1;
+        } else if (layer && !strcmp(a, "--shapes")) {
             want = "up to 16 comma-separated INxOUT, e.g. 768x3072,3072x768";
             bad = bad || !parse_shapes(v, &ko);
-        } else if (!kernels && !strcmp(a, "--steps")) {
+        } else if (!layer && !strcmp(a, "--steps")) {
             want = "an integer >= 1";
             bad = bad || parse_ints(v, &steps, 1, 1) != 1;
-        } else if (!kernels && !strcmp(a, "--set")) {
+        } else if (!layer && !strcmp(a, "--set")) {
             want = "section.key=value, at most 64 of them";
             bad = bad || nsets == 64;
             if (!bad) sets[nsets++] = argv[i + 1];
-        } else if (!kernels && a[0] != '-') {
+        } else if (!layer && a[0] != '-') {
             if (nconfigs == 32) {
                 fprintf(stderr, "pfbench step: at most 32 CONFIG files\n");
                 return PF_EXIT_USAGE;
@@ -667,8 +1014,21 @@ int main(int argc, char **argv) {
     }
     if (!ko.nbs) {  // the CPU sweeps the paper's bs only: each row takes seconds there
         int cpu_bs[] = {16}, cuda_bs[] = {8, 16, 32};
-        ko.nbs = cuda ? 3 : 1;
-        memcpy(ko.bs, cuda ? cuda_bs : cpu_bs, sizeof(int) * ko.nbs);
+        ko.nbs = cuda && !kinds ? 3 : 1;
+        memcpy(ko.bs, cuda && !kinds ? cuda_bs : cpu_bs, sizeof(int) * ko.nbs);
+    }
+    if (!ko.nnf) {
+        ko.nnf = kinds ? 1 : 2;
+        memcpy(ko.nf, (int[]){2, 3}, sizeof(int) * ko.nnf);
+    }
+    if (!ko.nrank) {  // kinds: Pixelfly with its low-rank term, as the paper's layers
+        ko.nrank = kinds ? 1 : 2;
+        memcpy(ko.rank, kinds ? (int[]){32} : (int[]){0, 32}, sizeof(int) * ko.nrank);
+    }
+    if (!ko.nshapes && kinds) {  // both GPT-2 small MLP layers and a square one
+        int shapes[3][2] = {{768, 3072}, {3072, 768}, {1024, 1024}};
+        ko.nshapes = 3;
+        memcpy(ko.shapes, shapes, sizeof shapes);
     }
     if (!ko.nshapes) {
         int shapes[4][2] = {{768, 3072}, {3072, 768}, {1024, 4096}, {4096, 1024}};
@@ -681,6 +1041,7 @@ int main(int argc, char **argv) {
         return PF_EXIT_USAGE;
     }
     if (kernels) return cmd_kernels(be, &ko);
+    if (kinds) return cmd_kinds(be, &ko);
     if (nconfigs == 0) {
         fprintf(stderr, "pfbench step: give one or more CONFIG files (dense and Pixelfly "
                         "twins side by side, e.g. configs/gpt2-tiny-{dense,pixelfly}.ini)\n");

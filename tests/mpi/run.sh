@@ -107,6 +107,10 @@ BOUND_ROW='dS +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+x +[0-9]+% +[0-9.]+ [FM] +[0-9]
 run_case "pfbench kernels prints the bound column" "ok:$BOUND_ROW" 60 \
   env OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=1 "$PB" kernels --tokens 64 --shapes 64x128 \
   --bs 4 --nf 1 --rank 0,4 --repeat 1
+KIND_ROW='butterfly +bs=8, 3 factors +[0-9]+ +[0-9.]+( +[0-9.]+){4} +[0-9.]+x +[0-9.]+ [FM]+ +[0-9]+%'
+run_case "pfbench kinds prints a row per kind" "ok:$KIND_ROW" 60 \
+  env OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=1 "$PB" kinds --tokens 64 --shapes 64x128 \
+  --bs 4 --nf 1 --rank 4 --repeat 1
 run_case "pfbench kernels refuses a bad option by name" "fail:unknown option '--bogus'" 30 \
   "$PB" kernels --bogus 1
 run_case "pfbench kernels refuses a bad value by name" "fail:bad value 'x' for option '--tokens'" \
