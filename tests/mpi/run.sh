@@ -100,6 +100,8 @@ run_case "train one rank fails before the broadcast np=2: no hang" ok 90 \
   bash "$TT" rankfail 2 early
 run_case "train threads: unset OMP_NUM_THREADS shares the cores, np=2" ok 90 bash "$TT" threads 2
 
+run_case "sweep 2x2: interrupted, resumed, collected"   ok 300 bash tests/sweep_test.sh
+
 # pfbench kernels on the CPU backend (no MPI): a tiny run prints every column of a dS row
 # down to the roofline bound ("F"/"M" and "% bound"); an unknown option is refused by name.
 PB=$BUILD/pfbench
