@@ -156,14 +156,26 @@ static int write_contents(hid_t file, const char *path, const pf_layout *layout,
 
 // The core driver's buffer: HDF5 allocates it through these callbacks, and at close hands it
 // to us instead of freeing it. New memory is zeroed so that no stale heap bytes reach the file.
+// When a file already exists at the path, H5Fcreate first opens it into a buffer of its own
+// and closes it again: that buffer, kept at its close like the final one, is freed when the
+// next one is allocated (`released`), so only the last file's image reaches the caller.
 typedef struct {
     void *image;
     size_t size;
+    bool released;  // HDF5 closed `image`: ours now, no longer the driver's
 } image_capture;
+
+static void drop_released(image_capture *c) {
+    if (!c->released) return;
+    free(c->image);
+    c->image = NULL;
+    c->released = false;
+}
 
 static void *img_malloc(size_t n, H5FD_file_image_op_t op, void *u) {
     (void)op;
     image_capture *c = u;
+    drop_released(c);
     c->image = calloc(n, 1);
     c->size = c->image ? n : 0;
     return c->image;
@@ -172,6 +184,7 @@ static void *img_malloc(size_t n, H5FD_file_image_op_t op, void *u) {
 static void *img_realloc(void *p, size_t n, H5FD_file_image_op_t op, void *u) {
     (void)op;
     image_capture *c = u;
+    if (!p) drop_released(c);
     char *q = realloc(p, n);
     if (!q) return NULL;  // HDF5 reports the failure
     if (n > c->size) memset(q + c->size, 0, n - c->size);
@@ -188,7 +201,10 @@ static void *img_memcpy(void *dst, const void *src, size_t n, H5FD_file_image_op
 
 static herr_t img_free(void *p, H5FD_file_image_op_t op, void *u) {
     image_capture *c = u;
-    if (op == H5FD_FILE_IMAGE_OP_FILE_CLOSE && p == c->image) return 0;  // kept for the caller
+    if (op == H5FD_FILE_IMAGE_OP_FILE_CLOSE && p == c->image) {
+        c->released = true;  // kept for the caller
+        return 0;
+    }
     free(p);
     return 0;
 }
