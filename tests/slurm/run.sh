@@ -5,7 +5,8 @@
 # slurmctld and slurmd, then:
 #   1. a short job runs to the end: checkpoint, `latest`, metrics and summary exist;
 #   2. a longer job gets SIGUSR1 (as at the time limit): the ranks save, the script exits 75
-#      into `scontrol requeue`, and the requeued job resumes and finishes the run.
+#      into `scontrol requeue`, and the requeued job resumes and finishes the run;
+#   3. launch/sweep.sh --slurm runs a 2-point sweep as an array job, and --collect tables it.
 # Stops the daemons it started on exit. Prints "N passed, N failed"; non-zero if any failed.
 # Knobs: PF_NTASKS (ranks, default 1), PF_GPUS (GPUs per node, default 0), PF_CONFIG.
 # Builds nothing: `make test-slurm` builds the tools first; by hand, `make BUILD=DIR` (or just
@@ -179,5 +180,27 @@ if submit requeue "$RUN2" "$TINY --set train.steps=$STEPS --set run.checkpoint_e
   fi
 else
   fail "SIGUSR1/requeue: submit" "$JOB"
+fi
+
+# Case 3: a sweep as an array job (two seeds), then its collection.
+SW=$T/sweep
+# shellcheck disable=SC2086 # TINY is a list of flags
+out=$(OMP_NUM_THREADS=1 launch/sweep.sh "$PF_CONFIG" --out "$SW" --grid 'train.seed=1,2' --slurm \
+      -- $TINY --set train.steps=10 2>&1)
+AJOB=$(sed -n 's/^Submitted batch job \([0-9]*\).*/\1/p' <<< "$out")
+if [ -n "$AJOB" ]; then
+  for _ in $(seq 180); do
+    squeue -h -j "$AJOB" 2>/dev/null | grep -q . || break
+    sleep 1
+  done
+  col=$(launch/sweep.sh --collect "$SW" 2>&1)
+  if [ -f "$SW/000/done" ] && [ -f "$SW/001/done" ] && grep -q "2 of 2 points done" <<< "$col" &&
+     grep -q ',2,val_ppl,' "$SW/results.csv"; then
+    pass "sweep.sh --slurm: 2 points as array job $AJOB, collected"
+  else
+    fail "sweep.sh --slurm: array job $AJOB" "$col" "$(cat "$SW"/slurm-* "$SW"/00?/log 2>&1 | tail -n 20)"
+  fi
+else
+  fail "sweep.sh --slurm: submit" "$out"
 fi
 finish

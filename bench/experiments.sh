@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# experiments.sh [mixer|gpt2|all]: the layer-kind sweeps of bench/EXPERIMENTS.md, each through
+# launch/sweep.sh into runs/exp-*; rerunning resumes them. Needs the Fashion-MNIST shards
+# (launch/quickstart.sh makes them) and the tinyshakespeare shards
+# (launch/prepare-tinyshakespeare.sh). Threads: OMP_NUM_THREADS (default: all cores, waiting
+# passively, as pftrain sets them).
+set -u
+cd "$(dirname "$0")/.." || exit 1
+what=${1:-all}
+rc=0
+
+# Fashion-MNIST Mixer: the channel MLP (128 <-> 512) of each kind at two budgets, about 0.45
+# and 0.25 of its dense weights (each row's `params` says exactly), 3 seeds; 700 steps.
+if [ "$what" = mixer ] || [ "$what" = all ]; then
+  launch/sweep.sh configs/mixer-fmnist-dense.ini --out runs/exp-mixer-fmnist \
+    --grid 'pixelfly.mlp_fc1,pixelfly.mlp_fc2=dense|bs=8 nf=2 rank=8|blocksparse bs=8 blocks=3 rank=8|lowrank rank=46|butterfly bs=8|bs=16 nf=2 rank=8|blocksparse bs=16 blocks=3 rank=8|lowrank rank=27|butterfly bs=16' \
+    --grid 'train.seed=1,2,3' -- --set train.steps=700 --set train.eval_every=0 --quiet || rc=1
+fi
+
+# GPT-2 tiny on tinyshakespeare: every linear layer of the blocks of each kind at about 0.45
+# of the dense weights, 3 seeds; 300 steps (configs/gpt2-tiny-*.ini).
+if [ "$what" = gpt2 ] || [ "$what" = all ]; then
+  launch/sweep.sh configs/gpt2-tiny-dense.ini --out runs/exp-gpt2-tiny \
+    --grid 'pixelfly.attn_qkv,pixelfly.attn_proj,pixelfly.mlp_fc1,pixelfly.mlp_fc2=dense|bs=8 nf=2 rank=8|blocksparse bs=8 blocks=3 rank=8|lowrank rank=46|butterfly bs=8' \
+    --grid 'train.seed=1,2,3' -- --set train.eval_every=100 --quiet || rc=1
+fi
+exit $rc
