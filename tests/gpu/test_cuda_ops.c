@@ -268,6 +268,12 @@ static void test_training(const char *name, const char *const *sets) {
 #define PIXELFLY_BLOCK                                                                    \
     "pixelfly.attn_qkv=bs=4 nf=2 rank=4", "pixelfly.attn_proj=bs=4 nf=2 rank=4",          \
         "pixelfly.mlp_fc1=bs=4 nf=2 rank=4", "pixelfly.mlp_fc2=bs=4 nf=1"
+// The other layer kinds (src/layers.h), each a composition of the ops above: butterfly
+// (3 factors, rectangular last in qkv, first in fc2; intermediates sliced out of xv in the
+// activation dtype), lowrank (two linear ops), blocksparse (a random mask table).
+#define KINDS_BLOCK                                                                       \
+    "pixelfly.attn_qkv=butterfly bs=8", "pixelfly.attn_proj=lowrank rank=12",             \
+        "pixelfly.mlp_fc1=blocksparse bs=4 blocks=2 rank=4", "pixelfly.mlp_fc2=butterfly bs=8"
 
 int main(void) {
     int ndev = 0;
@@ -300,7 +306,17 @@ int main(void) {
                                      "pixelfly.mlp_fc2=bs=4 nf=1", "pixelfly.token_fc1=bs=4 nf=2",
                                      "pixelfly.token_fc2=bs=4 nf=1 rank=2", NULL});
 
+    test_model("gpt2-kinds", (const char *const[]){GPT2_TINY, KINDS_BLOCK, NULL});
+    test_model("mixer-kinds",
+               (const char *const[]){"model.type=mixer", VISION_TINY,
+                                     "pixelfly.mlp_fc1=blocksparse bs=8 blocks=3",
+                                     "pixelfly.mlp_fc2=blocksparse bs=4 blocks=2 rank=2",
+                                     "pixelfly.token_fc1=butterfly bs=4",
+                                     "pixelfly.token_fc2=lowrank rank=3",
+                                     "pixelfly.recompute_mlp=true", NULL});
+
     test_training("gpt2-pixelfly", (const char *const[]){GPT2_TINY, PIXELFLY_BLOCK, NULL});
+    test_training("gpt2-kinds", (const char *const[]){GPT2_TINY, KINDS_BLOCK, NULL});
 
     printf("%d passed, %d failed\n", n_pass, n_fail);
     return n_fail ? 1 : 0;
