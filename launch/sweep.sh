@@ -124,10 +124,10 @@ plot() {
   for l in $labels; do
     awk -v l="$l" '$1 == l' "$dir/results.dat" | sort -g -k2 > "$dir/results-$l.dat"
     cmd_f+="${cmd_f:+, }'$dir/results-$l.dat' using 2:3:4 with yerrorlines title '$l'"
-    cmd_t+="${cmd_t:+, }'$dir/results-$l.dat' using 5:3:4:6 with xyerrorlines title '$l'"
+    cmd_t+="${cmd_t:+, }'$dir/results-$l.dat' using 5:3:6:4 with xyerrorlines title '$l'"
   done
   gnuplot <<EOF || echo "sweep.sh: gnuplot failed" >&2
-set terminal png size 900,600
+set terminal png size 900,600 noenhanced
 set grid
 set key outside right
 set ylabel '$name (mean over seeds, bars: std)'

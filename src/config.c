@@ -28,6 +28,12 @@ typedef struct {
 #define KMAX(sec, name, ty, field, def, help, max) \
     {sec, name, ty, offsetof(pf_config, field), def, 0, help, max}
 
+// The layer spec forms (docs/ARCHITECTURE.md, "Layer kinds"), for `pftrain keys` and errors.
+#define SPEC_FORMS                                                                          \
+    "dense, auto, 'bs=B nf=F [rank=R]' (pixelfly), 'blocksparse bs=B blocks=K [rank=R] "   \
+    "[seed=S]', 'butterfly bs=B' or 'lowrank rank=R'"
+#define LAYER(key, help) K("pixelfly", #key, T_LAYER, key, "auto", 0, help ": " SPEC_FORMS)
+
 static const key_def SCHEMA[] = {
     K("model", "type", T_ENUM, model, "gpt2", "gpt2|vit|mixer", "model family"),
     KMAX("model", "n_layer", T_INT, n_layer, "4", "number of blocks", 1024),
@@ -46,19 +52,19 @@ static const key_def SCHEMA[] = {
     KMAX("model", "channel_mlp_dim", T_INT, channel_mlp_dim, "256", "mixer: channel hidden",
          1048576),
     K("model", "init_std", T_FLOAT, init_std, "0.02", 0, "std of dense linear weights"),
-    K("pixelfly", "attn_qkv", T_LAYER, attn_qkv, "auto", 0, "attention q/k/v projection"),
-    K("pixelfly", "attn_proj", T_LAYER, attn_proj, "auto", 0, "attention output projection"),
-    K("pixelfly", "mlp_fc1", T_LAYER, mlp_fc1, "auto", 0, "MLP (channel MLP) first layer"),
-    K("pixelfly", "mlp_fc2", T_LAYER, mlp_fc2, "auto", 0, "MLP (channel MLP) second layer"),
-    K("pixelfly", "token_fc1", T_LAYER, token_fc1, "auto", 0, "mixer token MLP first layer"),
-    K("pixelfly", "token_fc2", T_LAYER, token_fc2, "auto", 0, "mixer token MLP second layer"),
+    LAYER(attn_qkv, "attention q/k/v projection"),
+    LAYER(attn_proj, "attention output projection"),
+    LAYER(mlp_fc1, "MLP (channel MLP) first layer"),
+    LAYER(mlp_fc2, "MLP (channel MLP) second layer"),
+    LAYER(token_fc1, "mixer token MLP first layer"),
+    LAYER(token_fc2, "mixer token MLP second layer"),
     K("pixelfly", "budget", T_FLOAT, budget, "0", 0,
       "fraction of the dense parameters and FLOPs kept by every layer left 'auto' (Pixelfly "
       "pattern chosen per layer, docs/ARCHITECTURE.md); 0: auto layers are dense"),
     K("pixelfly", "recompute_mlp", T_BOOL, recompute_mlp, "false", 0,
       "recompute the MLP hidden activations in backward, saving 2 x N x hidden activations per "
       "block for one more fc1 forward and GELU per step; needs mlp_fc1 and mlp_fc2 Pixelfly "
-      "(formerly fuse_mlp)"),
+      "or blocksparse (formerly fuse_mlp)"),
     K("data", "train", T_PATH, train_path, "", 0, "training shard (.h5)"),
     K("data", "val", T_PATH, val_path, "", 0, "validation shard (.h5)"),
     KMAX("train", "batch_size", T_INT, batch_size, "8", "micro-batch per rank", 65536),
@@ -158,10 +164,6 @@ static const char *const LAYER_KINDS[] = {
     [PF_LAYER_PIXELFLY] = "pixelfly",  [PF_LAYER_BLOCKSPARSE] = "blocksparse",
     [PF_LAYER_BUTTERFLY] = "butterfly", [PF_LAYER_LOWRANK] = "lowrank",
 };
-#define SPEC_FORMS                                                                          \
-    "dense, auto, 'bs=B nf=F [rank=R]' (pixelfly), 'blocksparse bs=B blocks=K [rank=R] "   \
-    "[seed=S]', 'butterfly bs=B' or 'lowrank rank=R'"
-
 int pf_layer_spec_parse(pf_layer_spec *s, const char *text) {
     *s = (pf_layer_spec){.kind = PF_LAYER_PIXELFLY, .seed = 1};
     char buf[256];
