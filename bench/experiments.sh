@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# experiments.sh [mixer|gpt2|all]: the layer-kind sweeps of bench/EXPERIMENTS.md, each through
+# experiments.sh [mixer|vit|gpt2|all]: the layer-kind sweeps of bench/EXPERIMENTS.md, each through
 # launch/sweep.sh into runs/exp-*; rerunning resumes them. Needs the Fashion-MNIST shards
 # (launch/quickstart.sh makes them) and the tinyshakespeare shards
 # (launch/prepare-tinyshakespeare.sh). Threads: OMP_NUM_THREADS (default: all cores, waiting
@@ -14,6 +14,14 @@ rc=0
 if [ "$what" = mixer ] || [ "$what" = all ]; then
   launch/sweep.sh configs/mixer-fmnist-dense.ini --out runs/exp-mixer-fmnist \
     --grid 'pixelfly.mlp_fc1,pixelfly.mlp_fc2=dense|bs=8 nf=2 rank=8|blocksparse bs=8 blocks=3 rank=8|lowrank rank=46|butterfly bs=8|bs=16 nf=2 rank=8|blocksparse bs=16 blocks=3 rank=8|lowrank rank=27|butterfly bs=16' \
+    --grid 'train.seed=1,2,3' -- --set train.steps=700 --set train.eval_every=0 --quiet || rc=1
+fi
+
+# Fashion-MNIST ViT: the four attention and MLP layers of each kind at the Mixer's two
+# settings (per layer type the kept fraction differs: bench/EXPERIMENTS.md), 3 seeds; 700 steps.
+if [ "$what" = vit ] || [ "$what" = all ]; then
+  launch/sweep.sh configs/vit-fmnist-dense.ini --out runs/exp-vit-fmnist \
+    --grid 'pixelfly.attn_qkv,pixelfly.attn_proj,pixelfly.mlp_fc1,pixelfly.mlp_fc2=dense|bs=8 nf=2 rank=8|blocksparse bs=8 blocks=3 rank=8|lowrank rank=46|butterfly bs=8|bs=16 nf=2 rank=8|blocksparse bs=16 blocks=3 rank=8|lowrank rank=27|butterfly bs=16' \
     --grid 'train.seed=1,2,3' -- --set train.steps=700 --set train.eval_every=0 --quiet || rc=1
 fi
 
