@@ -328,7 +328,7 @@ void pf_linear_describe(const pf_linear *l, char *buf, size_t len) {
         snprintf(buf, len, "bs=%d blocks=%d rank=%d seed=%lld", l->pat[0].bs, l->pat[0].nf + 1,
                  l->rank, (long long)l->seed);
     else if (l->kind == PF_LAYER_PIXELFLY)
-        pf_pattern_describe(&l->pat[0], buf, len);
+        snprintf(buf, len, "bs=%d nf=%d rank=%d", l->pat[0].bs, l->pat[0].nf, l->rank);
     else if (l->kind == PF_LAYER_BUTTERFLY)
         snprintf(buf, len, "bs=%d, %d factor%s", l->pat[0].bs, l->nmask, l->nmask > 1 ? "s" : "");
     else if (l->kind == PF_LAYER_LOWRANK)

@@ -245,16 +245,3 @@ void pf_pattern_draw(const pf_pattern *p, char *buf) {
     }
     *o = 0;
 }
-
-void pf_pattern_describe(const pf_pattern *p, char *buf, size_t len) {
-    switch (p->mask) {
-    case PF_MASK_FLAT_BUTTERFLY:
-        snprintf(buf, len, "bs=%d nf=%d rank=%d", p->bs, p->nf, p->rank);
-        break;
-    case PF_MASK_BUTTERFLY_FACTOR: snprintf(buf, len, "bs=%d stride=%d", p->bs, p->stride); break;
-    case PF_MASK_RANDOM:
-        snprintf(buf, len, "bs=%d blocks=%d seed=%llu rank=%d", p->bs, p->nf + 1,
-                 (unsigned long long)p->seed, p->rank);
-        break;
-    }
-}

@@ -92,9 +92,6 @@ void pf_pattern_to_dense(const pf_pattern *p, const float *S, float *W);
 void pf_pattern_init_weights(const pf_pattern *p, float dense_std, pf_rng *rng, float *S,
                              float *U, float *V, float *b);
 
-// "bs=8 nf=2 rank=8", "bs=8 blocks=3 seed=1 rank=0", "bs=8 stride=2": the mask in words.
-void pf_pattern_describe(const pf_pattern *p, char *buf, size_t len);
-
 // Write the super-block mask as bs lines of '#' and '.' into buf (bs*(bs+1)+1 bytes).
 void pf_pattern_draw(const pf_pattern *p, char *buf);
 
