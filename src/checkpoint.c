@@ -127,7 +127,9 @@ static int write_contents(hid_t file, const char *path, const pf_layout *layout,
                       st->rng) ||
         write_dataset(file, path, "cursors", H5T_STD_I64LE, H5T_NATIVE_INT64, 2, cur_dims,
                       st->cursors) ||
-        write_config(file, path, st->config_text ? st->config_text : ""))
+        write_config(file, path, st->config_text ? st->config_text : "") ||
+        (st->data_items > 0 && write_dataset(file, path, "data_items", H5T_STD_I64LE,
+                                             H5T_NATIVE_INT64, 1, &one, &st->data_items)))
         return -1;
     for (int i = 0; i < st->n_masks; i++) {
         const pf_checkpoint_mask *mk = &st->masks[i];
@@ -587,6 +589,10 @@ static int read_state(reader *r, pf_checkpoint_state *st) {
     st->cursors = pf_malloc(sizeof(int64_t) * 2 * (size_t)world);
     if ((d = open_checked(r, "cursors", H5T_INTEGER, 8, 2, cur_want, NULL)) < 0 ||
         read_all(r, d, "cursors", H5T_NATIVE_INT64, st->cursors, sizeof(int64_t) * 2 * world))
+        goto fail;
+    if (link_exists(r->file, "data_items") &&
+        ((d = open_checked(r, "data_items", H5T_INTEGER, 8, 1, &one, NULL)) < 0 ||
+         read_all(r, d, "data_items", H5T_NATIVE_INT64, &st->data_items, sizeof st->data_items)))
         goto fail;
     if (read_config(r, &st->config_text) == 0 && read_masks(r, st) == 0) return 0;
 fail:

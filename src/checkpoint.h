@@ -20,6 +20,8 @@
 //     /rng           uint64 [world, K]: each rank's RNG state, K words per rank, opaque
 //                    to the file format (the trainer defines the words)
 //     /cursors       int64 [world, 2]: each rank's data position (epoch, batch)
+//     /data_items    int64 [1]: the items (token windows, images) of the training split the
+//                    cursors count in; absent in checkpoints written before it existed
 //     /config        fixed-length string [1] (NUL-padded, ASCII/UTF-8): the resolved
 //                    configuration text the run used
 //     /masks/NAME    int32 [bs, blocks]: the random block mask of each blocksparse layer,
@@ -77,6 +79,7 @@ typedef struct {
     int rng_words;      // K >= 1: words of RNG state per rank
     uint64_t *rng;      // [world, rng_words]
     int64_t *cursors;   // [world, 2]: epoch, batch of each rank
+    int64_t data_items; // of the training split; 0 = not recorded (not written when 0)
     char *config_text;  // the resolved configuration, NUL-terminated
     int n_masks;        // /masks: the blocksparse layers' masks
     pf_checkpoint_mask *masks;

@@ -65,8 +65,15 @@ static const key_def SCHEMA[] = {
       "recompute the MLP hidden activations in backward, saving 2 x N x hidden activations per "
       "block for one more fc1 forward and GELU per step; needs mlp_fc1 and mlp_fc2 Pixelfly "
       "or blocksparse (formerly fuse_mlp)"),
-    K("data", "train", T_PATH, train_path, "", 0, "training shard (.h5)"),
-    K("data", "val", T_PATH, val_path, "", 0, "validation shard (.h5)"),
+    K("data", "train", T_PATH, train_path, "", 0,
+      "training shards: a .h5 path, or a comma-separated list of paths and globs "
+      "(data/imagenet-train-*.h5)"),
+    K("data", "val", T_PATH, val_path, "", 0, "validation shards, as data.train"),
+    KMAX("data", "workers", T_INT, data_workers, "1",
+         "loader threads building batches ahead of the step; 0: built in the step", 256),
+    KMAX("data", "prefetch", T_INT, data_prefetch, "2",
+         "batches the loader threads build ahead (a bounded queue; needs >= 1 with workers)",
+         64),
     KMAX("train", "batch_size", T_INT, batch_size, "8", "micro-batch per rank", 65536),
     KMAX("train", "grad_accum", T_INT, grad_accum, "1", "micro-batches per step", 65536),
     K("train", "steps", T_INT64, steps, "100", 0, "optimizer steps"),
@@ -511,6 +518,10 @@ int pf_config_validate(const pf_config *c) {
     REQUIRE(c->n_embd >= 1 && c->n_head >= 1, "model.n_embd and model.n_head must be >= 1");
     REQUIRE(c->mlp_ratio > 0, "model.mlp_ratio = %g must be positive", c->mlp_ratio);
     REQUIRE(c->batch_size >= 1, "train.batch_size must be >= 1");
+    REQUIRE(c->data_workers == 0 || c->data_prefetch >= 1,
+            "data.prefetch = 0 with data.workers = %d: the loader threads need room for at least "
+            "one batch ahead; set data.prefetch >= 1, or data.workers = 0 to load in the step",
+            c->data_workers);
     REQUIRE(c->grad_accum >= 1, "train.grad_accum must be >= 1");
     REQUIRE(c->steps >= 1, "train.steps must be >= 1");
     REQUIRE(c->lr > 0, "train.lr = %g must be positive", c->lr);

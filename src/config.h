@@ -61,7 +61,10 @@ typedef struct {
     // MLP is recomputed too when token_fc1 and token_fc2 are).
     bool recompute_mlp;
     // [data]
+    // A shard path, or a comma-separated list of paths and globs (src/shards.h).
     char train_path[PF_PATH_MAX], val_path[PF_PATH_MAX];
+    // Background loading (src/data.h): threads, and batches they build ahead of the step.
+    int data_workers, data_prefetch;
     // [train]
     int batch_size, grad_accum;
     int64_t steps;

@@ -9,21 +9,25 @@
 #include "image_shard.h"
 #include "memplan.h"
 #include "rng.h"
+#include "shards.h"
 
 #define DEFAULT_MEMORY_LIMIT ((int64_t)1 << 30)
 #define RRC_TRIES 10
 
 struct pf_image_loader {
-    pf_image_shard shard;
+    pf_image_shard *shards;  // [n_shards], all open for the whole run
+    int n_shards;
+    int64_t *first;  // [n_shards + 1] the split's first image in each shard (prefix sums)
+    int64_t n;       // images over all shards
+    int H, W, C, num_classes;  // agreed by every shard
     pf_image_loader_opts o;
     int out;
     size_t img_bytes;  // H*W*C
-    uint8_t *pixels;   // [N, H, W, C] the whole shard, or NULL when read per batch
-    uint8_t *staging;  // [B, H, W, C] per-batch reads when pixels == NULL
-    int32_t *labels;   // [N]
-    pf_data_order order;  // over the images
+    uint8_t *pixels;   // [n, H, W, C] the whole split, or NULL when read image by image
+    int32_t *labels;   // [n]
+    pf_data_order order;  // over the images of the split
     float mean[PF_IMAGE_MAX_C], std[PF_IMAGE_MAX_C];  // normalisation of x/255
-    char *what;           // "image shard 'PATH'", for messages
+    char *what;           // "image shard(s) 'SPEC'", for messages
 };
 
 // ---- resampling ------------------------------------------------------------------------
@@ -124,15 +128,17 @@ pf_image_loader_opts pf_image_loader_defaults(int batch, uint64_t seed) {
                                   .hflip = true};
 }
 
-static int check_opts(const pf_image_loader_opts *o, const pf_image_shard *s, int rank, int world) {
+// The loader's geometry comes from the shards (open_shards) before the options are checked.
+static int check_opts(const pf_image_loader_opts *o, const pf_image_loader *l, const char *spec,
+                      int rank, int world) {
     if (o->batch <= 0 || world <= 0 || rank < 0 || rank >= world) {
         pf_error("image loader: batch=%d rank=%d world=%d; need batch > 0 and 0 <= rank < world",
                  o->batch, rank, world);
         return -1;
     }
-    if (o->out_size < 0 || (o->out_size == 0 && s->H != s->W)) {
+    if (o->out_size < 0 || (o->out_size == 0 && l->H != l->W)) {
         pf_error("image loader: '%s' stores %dx%d images; set out_size > 0 (square output side)",
-                 s->path, s->H, s->W);
+                 spec, l->H, l->W);
         return -1;
     }
     if (o->train && o->random_resized_crop &&
@@ -149,74 +155,156 @@ static int check_opts(const pf_image_loader_opts *o, const pf_image_shard *s, in
                  (double)o->center_crop);
         return -1;
     }
-    if ((int64_t)o->batch * world > s->n) {
+    if ((int64_t)o->batch * world > l->n) {
         pf_error(
             "image loader: '%s' has %lld images, fewer than one global batch "
             "(world %d x batch %d); lower the batch size",
-            s->path, (long long)s->n, world, o->batch);
+            spec, (long long)l->n, world, o->batch);
         return -1;
     }
-    if (s->n > UINT32_MAX) {
-        pf_error("image loader: '%s' has %lld images; at most %u per shard are supported", s->path,
-                 (long long)s->n, UINT32_MAX);
+    if (l->n > UINT32_MAX) {
+        pf_error("image loader: '%s' has %lld images; at most %u per split are supported", spec,
+                 (long long)l->n, UINT32_MAX);
         return -1;
     }
     // The one buffer sized by the shard's image size times the batch (the config's image
     // size is in the memory plan, the shard's stored size may be larger).
     char source[800];
-    double need = (double)s->H * s->W * s->C * o->batch;
+    double need = (double)l->H * l->W * l->C * o->batch;
     double avail = pf_host_mem_available(source, sizeof source);
     if (need > avail) {
         pf_error("image loader: a batch of %d images of %dx%dx%d from '%s' needs %.2f GB of host "
                  "memory but %.2f GB is available (%s); lower train.batch_size or convert the "
-                 "shard at a smaller --size", o->batch, s->H, s->W, s->C, s->path, need / 1e9,
+                 "shard at a smaller --size", o->batch, l->H, l->W, l->C, spec, need / 1e9,
                  avail / 1e9, source);
         return -1;
     }
     return 0;
 }
 
-pf_image_loader *pf_image_loader_open(const char *path, const pf_image_loader_opts *o, int rank,
+// Two shards of one split must describe the same images and classes.
+static int check_same_kind(const pf_image_shard *a, const pf_image_shard *b) {
+    if (a->H != b->H || a->W != b->W || a->C != b->C || a->num_classes != b->num_classes) {
+        pf_error("'%s' holds %dx%dx%d images of %d classes but '%s' holds %dx%dx%d of %d: the "
+                 "shards of one split must be converted alike", b->path, b->H, b->W, b->C,
+                 b->num_classes, a->path, a->H, a->W, a->C, a->num_classes);
+        return -1;
+    }
+    for (int k = 0; k < a->num_classes; k++)
+        if (strcmp(a->class_names[k], b->class_names[k])) {
+            pf_error("class %d is '%s' in '%s' but '%s' in '%s': the shards of one split must "
+                     "share one class list", k, b->class_names[k], b->path, a->class_names[k],
+                     a->path);
+            return -1;
+        }
+    return 0;
+}
+
+// The mean and std of x/255 over the union of the shards, from each shard's own (population
+// statistics combine exactly: E[x^2] of each is std^2 + mean^2).
+static void pooled_stats(const pf_image_shard *s, int n, float *mean, float *std) {
+    double total = 0, m[PF_IMAGE_MAX_C] = {0}, m2[PF_IMAGE_MAX_C] = {0};
+    for (int i = 0; i < n; i++) {
+        total += (double)s[i].n;
+        for (int c = 0; c < s[0].C; c++) {
+            m[c] += (double)s[i].n * s[i].mean[c];
+            m2[c] += (double)s[i].n * ((double)s[i].std[c] * s[i].std[c] +
+                                       (double)s[i].mean[c] * s[i].mean[c]);
+        }
+    }
+    for (int c = 0; c < s[0].C; c++) {
+        double mu = total > 0 ? m[c] / total : 0, var = total > 0 ? m2[c] / total - mu * mu : 0;
+        mean[c] = (float)mu;
+        std[c] = (float)sqrt(var > 0 ? var : 0);
+    }
+}
+
+static void close_shards(pf_image_shard *s, int n) {
+    for (int i = 0; i < n; i++) pf_image_shard_close(&s[i]);
+    free(s);
+}
+
+// Opens every shard of spec into *shards (n of them); -1 + pf_error (nothing left open).
+static int open_shards(const char *spec, pf_image_shard **shards, int *n) {
+    pf_shard_list list;
+    if (pf_shard_list_expand(spec, "image shards", &list) < 0) return -1;
+    pf_image_shard *s = pf_calloc((size_t)list.n, sizeof *s);
+    int opened = 0, rc = pf_shard_reserve_files(list.n, spec);
+    for (int i = 0; rc == 0 && i < list.n; i++) {
+        rc = pf_image_shard_open(&s[i], list.paths[i]);
+        if (rc == 0) opened++, rc = check_same_kind(&s[0], &s[i]);
+    }
+    pf_shard_list_free(&list);
+    if (rc < 0) {
+        close_shards(s, opened);
+        return -1;
+    }
+    *shards = s, *n = opened;
+    return 0;
+}
+
+int pf_image_split_stats(const char *spec, int *C, float *mean, float *std) {
+    pf_image_shard *s;
+    int n;
+    if (open_shards(spec, &s, &n) < 0) return -1;
+    *C = s[0].C;
+    pooled_stats(s, n, mean, std);
+    close_shards(s, n);
+    return 0;
+}
+
+// Labels of every shard, and the pixels too when they fit the limit; -1 + pf_error.
+static int read_split(pf_image_loader *l, int64_t limit) {
+    l->labels = pf_malloc(sizeof *l->labels * (size_t)l->n);
+    if ((int64_t)l->img_bytes * l->n <= limit) l->pixels = pf_malloc(l->img_bytes * (size_t)l->n);
+    for (int i = 0; i < l->n_shards; i++) {
+        pf_image_shard *s = &l->shards[i];
+        uint8_t *px = l->pixels ? l->pixels + l->img_bytes * (size_t)l->first[i] : NULL;
+        if (pf_image_shard_read(s, 0, s->n, px, l->labels + l->first[i]) < 0) return -1;
+        for (int64_t k = 0; k < s->n; k++) {
+            int32_t y = l->labels[l->first[i] + k];
+            if (y < 0 || y >= l->num_classes) {
+                pf_error("'%s': label %d of image %lld is outside [0, num_classes=%d)", s->path,
+                         y, (long long)k, l->num_classes);
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+pf_image_loader *pf_image_loader_open(const char *spec, const pf_image_loader_opts *o, int rank,
                                       int world) {
     pf_image_loader *l = pf_calloc(1, sizeof *l);
-    if (pf_image_shard_open(&l->shard, path) < 0) {
+    if (open_shards(spec, &l->shards, &l->n_shards) < 0) {
         free(l);
         return NULL;
     }
-    pf_image_shard *s = &l->shard;
-    if (check_opts(o, s, rank, world) < 0) {
+    const pf_image_shard *s0 = &l->shards[0];
+    l->H = s0->H, l->W = s0->W, l->C = s0->C, l->num_classes = s0->num_classes;
+    l->first = pf_calloc((size_t)l->n_shards + 1, sizeof *l->first);
+    for (int i = 0; i < l->n_shards; i++) l->first[i + 1] = l->first[i] + l->shards[i].n;
+    l->n = l->first[l->n_shards];
+    if (check_opts(o, l, spec, rank, world) < 0) {
         pf_image_loader_close(l);
         return NULL;
     }
     l->o = *o;
-    l->out = o->out_size ? o->out_size : s->H;
-    l->img_bytes = (size_t)s->H * s->W * s->C;
-    pf_data_order_init(&l->order, s->n, o->batch, rank, world, o->seed, o->shuffle,
+    l->out = o->out_size ? o->out_size : l->H;
+    l->img_bytes = (size_t)l->H * l->W * l->C;
+    pf_data_order_init(&l->order, l->n, o->batch, rank, world, o->seed, o->shuffle,
                        o->pad_last);
-    for (int c = 0; c < s->C; c++) {
-        l->mean[c] = o->mean ? o->mean[c] : s->mean[c];
-        l->std[c] = o->std ? o->std[c] : s->std[c];
+    float mean[PF_IMAGE_MAX_C], std[PF_IMAGE_MAX_C];
+    pooled_stats(l->shards, l->n_shards, mean, std);
+    for (int c = 0; c < l->C; c++) {
+        l->mean[c] = o->mean ? o->mean[c] : mean[c];
+        l->std[c] = o->std ? o->std[c] : std[c];
     }
     l->o.mean = l->o.std = NULL;  // the caller's arrays need not outlive the open
-    size_t len = strlen(path) + 32;
+    size_t len = strlen(spec) + 32;
     l->what = pf_malloc(len);
-    snprintf(l->what, len, "image shard '%s'", path);
-    l->labels = pf_malloc(sizeof *l->labels * (size_t)s->n);
-    int rc = pf_image_shard_read(s, 0, s->n, NULL, l->labels);
-    int64_t limit = o->memory_limit > 0 ? o->memory_limit : DEFAULT_MEMORY_LIMIT;
-    if (rc == 0 && (int64_t)l->img_bytes * s->n <= limit) {
-        l->pixels = pf_malloc(l->img_bytes * (size_t)s->n);
-        rc = pf_image_shard_read(s, 0, s->n, l->pixels, NULL);
-    } else {
-        l->staging = pf_malloc(l->img_bytes * (size_t)o->batch);
-    }
-    for (int64_t i = 0; rc == 0 && i < s->n; i++)
-        if (l->labels[i] < 0 || l->labels[i] >= s->num_classes) {
-            pf_error("'%s': label %d of image %lld is outside [0, num_classes=%d)", path,
-                     l->labels[i], (long long)i, s->num_classes);
-            rc = -1;
-        }
-    if (rc < 0) {
+    snprintf(l->what, len, "image shard(s) '%s'", spec);
+    if (read_split(l, o->memory_limit > 0 ? o->memory_limit : DEFAULT_MEMORY_LIMIT) < 0) {
         pf_image_loader_close(l);
         return NULL;
     }
@@ -225,9 +313,9 @@ pf_image_loader *pf_image_loader_open(const char *path, const pf_image_loader_op
 
 void pf_image_loader_close(pf_image_loader *l) {
     if (!l) return;
-    pf_image_shard_close(&l->shard);
+    close_shards(l->shards, l->n_shards);
+    free(l->first);
     free(l->pixels);
-    free(l->staging);
     free(l->labels);
     pf_data_order_free(&l->order);
     free(l->what);
@@ -239,7 +327,7 @@ void pf_image_loader_close(pf_image_loader *l) {
 // Crop box (source pixels) of one image: y0, x0, h, w.
 static void crop_box(const pf_image_loader *l, pf_rng *r, float box[4]) {
     const pf_image_loader_opts *o = &l->o;
-    int H = l->shard.H, W = l->shard.W;
+    int H = l->H, W = l->W;
     if (o->train && o->random_resized_crop) {
         double area = (double)H * W, lr0 = log(o->ratio_min), lr1 = log(o->ratio_max);
         for (int t = 0; t < RRC_TRIES; t++) {
@@ -276,37 +364,39 @@ static void crop_box(const pf_image_loader *l, pf_rng *r, float box[4]) {
 // One image of the batch: pos is its position in the epoch's global order.
 static void make_image(const pf_image_loader *l, const uint8_t *src, int64_t epoch, int64_t pos,
                        float *dst) {
-    const pf_image_shard *s = &l->shard;
+    const int C = l->C;
     pf_rng r;
     pf_rng_seed(&r, l->o.seed * 0xD1B54A32D192ED03ull ^ (uint64_t)epoch * 0x9E3779B97F4A7C15ull ^
                         (uint64_t)pos * 0xBF58476D1CE4E5B9ull);
     float box[4];
     crop_box(l, &r, box);
     bool flip = l->o.train && l->o.hflip && (pf_rng_u64(&r) >> 63);
-    pf_image_resample(src, s->H, s->W, s->C, box[0], box[1], box[2], box[3], dst, l->out, l->out,
+    pf_image_resample(src, l->H, l->W, C, box[0], box[1], box[2], box[3], dst, l->out, l->out,
                       flip);
     float scale[PF_IMAGE_MAX_C], shift[PF_IMAGE_MAX_C];
-    for (int c = 0; c < s->C; c++) {
+    for (int c = 0; c < C; c++) {
         float sd = l->std[c] < 1e-6f ? 1.0f : l->std[c];
         scale[c] = 1.0f / (255.0f * sd);
         shift[c] = l->mean[c] / sd;
     }
     size_t n = (size_t)l->out * l->out;
     for (size_t i = 0; i < n; i++)
-        for (int c = 0; c < s->C; c++) dst[i * s->C + c] = dst[i * s->C + c] * scale[c] - shift[c];
+        for (int c = 0; c < C; c++) dst[i * C + c] = dst[i * C + c] * scale[c] - shift[c];
 }
 
-int pf_image_loader_next(pf_image_loader *l, float *images, int32_t *labels) {
-    pf_data_rows rows = pf_data_order_next(&l->order);
-    int B = l->o.batch, real = rows.real;
-    const uint32_t *idx = rows.items;
-    if (!l->pixels)
-        for (int j = 0; j < real; j++)
-            if (pf_image_shard_read(&l->shard, idx[j], 1, l->staging + (size_t)j * l->img_bytes,
-                                    NULL) < 0)
-                return -1;
-    size_t out_elems = (size_t)l->out * l->out * l->shard.C;
-#pragma omp parallel for schedule(dynamic)
+pf_data_rows pf_image_loader_plan(pf_image_loader *l) { return pf_data_order_next(&l->order); }
+
+int pf_image_loader_fill(const pf_image_loader *l, const pf_data_rows *rows, bool parallel,
+                         float *images, int32_t *labels) {
+    const int B = l->o.batch, real = rows->real;
+    const uint32_t *idx = rows->items;
+    size_t out_elems = (size_t)l->out * l->out * l->C;
+    int failed = 0;
+    char err[1024] = "";
+    // Rows are independent: one image each, its augmentation seeded by its epoch position.
+    // Uncached splits read each image on the thread that resamples it (HDF5 is built
+    // thread-safe and serialises the reads).
+#pragma omp parallel for schedule(dynamic) if (parallel)
     for (int j = 0; j < B; j++) {
         float *dst = images + (size_t)j * out_elems;
         if (j >= real) {
@@ -314,12 +404,30 @@ int pf_image_loader_next(pf_image_loader *l, float *images, int32_t *labels) {
             labels[j] = -1;
             continue;
         }
-        const uint8_t *src = l->pixels ? l->pixels + (size_t)idx[j] * l->img_bytes
-                                       : l->staging + (size_t)j * l->img_bytes;
-        make_image(l, src, rows.epoch, rows.first + j, dst);
+        uint8_t *buf = NULL;
+        const uint8_t *src = l->pixels ? l->pixels + (size_t)idx[j] * l->img_bytes : NULL;
+        if (!src) {
+            int s = pf_shard_of(l->first, l->n_shards, idx[j]);
+            buf = pf_malloc(l->img_bytes);
+            if (pf_image_shard_read(&l->shards[s], idx[j] - l->first[s], 1, buf, NULL) < 0) {
+#pragma omp critical(pf_image_fill_error)
+                if (!failed++) snprintf(err, sizeof err, "%s", pf_errmsg());
+                free(buf);
+                continue;
+            }
+            src = buf;
+        }
+        make_image(l, src, rows->epoch, rows->first + j, dst);
         labels[j] = l->labels[idx[j]];
+        free(buf);
     }
-    return 0;
+    if (failed) pf_error("%s", err);  // on the calling thread, where the caller looks for it
+    return failed ? -1 : 0;
+}
+
+int pf_image_loader_next(pf_image_loader *l, float *images, int32_t *labels) {
+    pf_data_rows rows = pf_image_loader_plan(l);
+    return pf_image_loader_fill(l, &rows, true, images, labels);
 }
 
 // ---- mixup / cutmix --------------------------------------------------------------------
@@ -387,17 +495,17 @@ int pf_image_loader_set_cursor(pf_image_loader *l, pf_data_cursor c) {
 
 void pf_image_loader_reset(pf_image_loader *l) { pf_data_order_reset(&l->order); }
 
-int64_t pf_image_loader_num_images(const pf_image_loader *l) { return l->shard.n; }
-int pf_image_loader_num_classes(const pf_image_loader *l) { return l->shard.num_classes; }
-int pf_image_loader_channels(const pf_image_loader *l) { return l->shard.C; }
-int pf_image_loader_height(const pf_image_loader *l) { return l->shard.H; }
-int pf_image_loader_width(const pf_image_loader *l) { return l->shard.W; }
+int64_t pf_image_loader_num_images(const pf_image_loader *l) { return l->n; }
+int pf_image_loader_num_classes(const pf_image_loader *l) { return l->num_classes; }
+int pf_image_loader_channels(const pf_image_loader *l) { return l->C; }
+int pf_image_loader_height(const pf_image_loader *l) { return l->H; }
+int pf_image_loader_width(const pf_image_loader *l) { return l->W; }
 int pf_image_loader_out_size(const pf_image_loader *l) { return l->out; }
 int64_t pf_image_loader_batches_per_epoch(const pf_image_loader *l) {
     return l->order.batches_per_epoch;
 }
 
 const char *pf_image_loader_class_name(const pf_image_loader *l, int i) {
-    PF_ASSERT(i >= 0 && i < l->shard.num_classes);
-    return l->shard.class_names[i];
+    PF_ASSERT(i >= 0 && i < l->num_classes);
+    return l->shards[0].class_names[i];
 }

@@ -1,7 +1,9 @@
-// image_loader.h: batches of normalized, augmented images from an HDF5 image shard
-// (layout in datasets/image_shard.h).
+// image_loader.h: batches of normalized, augmented images from HDF5 image shards (layout in
+// datasets/image_shard.h).
 //
-// Order: the N images are the items of a pf_data_order (data_order.h): a seeded order per
+// A split is one shard or a list or glob of them (shards.h); its N images are those of its
+// shards in list order, and every shard must hold images of the same H, W, C and the same
+// class list. Order: the N images are the items of a pf_data_order (data_order.h): a seeded order per
 // epoch (identity when shuffle is off), batch k of rank r holding perm[(k*world + r)*B + j],
 // j < B, so the union over ranks of batch k is the single-rank batch k of size world*B; the
 // tail of an epoch that does not fill a global batch is dropped (batches_per_epoch =
@@ -18,14 +20,15 @@
 //          center_crop = 0 that side is min(out, H, W), i.e. a pixel-exact center crop when
 //          out <= min(H, W) (256 -> 224 as in the usual ImageNet eval) and the whole central
 //          square enlarged otherwise.
-// Output pixels: (x/255 - mean[c]) / std[c] with the shard's mean and std attributes, or the
-// ones the options give (evaluation passes the training shard's: pf_data_open); std < 1e-6, a
+// Output pixels: (x/255 - mean[c]) / std[c] with the split's mean and std (pooled exactly from
+// the shards' mean and std attributes and image counts), or the ones the options give (evaluation passes the training shard's: pf_data_open); std < 1e-6, a
 // constant channel, is taken as 1.
 //
-// Reading: when the shard's pixels fit in memory_limit (default 1 GiB: Fashion-MNIST 47 MB,
-// CIFAR 150 MB) each rank reads the whole /images once at open; bigger shards (ImageNet) are
-// read image by image with HDF5 hyperslabs (chunks are one image there), on the calling
-// thread. Labels are always held in memory (4 bytes per image).
+// Reading: when the split's pixels fit in memory_limit (default 1 GiB: Fashion-MNIST 47 MB,
+// CIFAR 150 MB) each rank reads every /images once at open; bigger splits (ImageNet) are read
+// image by image with HDF5 hyperslabs (chunks are one image there), each by the thread that
+// resamples it. Labels are always held in memory (4 bytes per image), and every shard stays
+// open (one file descriptor each).
 // Mixup/cutmix (pf_image_mix_batch) act on a finished batch: the training data source applies
 // them, the loader itself does not.
 #ifndef PF_IMAGE_LOADER_H
@@ -60,14 +63,26 @@ typedef struct pf_image_loader pf_image_loader;
 // Typical training options: shuffle, random resized crop 0.08..1, 3/4..4/3, flip.
 pf_image_loader_opts pf_image_loader_defaults(int batch, uint64_t seed);
 
-// NULL and pf_error() on a bad file or options (world*B larger than the shard, ...).
-pf_image_loader *pf_image_loader_open(const char *path, const pf_image_loader_opts *o, int rank,
+// spec: a shard, or a list or glob of shards (shards.h). NULL and pf_error() on a bad file,
+// shards that disagree, or bad options (world*B larger than the split, ...).
+pf_image_loader *pf_image_loader_open(const char *spec, const pf_image_loader_opts *o, int rank,
                                       int world);
 void pf_image_loader_close(pf_image_loader *l);
 
 // images: [B, out, out, C] normalized; labels: [B]. Rolls over to the next epoch after the
-// last batch. -1 and pf_error() on a read failure.
+// last batch. -1 and pf_error() on a read failure. The same as plan, then fill (parallel).
 int pf_image_loader_next(pf_image_loader *l, float *images, int32_t *labels);
+// The two halves of next, for background loading (data.c): plan advances the order and says
+// which images the batch holds (rows.items valid until the next plan); fill makes them, and
+// may run on several threads at once for different rows; `parallel` spreads its rows over the
+// OpenMP threads (off on a loader thread, whose parallelism is the other loader threads).
+pf_data_rows pf_image_loader_plan(pf_image_loader *l);
+int pf_image_loader_fill(const pf_image_loader *l, const pf_data_rows *rows, bool parallel,
+                         float *images, int32_t *labels);
+
+// The channel count and the pooled mean and std [C] of x/255 of a split (the normalisation a
+// loader of it uses), read from the shards' attributes. -1 and pf_error().
+int pf_image_split_stats(const char *spec, int *C, float *mean, float *std);
 
 // The position of the next batch, what a checkpoint stores (data_order.h).
 pf_data_cursor pf_image_loader_get_cursor(const pf_image_loader *l);

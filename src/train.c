@@ -287,7 +287,8 @@ static int save_checkpoint(trainer *t) {
         }
         char *text = pf_config_to_string(t->cfg);
         pf_checkpoint_state st = {.step = t->step, .world = t->world, .rng_words = 2,
-                                  .rng = rng, .cursors = cursors, .config_text = text};
+                                  .rng = rng, .cursors = cursors, .config_text = text,
+                                  .data_items = pf_data_num_items(t->train)};
         pf_model_masks(t->model, &st);
         failed = pf_checkpoint_save(dir, lay, host, host + lay->numel, host + 2 * lay->numel,
                                     &st) < 0;
@@ -591,6 +592,16 @@ static int resume(trainer *t) {
                           (long long)(stored_global_batch(&st) / st.world),
                           (long long)t->world * t->cfg->batch_size, t->world, t->cfg->batch_size,
                           (long long)stored_global_batch(&st));
+                pf_checkpoint_state_free(&st);
+                code = PF_EXIT_USAGE;
+                status = 0;
+            } else if (st.data_items && st.data_items != pf_data_num_items(t->train)) {
+                pf_report("cannot resume from '%s': its data position counts %lld items of the "
+                          "training split but data.train = '%s' now has %lld (shards added, "
+                          "removed or rebuilt?), so the position names other data. Give "
+                          "data.train the shards it was written with, or start a new run",
+                          path, (long long)st.data_items, t->cfg->train_path,
+                          (long long)pf_data_num_items(t->train));
                 pf_checkpoint_state_free(&st);
                 code = PF_EXIT_USAGE;
                 status = 0;

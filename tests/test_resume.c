@@ -6,7 +6,8 @@
 //     cases exit 2 and nothing in the directory changes; keys that may change are reported;
 //   - a new run (no --resume) into a directory that holds a run is refused (exit 2) unless
 //     --new-run, which moves the old run into previous-N, byte for byte;
-//   - a checkpoint written at another global batch (ranks x train.batch_size) is refused;
+//   - a checkpoint written at another global batch (ranks x train.batch_size), or over a
+//     training split of another size (shards added or removed), is refused;
 //   - resuming a finished run leaves summary.json as it was;
 //   - divergence is caught before the update: exit 1 (not an abort), and every checkpoint on
 //     disk, `latest` included, holds finite values only; a non-finite checkpoint left by an
@@ -195,24 +196,44 @@ START_TEST(test_resume_refuses_another_model) {
 }
 END_TEST
 
-// The data cursor counts global batches: another global batch (here train.batch_size 4 -> 2
-// on one rank) cannot continue the data order exactly and is refused, naming both products,
-// with nothing in the run directory changed.
-START_TEST(test_resume_refuses_another_global_batch) {
-    pf_comm *comm = comm_init();
-    first_run(comm);
+// A --resume auto over first_run's directory with `extra`: refused with exit 2, stderr naming
+// both needles, and not a byte of the run directory changed.
+static void expect_resume_refused(pf_comm *comm, const char *const *extra, const char *needle1,
+                                  const char *needle2) {
     char *before = fingerprint(pf_test_path("run"));
-    run_result r = train(comm, (const char *const[]){"train.batch_size=2", "train.steps=6", NULL},
-                         RESUME_AUTO);
+    run_result r = train(comm, extra, RESUME_AUTO);
     ck_assert_int_eq(r.rc, PF_EXIT_USAGE);
-    ck_assert_msg(strstr(r.err, "global batch of 4 (1 rank x train.batch_size 4)") &&
-                      strstr(r.err, "this run's is 2 (1 x 2)"),
-                  "%s", r.err);
+    ck_assert_msg(strstr(r.err, needle1) && strstr(r.err, needle2), "%s", r.err);
     char *after = fingerprint(pf_test_path("run"));
     ck_assert_str_eq(before, after);
     run_free(&r);
     free(after);
     free(before);
+}
+
+// The data cursor counts global batches: another global batch (here train.batch_size 4 -> 2
+// on one rank) cannot continue the data order exactly and is refused, naming both products.
+START_TEST(test_resume_refuses_another_global_batch) {
+    pf_comm *comm = comm_init();
+    first_run(comm);
+    expect_resume_refused(comm, (const char *const[]){"train.batch_size=2", "train.steps=6", NULL},
+                          "global batch of 4 (1 rank x train.batch_size 4)",
+                          "this run's is 2 (1 x 2)");
+    pf_comm_finalize(comm);
+}
+END_TEST
+
+// The data cursor counts the items of the training split: when data.train names other shards
+// (here one more), the position would name other data, so the resume is refused.
+START_TEST(test_resume_refuses_another_split) {
+    pf_comm *comm = comm_init();
+    first_run(comm);
+    make_shard(pf_test_path("more.h5"), 16);
+    char train_set[1400];
+    snprintf(train_set, sizeof train_set, "data.train=%s, %s", pf_test_path("shard.h5"),
+             pf_test_path("more.h5"));
+    expect_resume_refused(comm, (const char *const[]){train_set, "train.steps=6", NULL},
+                          "counts 64 items of the training split", "now has 80");
     pf_comm_finalize(comm);
 }
 END_TEST
@@ -467,6 +488,7 @@ Suite *pf_test_suite(void) {
     tcase_add_test(tc, test_resume_refuses_another_model);
     tcase_add_test(tc, test_resume_refuses_when_none_loads);
     tcase_add_test(tc, test_resume_refuses_another_global_batch);
+    tcase_add_test(tc, test_resume_refuses_another_split);
     tcase_add_test(tc, test_resume_auto_without_checkpoints_starts_fresh);
     tcase_add_test(tc, test_new_run_never_overwrites);
     tcase_add_test(tc, test_resume_finished_run_keeps_summary);
