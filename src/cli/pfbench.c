@@ -51,11 +51,23 @@
 //       model on synthetic data, and tokens/s or images/s, relative to the first config of
 //       the same model family (list the dense twin first); the model FLOP/s (nonzero work),
 //       MFU against a known GPU's bf16 peak, and the device memory in use.
+//   pfbench data CONFIG [--batches K] [--steps K] [--workers N,...] [--set section.key=value]...
+//                [--backend cpu|cuda]
+//       the config's training data (data.train, with its augmentation and mixing): loader
+//       throughput in items/s (images or tokens) and per thread, built in the step on 1 and on
+//       all OpenMP threads and by each count of --workers loader threads (default 1,2,4 up to
+//       the CPUs), each over --batches batches (default 20) taken back to back after the queue
+//       filled; then the mean training step on a synthetic batch, on one real batch used
+//       again and again (real inputs without loading), and on the real data as the config
+//       loads it (data.workers, data.prefetch), and the ratios: 3 blocks of each in turn, a block --steps steps (default 10) back to back after 2 warm-up steps, every
+//       loaded block from a freshly opened source. Means, not medians: a loader that falls
+//       behind shows as a slower mean, which a median can hide.
 //
 // Activations are in the backend's dtype (fp32 on the CPU, bf16 on CUDA), weight gradients fp32.
 // Medians over --repeat (--steps) timed runs after one (two) warm-up runs; the machine, the
 // device and the thread count are printed so a figure can be quoted with them.
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/utsname.h>
@@ -64,6 +76,7 @@
 #include "backend.h"
 #include "common.h"
 #include "config.h"
+#include "data.h"
 #include "layers.h"
 #include "memplan.h"
 #include "models/model.h"
@@ -826,6 +839,17 @@ static void train_step_once(void *c) {
     pf_model_adamw_step(s->model, s->cfg->lr, s->step, clip);
 }
 
+// The config at path with the --set overrides applied, and checked whole when `validate`
+// (`step` runs synthetic data and needs no data.train); -1 after saying why.
+static int load_config(pf_config *c, const char *path, char **sets, int nsets, bool validate) {
+    pf_config_defaults(c);
+    int rc = pf_config_load(c, path);
+    for (int k = 0; rc == 0 && k < nsets; k++) rc = pf_config_set(c, sets[k]);
+    if (rc == 0 && validate) rc = pf_config_validate(c);
+    if (rc < 0) fprintf(stderr, "pfbench: %s: %s\n", path, pf_errmsg());
+    return rc;
+}
+
 // Synthetic batch of the config's shape: random tokens, or random pixels and labels.
 static void synthetic_batch(const pf_config *c, pf_batch *b, pf_rng *rng, void **owned) {
     int B = c->batch_size;
@@ -861,16 +885,7 @@ static int cmd_step(const pf_backend *be, char **configs, int nconfigs, char **s
     double first[3] = {0};  // throughput of the first config of each model kind
     for (int i = 0; i < nconfigs; i++) {
         pf_config c;
-        pf_config_defaults(&c);
-        if (pf_config_load(&c, configs[i]) < 0) {
-            fprintf(stderr, "pfbench: %s\n", pf_errmsg());
-            return PF_EXIT_USAGE;
-        }
-        for (int k = 0; k < nsets; k++)
-            if (pf_config_set(&c, sets[k]) < 0) {
-                fprintf(stderr, "pfbench: %s\n", pf_errmsg());
-                return PF_EXIT_USAGE;
-            }
+        if (load_config(&c, configs[i], sets, nsets, false) < 0) return PF_EXIT_USAGE;
         step_bench s = {.cfg = &c};
         pf_mem_plan plan;  // refused before the model is allocated, as pftrain does
         if (pf_mem_plan_compute(&c, be, &plan) < 0 || pf_mem_plan_check(&plan, &c, be, 1) < 0) {
@@ -905,6 +920,156 @@ static int cmd_step(const pf_backend *be, char **configs, int nconfigs, char **s
     return PF_EXIT_OK;
 }
 
+// ---- data loading --------------------------------------------------------------------------
+
+// Seconds per batch taken back to back from a source built with `workers` loader threads
+// (0: in the step, on omp_threads OpenMP threads), after 1 + prefetch warm-up batches.
+static double loader_seconds(pf_config c, int workers, int omp_threads, int batches) {
+    c.data_workers = workers;
+    if (workers > 0 && c.data_prefetch < 2) c.data_prefetch = 2;
+    int saved = omp_get_max_threads();
+    omp_set_num_threads(omp_threads);
+    pf_data *d = pf_data_open(&c, c.train_path, c.batch_size, 0, 1, true);
+    if (!d) {
+        omp_set_num_threads(saved);
+        return -1;
+    }
+    pf_batch b;
+    double t0 = 0;
+    int rc = 0;
+    for (int k = 0; rc == 0 && k < batches + 1 + c.data_prefetch; k++) {
+        if (k == 1 + c.data_prefetch) t0 = pf_now();
+        rc = pf_data_next(d, &b);
+    }
+    double dt = (pf_now() - t0) / batches;
+    pf_data_close(d);
+    omp_set_num_threads(saved);
+    return rc < 0 ? -1 : dt;
+}
+
+typedef struct {
+    step_bench *s;
+    pf_data *data;       // the loaded batches, or NULL for
+    pf_batch synthetic;  // this one
+} data_step;
+
+static void data_step_once(void *ctx) {
+    data_step *d = ctx;
+    if (!d->data) d->s->batch = d->synthetic;
+    else if (pf_data_next(d->data, &d->s->batch) < 0) PF_FATAL("pfbench data: %s", pf_errmsg());
+    train_step_once(d->s);
+}
+
+// Mean step time (ms) over `steps` steps after 2 warm-up steps, back to back.
+static double mean_step_ms(const pf_backend *be, data_step *d, int steps) {
+    for (int k = 0; k < 2; k++) data_step_once(d);
+    be->synchronize();
+    double t0 = pf_now();
+    for (int k = 0; k < steps; k++) data_step_once(d);
+    be->synchronize();
+    return 1e3 * (pf_now() - t0) / steps;
+}
+
+static int cmd_data(const pf_backend *be, const char *path, char **sets, int nsets, int batches,
+                    int steps, const int *workers, int nworkers) {
+    pf_config c;
+    if (load_config(&c, path, sets, nsets, true) < 0) return PF_EXIT_USAGE;
+    print_machine(be);
+    bool gpt2 = c.model == PF_MODEL_GPT2;
+    const char *unit = gpt2 ? "tok" : "img";
+    double per_batch = gpt2 ? (double)c.batch_size * c.seq_len : c.batch_size;
+    printf("data.train = %s, batch %d, ", c.train_path, c.batch_size);
+    if (gpt2)
+        printf("windows of %d tokens\n", c.seq_len);
+    else
+        printf("%dx%d output, random resized crop %s (scale >= %g), flip %s, mixup %g, cutmix "
+               "%g\n", c.image_size, c.image_size, c.augment_scale_min < 1 ? "on" : "off",
+               (double)c.augment_scale_min, c.hflip ? "on" : "off", (double)c.mixup_alpha,
+               (double)c.cutmix_alpha);
+    printf("loader: %d batches taken back to back after the queue filled\n", batches);
+    printf("%-28s %12s %16s %18s\n", "built by", "ms/batch", "throughput", "per thread");
+    int cpus = omp_get_num_procs();
+    typedef struct {
+        int workers, omp;
+    } loader_row;
+    loader_row rows[2 + 8];
+    int n = 0;
+    rows[n++] = (loader_row){0, 1};
+    if (cpus > 1) rows[n++] = (loader_row){0, cpus};
+    for (int i = 0; i < nworkers; i++) rows[n++] = (loader_row){workers[i], 1};
+    for (int i = 0; i < n; i++) {
+        double sec = loader_seconds(c, rows[i].workers, rows[i].omp, batches);
+        if (sec < 0) {
+            fprintf(stderr, "pfbench data: %s\n", pf_errmsg());
+            return PF_EXIT_FAILURE;
+        }
+        int threads = rows[i].workers ? rows[i].workers : rows[i].omp;
+        char who[64], tput[32], per[32];
+        snprintf(who, sizeof who, rows[i].workers ? "%d loader thread%s" : "in the step, %d thread%s",
+                 threads, threads == 1 ? "" : "s");
+        snprintf(tput, sizeof tput, "%.0f %s/s", per_batch / sec, unit);
+        snprintf(per, sizeof per, "%.0f %s/s", per_batch / sec / threads, unit);
+        printf("%-28s %12.2f %16s %18s\n", who, 1e3 * sec, tput, per);
+        fflush(stdout);
+    }
+
+    step_bench s = {.cfg = &c};
+    pf_mem_plan plan;
+    if (pf_mem_plan_compute(&c, be, &plan) < 0 || pf_mem_plan_check(&plan, &c, be, 1) < 0 ||
+        !(s.model = pf_model_create(&c, be, c.batch_size))) {
+        fprintf(stderr, "pfbench: %s: %s\n", path, pf_errmsg());
+        return PF_EXIT_USAGE;
+    }
+    pf_model_init_params(s.model, c.seed);
+    pf_rng rng;
+    pf_rng_seed(&rng, 7);
+    void *owned[2] = {0};
+    data_step syn = {.s = &s}, reused = {.s = &s};
+    synthetic_batch(&c, &syn.synthetic, &rng, owned);
+    // The first loaded batch, used again and again: the step on real data without loading
+    // (real and random inputs need not cost the same: GELU, softmax and the embedding
+    // gradient take data-dependent time on a CPU).
+    pf_config one = c;
+    one.data_workers = 0;
+    pf_data *first = pf_data_open(&one, c.train_path, c.batch_size, 0, 1, true);
+    if (!first || pf_data_next(first, &reused.synthetic) < 0) {
+        fprintf(stderr, "pfbench data: %s\n", pf_errmsg());
+        return PF_EXIT_FAILURE;
+    }
+    // Blocks of `steps` steps of the three in turn, 3 of each, so that a shared machine's slow
+    // moments fall on all. Each loaded block opens a fresh source: its threads start when the
+    // first batch is asked for, so no block finds batches built in advance.
+    double ms_syn = 0, ms_reused = 0, ms_real = 0;
+    for (int round = 0; round < 3; round++) {
+        ms_syn += mean_step_ms(be, &syn, steps) / 3;
+        ms_reused += mean_step_ms(be, &reused, steps) / 3;
+        data_step real = {.s = &s,
+                          .data = pf_data_open(&c, c.train_path, c.batch_size, 0, 1, true)};
+        if (!real.data) {
+            fprintf(stderr, "pfbench data: %s\n", pf_errmsg());
+            return PF_EXIT_FAILURE;
+        }
+        ms_real += mean_step_ms(be, &real, steps) / 3;
+        pf_data_close(real.data);
+    }
+    printf("\ntraining step, mean over 3 blocks of %d steps (each after 2 warm-up steps), the "
+           "three kinds of block in turn, %d OpenMP threads:\n", steps, omp_get_max_threads());
+    const char *what[3] = {"synthetic batch", "one real batch, reused", "loaded batches"};
+    double ms[3] = {ms_syn, ms_reused, ms_real};
+    for (int k = 0; k < 3; k++)
+        printf("  %-24s %10.2f ms  %10.0f %s/s\n", what[k], ms[k], per_batch / (ms[k] / 1e3),
+               unit);
+    printf("  loaded batches with data.workers = %d, data.prefetch = %d\n", c.data_workers,
+           c.data_prefetch);
+    printf("  loaded / synthetic step time: %.3f\n", ms_real / ms_syn);
+    printf("  loaded / reused step time: %.3f (the cost of loading)\n", ms_real / ms_reused);
+    pf_data_close(first);
+    free(owned[0]);
+    free(owned[1]);
+    pf_model_free(s.model);
+    return PF_EXIT_OK;
+}
+
 static void usage(FILE *f) {
     fprintf(f,
             "usage: pfbench kernels [--tokens N,...] [--shapes INxOUT,...] [--bs B,...]\n"
@@ -913,7 +1078,9 @@ static void usage(FILE *f) {
             "       pfbench kinds [--tokens N,...] [--shapes INxOUT,...] [--bs B] [--nf F]\n"
             "                     [--rank R] [--repeat K] [--backend cpu|cuda]\n"
             "       pfbench step CONFIG... [--steps K] [--set section.key=value]...\n"
-            "                       [--backend cpu|cuda]\n");
+            "                       [--backend cpu|cuda]\n"
+            "       pfbench data CONFIG [--batches K] [--steps K] [--workers N,...]\n"
+            "                       [--set section.key=value]... [--backend cpu|cuda]\n");
 }
 
 // INxOUT,... into o->shapes; false on a malformed list or more than 16 shapes.
@@ -940,12 +1107,14 @@ int main(int argc, char **argv) {
     // Tokens, shapes and patterns default by command and backend, below.
     kernel_opts ko = {.repeat = 5};
     char *configs[32], *sets[64];
-    int nconfigs = 0, nsets = 0, steps = 5;
+    int nconfigs = 0, nsets = 0, steps = 0;  // 0: the command's default
     bool kernels = !strcmp(argv[1], "kernels"), kinds = !strcmp(argv[1], "kinds");
+    bool data = !strcmp(argv[1], "data");
+    int batches = 20, workers[8], nworkers = 0;
     bool layer = kernels || kinds;  // the commands that time single layers
     int npat = kinds ? 1 : MAX_LIST;  // kinds: one Pixelfly pattern
     const char *want_pos = kinds ? "an integer >= 1" : "up to 8 comma-separated integers >= 1";
-    if (!layer && strcmp(argv[1], "step")) {
+    if (!layer && !data && strcmp(argv[1], "step")) {
         fprintf(stderr, "pfbench: unknown command '%s'\n", argv[1]);
         usage(stderr);
         return PF_EXIT_USAGE;
@@ -976,6 +1145,12 @@ int main(int argc, char **argv) {
         } else if (layer && !strcmp(a, "--shapes")) {
             want = "up to 16 comma-separated INxOUT, e.g. 768x3072,3072x768";
             bad = bad || !parse_shapes(v, &ko);
+        } else if (data && !strcmp(a, "--batches")) {
+            want = "an integer >= 1";
+            bad = bad || parse_ints(v, &batches, 1, 1) != 1;
+        } else if (data && !strcmp(a, "--workers")) {
+            want = "up to 8 comma-separated integers >= 1";
+            bad = bad || (nworkers = parse_ints(v, workers, 8, 1)) < 1;
         } else if (!layer && !strcmp(a, "--steps")) {
             want = "an integer >= 1";
             bad = bad || parse_ints(v, &steps, 1, 1) != 1;
@@ -1042,10 +1217,20 @@ int main(int argc, char **argv) {
     }
     if (kernels) return cmd_kernels(be, &ko);
     if (kinds) return cmd_kinds(be, &ko);
+    if (data) {
+        if (nconfigs != 1) {
+            fprintf(stderr, "pfbench data: give one CONFIG (its data.train is measured)\n");
+            return PF_EXIT_USAGE;
+        }
+        if (!nworkers)  // 1, 2, 4, ... up to the CPUs
+            for (int w = 1; w <= omp_get_num_procs() && nworkers < 8; w *= 2) workers[nworkers++] = w;
+        return cmd_data(be, configs[0], sets, nsets, batches, steps ? steps : 10, workers,
+                        nworkers);
+    }
     if (nconfigs == 0) {
         fprintf(stderr, "pfbench step: give one or more CONFIG files (dense and Pixelfly "
                         "twins side by side, e.g. configs/gpt2-tiny-{dense,pixelfly}.ini)\n");
         return PF_EXIT_USAGE;
     }
-    return cmd_step(be, configs, nconfigs, sets, nsets, steps);
+    return cmd_step(be, configs, nconfigs, sets, nsets, steps ? steps : 5);
 }

@@ -89,6 +89,8 @@ run_case "train resume is bit-identical (singleton)"    ok 120 bash "$TT" resume
 run_case "train resume is bit-identical np=2"           ok 120 bash "$TT" resume 2
 run_case "train resume of every layer kind np=2"        ok 120 bash "$TT" kinds 2
 run_case "train resume from 1 rank on 2 at the same global batch" ok 120 bash "$TT" rescale 2
+run_case "train on 3 shards with loader threads np=2 = np=1 in the step; exact resume" ok 180 \
+  bash "$TT" shards 2
 run_case "train SIGTERM saves, exits 75 (singleton)"    ok 120 bash "$TT" sigterm 0
 run_case "train SIGTERM to one rank: all save, 75 np=2" ok 120 bash "$TT" sigterm 2
 run_case "train kill -9 of one rank ends the job np=2"  ok 90  bash "$TT" kill9 2
@@ -101,6 +103,7 @@ run_case "train one rank fails before the broadcast np=2: no hang" ok 90 \
 run_case "train threads: unset OMP_NUM_THREADS shares the cores, np=2" ok 90 bash "$TT" threads 2
 
 run_case "sweep 2x2: interrupted, resumed, collected"   ok 300 bash tests/sweep_test.sh
+run_case "prepare-wikitext103: shards, rerun skips, trains" ok 120 bash tests/wikitext103_test.sh
 
 # pfbench kernels on the CPU backend (no MPI): a tiny run prints every column of a dS row
 # down to the roofline bound ("F"/"M" and "% bound"); an unknown option is refused by name.
@@ -113,6 +116,16 @@ KIND_ROW='butterfly +bs=8, 3 factors +[0-9]+ +[0-9.]+( +[0-9.]+){4} +[0-9.]+x +[
 run_case "pfbench kinds prints a row per kind" "ok:$KIND_ROW" 60 \
   env OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=1 "$PB" kinds --tokens 64 --shapes 64x128 \
   --bs 4 --nf 1 --rank 4 --repeat 1
+# pfbench data on a token shard: the loader rows (in the step and by loader threads) and the
+# step time with loaded against synthetic data.
+PBD=$(mktemp -d "${TMPDIR:-/tmp}/pf-pbdata.XXXXXX")
+tests/make-token-shard.sh "$PBD/t.h5" >/dev/null 2>&1
+run_case "pfbench data prints loader rows and the step ratio" \
+  "ok:loaded / synthetic step time: [0-9.]+" 120 \
+  env OMP_NUM_THREADS=2 "$PB" data configs/gpt2-tiny-pixelfly.ini --workers 1,2 --batches 3 \
+  --steps 2 --set data.train="$PBD/t.h5" --set model.n_layer=1 --set model.n_embd=32 \
+  --set model.n_head=2 --set model.seq_len=16
+rm -rf "$PBD"
 run_case "pfbench kernels refuses a bad option by name" "fail:unknown option '--bogus'" 30 \
   "$PB" kernels --bogus 1
 run_case "pfbench kernels refuses a bad value by name" "fail:bad value 'x' for option '--tokens'" \

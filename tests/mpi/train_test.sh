@@ -26,6 +26,10 @@
 #                    early: its memory plan, before the parameter broadcast): the job ends
 #                    within 60 s, non-zero, and that rank's own message reaches stderr
 #                    as "pftrain[rank R@HOST]: ..."
+#   shards NP        tinyshakespeare cut into 3 token shards, data.train a glob of them: NP
+#                    ranks with 3 loader threads each reproduce 1 rank loading in the step
+#                    (rel < 1e-4); a resume with loader threads is the uninterrupted run's very
+#                    losses; a resume over the split plus one more shard is refused with exit 2
 #   threads NP       OMP_NUM_THREADS and OMP_WAIT_POLICY unset: rank 0 says how many threads
 #                    each rank takes (the node's online cores / NP, at least 1) and that they
 #                    wait passively, and each rank's process runs that many; with
@@ -133,6 +137,32 @@ case_rescale() {
   grep -q "resumed from .*ckpt-00000010.h5 at step 10" <<< "$out" ||
     fail "the resumed run does not say it resumed from step 10: $out"
   close_losses "$WORK/whole" "$WORK/split" 1e-4
+}
+
+case_shards() {
+  local np=$1 out data=${PIXELFLY_DATA:-../shared/data}
+  split -n l/3 -d "$data/tinyshakespeare/input.txt" "$WORK/piece-"
+  for p in "$WORK"/piece-0[0-2]; do
+    "$BUILD/pfdata" text --quiet --vocab "$data/gpt2" --out "$p.h5" "$p" || fail "pfdata text $p"
+  done
+  local split=(--set data.train="$WORK/piece-*.h5")
+  train 0 "$WORK/one" "${split[@]}" --set data.workers=0 --set train.steps=20 \
+    --set train.batch_size=8 || fail "1-rank run loading in the step failed"
+  train "$np" "$WORK/many" "${split[@]}" --set data.workers=3 --set data.prefetch=3 \
+    --set train.steps=20 --set train.batch_size="$(batch_for "$np")" ||
+    fail "$np-rank run with loader threads failed"
+  close_losses "$WORK/one" "$WORK/many" 1e-4
+  local flags=("${split[@]}" --set data.workers=2 --set train.batch_size="$(batch_for "$np")"
+               --set train.schedule=constant --set train.warmup_steps=5 --set run.checkpoint_every=5)
+  train "$np" "$WORK/whole" "${flags[@]}" --set train.steps=20 || fail "uninterrupted run failed"
+  train "$np" "$WORK/half" "${flags[@]}" --set train.steps=10 || fail "first half failed"
+  out=$(train "$np" "$WORK/half" "${flags[@]}" --set train.steps=20 --resume auto 2>&1) ||
+    fail "resumed run failed: $out"
+  same_losses "$WORK/whole" "$WORK/half"
+  out=$(train "$np" "$WORK/half" "${flags[@]}" --set data.train="$WORK/piece-*.h5, $WORK/train.h5" \
+        --set train.steps=30 --resume auto 2>&1)
+  [ $? -eq 2 ] && grep -q "items of the training split but data.train" <<< "$out" ||
+    fail "a resume over another split was not refused with exit 2: $out"
 }
 
 # rank_pids LAUNCHER_PID OUT_DIR: the pftrain processes of this run (the launcher itself when
@@ -300,7 +330,8 @@ case_threads() {
     tr '\0' '\n' < "/proc/$p/environ" | grep -qx 'OMP_WAIT_POLICY=passive' ||
       { kill $pids; fail "rank process $p does not run with OMP_WAIT_POLICY=passive"; }
     n=$(threads_of "$p")
-    # OpenMP's threads plus MPI's progress threads (at most a few); never the node's cores x NP.
+    # OpenMP's threads plus MPI's progress threads and the loader thread (at most a few);
+    # never the node's cores x NP.
     [ "$n" -ge "$want" ] && [ "$n" -le $((want + 4)) ] ||
       { kill $pids; fail "rank process $p runs $n threads, want $want OpenMP threads (+ MPI's)"; }
   done
@@ -317,8 +348,8 @@ case_threads() {
 NP=0
 case "${1:-}" in
   threads) [ $# -eq 2 ] || fail "usage: $0 $1 NP"; case_threads "$2" ;;
-  reproduce|resume|kinds|rescale|sigterm|kill9|diverge) [ $# -eq 2 ] || fail "usage: $0 $1 NP"; "case_$1" "$2" ;;
+  reproduce|resume|kinds|rescale|shards|sigterm|kill9|diverge) [ $# -eq 2 ] || fail "usage: $0 $1 NP"; "case_$1" "$2" ;;
   rankfail) [ $# -eq 3 ] || fail "usage: $0 rankfail NP data|early"; case_rankfail "$2" "$3" ;;
   corrupt) case_corrupt ;;
-  *) fail "usage: $0 reproduce|resume|kinds|rescale|sigterm|kill9|diverge|threads NP | rankfail NP WHEN | corrupt" ;;
+  *) fail "usage: $0 reproduce|resume|kinds|rescale|shards|sigterm|kill9|diverge|threads NP | rankfail NP WHEN | corrupt" ;;
 esac
