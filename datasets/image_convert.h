@@ -1,6 +1,8 @@
 // image_convert.h: the converters behind `pfdata images` and what they share.
 // Each converter streams its inputs into a pf_shard_writer (image_shard.h) and returns 0 with
 // the shard renamed into place, or -1 after pf_error() with no output file left behind.
+// With shard_images (imagenet) it writes numbered shards instead (shard_set.h), each renamed
+// into place when complete: after -1 the complete ones stay, and a rerun keeps them.
 #ifndef PF_IMAGE_CONVERT_H
 #define PF_IMAGE_CONVERT_H
 
@@ -10,7 +12,7 @@
 #include "image_shard.h"
 
 typedef struct {
-    const char *out;          // --out OUT.h5
+    const char *out;          // --out OUT.h5 (with shard_images: the stem, ".h5" dropped)
     const char *class_names;  // --class-names FILE: one name per line, overrides the default
     const char *classes;      // --classes PRESET (idx: "fashion-mnist")
     bool cifar100;            // --cifar100: 2 label bytes (coarse, fine), fine labels used
@@ -18,12 +20,17 @@ typedef struct {
     const char *synsets;      // --synsets FILE (imagenet class names / label ids)
     int size;                 // --size S (imagenet output side)
     bool skip_corrupt;        // --on-corrupt skip
+    int jobs;                 // --jobs N (imagenet): decoding threads; 0: OpenMP's default
+    int64_t shard_images;     // --shard-images K (imagenet): numbered shards of K; 0: one file
     bool progress;            // draw a progress bar on stderr
+    bool quiet;               // --quiet: no notes on stderr either
 } pf_convert_opts;
 
 typedef struct {
     int64_t images, skipped, warnings;  // written, corrupt and skipped, decoded with warnings
     int H, W, C, num_classes;
+    int64_t shards_written, shards_kept;  // shard_images: written now, complete from before
+    char *out;  // shard_images: the shards' names, "STEM-*-of-01252.h5" (malloc'd); else NULL
 } pf_convert_result;
 
 int pf_convert_idx(const pf_convert_opts *o, int n_in, char **in, pf_convert_result *r);
@@ -45,7 +52,8 @@ char *pf_source_string(const char *format, int n_in, char **in);
 int pf_convert_finish(pf_shard_writer *w, const pf_convert_opts *o, char *const *names,
                       int num_classes, const char *source, pf_convert_result *r);
 
-// A one-line progress bar on stderr, redrawn at most 10 times a second; off when !on.
+// A one-line progress bar on stderr, redrawn at most 10 times a second; off when !on:
+// "[####......] 1234/5000  24% 812 images/s ETA 4:37" (images done / to do, time left).
 typedef struct {
     bool on;
     int64_t total;

@@ -38,6 +38,13 @@ static void h5_close_all(hid_t *ids, int n) {
 
 // ---- writer ----------------------------------------------------------------------------
 
+// A root attribute the caller adds (pf_shard_writer_attr_*): str, or value when str is NULL.
+typedef struct {
+    char name[32];
+    char *str;
+    int64_t value;
+} extra_attr;
+
 struct pf_shard_writer {
     char *out_path, *tmp_path;
     hid_t file, images, labels;
@@ -49,6 +56,8 @@ struct pf_shard_writer {
     int buf_n, buf_cap;
     uint64_t sum[PF_IMAGE_MAX_C], sumsq[PF_IMAGE_MAX_C];  // exact pixel sums per channel
     int32_t min_label, max_label;
+    extra_attr extra[PF_SHARD_EXTRA_ATTRS];
+    int n_extra;
 };
 
 static int create_extendible(pf_shard_writer *w) {
@@ -174,6 +183,22 @@ int pf_shard_writer_add(pf_shard_writer *w, const uint8_t *img, int32_t label) {
 
 int64_t pf_shard_writer_count(const pf_shard_writer *w) { return w->n + w->buf_n; }
 
+static extra_attr *new_extra(pf_shard_writer *w, const char *name) {
+    PF_ASSERT(w->n_extra < PF_SHARD_EXTRA_ATTRS && strlen(name) < sizeof w->extra[0].name);
+    for (int i = 0; i < w->n_extra; i++) PF_ASSERT(strcmp(w->extra[i].name, name));
+    extra_attr *a = &w->extra[w->n_extra++];
+    snprintf(a->name, sizeof a->name, "%s", name);
+    return a;
+}
+
+void pf_shard_writer_attr_int(pf_shard_writer *w, const char *name, int64_t value) {
+    new_extra(w, name)->value = value;
+}
+
+void pf_shard_writer_attr_str(pf_shard_writer *w, const char *name, const char *value) {
+    new_extra(w, name)->str = pf_strdup(value);
+}
+
 static int write_attr(hid_t loc, const char *name, hid_t file_type, hid_t mem_type, int n,
                       const void *data) {
     hsize_t dims[1] = {(hsize_t)n};
@@ -204,6 +229,11 @@ static int write_metadata(pf_shard_writer *w, int num_classes, char *const *name
         write_attr(w->file, "std", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, w->C, std) == 0 &&
         pf_h5_write_string_attr(w->file, "source", source) == 0)
         rc = 0;
+    for (int i = 0; rc == 0 && i < w->n_extra; i++) {
+        const extra_attr *a = &w->extra[i];
+        rc = a->str ? pf_h5_write_string_attr(w->file, a->name, a->str)
+                    : write_attr(w->file, a->name, H5T_STD_I64LE, H5T_NATIVE_INT64, 0, &a->value);
+    }
     return rc;
 }
 
@@ -213,6 +243,7 @@ static void writer_free(pf_shard_writer *w) {
     free(w->tmp_path);
     free(w->buf);
     free(w->buf_labels);
+    for (int i = 0; i < w->n_extra; i++) free(w->extra[i].str);
     free(w);
 }
 
@@ -424,6 +455,23 @@ int pf_image_shard_read(pf_image_shard *s, int64_t first, int64_t count, uint8_t
     }
     pf_h5_quiet_end(q);
     return rc;
+}
+
+int pf_image_shard_attr_int(const pf_image_shard *s, const char *name, int64_t *value) {
+    pf_h5_quiet q = pf_h5_quiet_begin();
+    hid_t a = H5Aexists(s->file, name) > 0 ? H5Aopen(s->file, name, H5P_DEFAULT) : -1;
+    hid_t sp = a < 0 ? -1 : H5Aget_space(a), t = a < 0 ? -1 : H5Aget_type(a);
+    bool ok = sp >= 0 && t >= 0 && H5Sget_simple_extent_npoints(sp) == 1 &&
+              H5Tget_class(t) == H5T_INTEGER && H5Aread(a, H5T_NATIVE_INT64, value) >= 0;
+    if (t >= 0) H5Tclose(t);
+    if (sp >= 0) H5Sclose(sp);
+    if (a >= 0) H5Aclose(a);
+    pf_h5_quiet_end(q);
+    return ok ? 0 : -1;
+}
+
+char *pf_image_shard_attr_str(const pf_image_shard *s, const char *name) {
+    return pf_h5_read_string_attr(s->file, name);
 }
 
 void pf_image_shard_close(pf_image_shard *s) {

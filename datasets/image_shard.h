@@ -12,6 +12,8 @@
 //     mean         float32 [C]  per-channel mean of x/255 over the whole shard
 //     std          float32 [C]  per-channel standard deviation of x/255 (population)
 //     source       vlen UTF-8 string: the converter and its inputs, e.g. "idx: a.gz b.gz"
+//     and whatever extra attributes the converter adds (numbered shards: their identity,
+//     shard_set.h), int64 scalars or strings
 //
 // The writer appends images in batches (bounded memory whatever N is) and accumulates the
 // channel sums exactly in 64-bit integers; mean/std are derived at the end in double.
@@ -39,6 +41,12 @@ pf_shard_writer *pf_shard_writer_open(const char *out_path, int H, int W, int C)
 // Appends one image (img: [H, W, C]); buffered, flushed in batches. -1 on I/O failure.
 int pf_shard_writer_add(pf_shard_writer *w, const uint8_t *img, int32_t label);
 int64_t pf_shard_writer_count(const pf_shard_writer *w);
+// Extra root attributes, written by finish after the standard ones: an int64 scalar or a
+// string. At most PF_SHARD_EXTRA_ATTRS per writer, names shorter than 32 bytes and new
+// (asserted: the names are the caller's constants).
+#define PF_SHARD_EXTRA_ATTRS 12
+void pf_shard_writer_attr_int(pf_shard_writer *w, const char *name, int64_t value);
+void pf_shard_writer_attr_str(pf_shard_writer *w, const char *name, const char *value);
 // Checks the label range, writes attributes and class names, closes, fsyncs, renames.
 // Frees w in every case (on failure the temporary is removed). class_names: [num_classes].
 int pf_shard_writer_finish(pf_shard_writer *w, int num_classes, char *const *class_names,
@@ -64,6 +72,11 @@ int pf_image_shard_open(pf_image_shard *s, const char *path);
 // (either may be NULL). -1 and pf_error() on failure.
 int pf_image_shard_read(pf_image_shard *s, int64_t first, int64_t count, uint8_t *images,
                         int32_t *labels);
+// An integer scalar root attribute as int64: 0, or -1 when it is absent or not an integer
+// scalar (no pf_error: for a caller asking whether a shard carries it).
+int pf_image_shard_attr_int(const pf_image_shard *s, const char *name, int64_t *value);
+// A string root attribute, malloc'd; NULL when absent or not a string.
+char *pf_image_shard_attr_str(const pf_image_shard *s, const char *name);
 void pf_image_shard_close(pf_image_shard *s);
 
 #endif

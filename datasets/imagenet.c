@@ -16,8 +16,11 @@
 // shrink, bilinear enlarge). Grayscale decodes to RGB; CMYK/YCCK (Adobe, inverted) is
 // converted. A file libjpeg cannot decode, or that ends early, is corrupt (--on-corrupt);
 // one that decodes with other warnings (extraneous bytes) is kept and counted. Batches are decoded
-// in parallel (OpenMP) and written in file order, so the output and the first corrupt file reported
-// do not depend on the thread count.
+// in parallel (OpenMP, --jobs threads) and written in file order, so the output and the first
+// corrupt file reported do not depend on the thread count.
+//
+// Output: one shard OUT.h5, or with --shard-images K numbered shards of K planned files each
+// (shard_set.h), written one after the other; those a previous run completed are kept.
 #include <dirent.h>
 #include <errno.h>
 #include <omp.h>
@@ -30,6 +33,7 @@
 #include "common.h"
 #include "image_convert.h"
 #include "image_loader.h"
+#include "shard_set.h"
 
 #define DECODE_BATCH 256
 #define ERR_LEN 512
@@ -309,53 +313,213 @@ done:
     return rc;
 }
 
-static int convert_items(const pf_convert_opts *o, const plan *p, pf_shard_writer *w,
-                         pf_convert_result *r) {
-    int S = o->size, nt = omp_get_max_threads();
-    size_t img = (size_t)S * S * 3;
-    decoder *dec = pf_calloc((size_t)nt, sizeof *dec);
+// ---- decoding in parallel --------------------------------------------------------------
+
+// The decoders and buffers of a conversion, used batch after batch and shard after shard.
+typedef struct {
+    int S, nt, batch;  // output side, threads (--jobs), items decoded at once
+    decoder *dec;      // [nt], one per thread
+    uint8_t *px;       // [batch, S, S, 3]
+    int *status;       // [batch]: decode_one's result
+    char (*err)[ERR_LEN];  // [batch]: why an item is corrupt
+    pf_progress prog;      // over every item this run decodes
+    int64_t done;
+} decode_pool;
+
+// A batch fills the threads twice over, up to DECODE_BATCH items, and holds about
+// BATCH_BYTES of output pixels at most (a 4096 x 4096 x 3 output is 48 MiB).
+#define BATCH_BYTES ((size_t)512 << 20)
+
+// pool must be closed (pool_close) whatever this returns; todo: the items to decode.
+static int pool_open(decode_pool *d, const pf_convert_opts *o, int64_t todo) {
+    size_t img = (size_t)o->size * o->size * 3;
+    *d = (decode_pool){.S = o->size, .nt = o->jobs > 0 ? o->jobs : omp_get_max_threads()};
+    d->batch = BATCH_BYTES / img > DECODE_BATCH ? DECODE_BATCH : (int)(BATCH_BYTES / img);
+    if (d->batch < 2 * d->nt) d->batch = 2 * d->nt;
+    d->dec = pf_calloc((size_t)d->nt, sizeof *d->dec);
     int rc = 0;
-    for (int t = 0; t < nt; t++) {
-        dec[t].f = pf_malloc(sizeof *dec[t].f * img);
-        if (!(dec[t].tj = tjInitDecompress())) {
+    for (int t = 0; t < d->nt; t++) {
+        d->dec[t].f = pf_malloc(sizeof *d->dec[t].f * img);
+        if (!(d->dec[t].tj = tjInitDecompress())) {
             pf_error("cannot initialize libturbojpeg: %s", tjGetErrorStr2(NULL));
             rc = -1;
         }
     }
-    uint8_t *px = pf_malloc(img * DECODE_BATCH);
-    int status[DECODE_BATCH];
-    char(*err)[ERR_LEN] = pf_malloc(sizeof *err * DECODE_BATCH);
-    pf_progress prog;
-    pf_progress_begin(&prog, o->progress, p->n);
-    for (int64_t first = 0; rc == 0 && first < p->n; first += DECODE_BATCH) {
-        int k = p->n - first < DECODE_BATCH ? (int)(p->n - first) : DECODE_BATCH;
-#pragma omp parallel for schedule(dynamic)
+    d->px = pf_malloc(img * (size_t)d->batch);
+    d->status = pf_malloc(sizeof *d->status * (size_t)d->batch);
+    d->err = pf_malloc(sizeof *d->err * (size_t)d->batch);
+    pf_progress_begin(&d->prog, o->progress, todo);
+    return rc;
+}
+
+static void pool_close(decode_pool *d) {
+    pf_progress_end(&d->prog);
+    for (int t = 0; d->dec && t < d->nt; t++) {
+        if (d->dec[t].tj) tjDestroy(d->dec[t].tj);
+        free(d->dec[t].px);
+        free(d->dec[t].f);
+    }
+    free(d->dec);
+    free(d->px);
+    free(d->status);
+    free(d->err);
+    *d = (decode_pool){0};
+}
+
+// Decodes plan items [first, first + count) into w in plan order, batch by batch on the
+// pool's threads: the output and the first corrupt file reported are those of one thread.
+// A corrupt item ends the conversion, or with --on-corrupt skip is counted in *skipped.
+static int convert_range(decode_pool *d, const pf_convert_opts *o, const plan *p, int64_t first,
+                         int64_t count, pf_shard_writer *w, int64_t *skipped, int64_t *warnings) {
+    size_t img = (size_t)d->S * d->S * 3;
+    int rc = 0;
+    for (int64_t at = first, end = first + count; rc == 0 && at < end; at += d->batch) {
+        int k = end - at < d->batch ? (int)(end - at) : d->batch;
+#pragma omp parallel for schedule(dynamic) num_threads(d->nt)
         for (int j = 0; j < k; j++)
-            status[j] = decode_one(&dec[omp_get_thread_num()], p->items[first + j].path, S,
-                                   px + img * j, err[j]);
+            d->status[j] = decode_one(&d->dec[omp_get_thread_num()], p->items[at + j].path, d->S,
+                                      d->px + img * j, d->err[j]);
         for (int j = 0; rc == 0 && j < k; j++) {
-            if (status[j] < 0 && !o->skip_corrupt) {
+            if (d->status[j] < 0 && !o->skip_corrupt) {
                 pf_error("'%s': %s (use --on-corrupt skip to leave such files out)",
-                         p->items[first + j].path, err[j]);
+                         p->items[at + j].path, d->err[j]);
                 rc = -1;
-            } else if (status[j] < 0) {
-                r->skipped++;
+            } else if (d->status[j] < 0) {
+                (*skipped)++;
             } else {
-                r->warnings += status[j];
-                rc = pf_shard_writer_add(w, px + img * j, p->items[first + j].label);
+                *warnings += d->status[j];
+                rc = pf_shard_writer_add(w, d->px + img * j, p->items[at + j].label);
             }
         }
-        pf_progress_step(&prog, first + k);
+        pf_progress_step(&d->prog, d->done += k);
     }
-    pf_progress_end(&prog);
-    for (int t = 0; t < nt; t++) {
-        if (dec[t].tj) tjDestroy(dec[t].tj);
-        free(dec[t].px);
-        free(dec[t].f);
+    return rc;
+}
+
+// ---- one file (OUT.h5) -----------------------------------------------------------------
+
+static int convert_one_file(const pf_convert_opts *o, const plan *p, const char *source,
+                            pf_convert_result *r) {
+    pf_shard_writer *w = pf_shard_writer_open(o->out, o->size, o->size, 3);
+    if (!w) return -1;
+    decode_pool d;
+    int rc = pool_open(&d, o, p->n);
+    if (rc == 0) rc = convert_range(&d, o, p, 0, p->n, w, &r->skipped, &r->warnings);
+    pool_close(&d);
+    if (rc < 0) {
+        pf_shard_writer_abort(w);
+        return -1;
     }
-    free(dec);
-    free(px);
-    free(err);
+    return pf_convert_finish(w, o, p->names, p->num_classes, source, r);
+}
+
+// ---- numbered shards (--shard-images K: shard_set.h) -----------------------------------
+
+// What every shard of one conversion shares.
+typedef struct {
+    const pf_convert_opts *o;
+    const plan *p;
+    const char *root, *source;
+    char **names;  // [nc]: --class-names' or the plan's
+    int nc;
+    pf_shard_set set;
+    decode_pool pool;
+} sharded;
+
+// Part of every plan_digest: change it when decoding or resampling changes the pixels, so
+// that a rerun does not mix shards of two versions.
+#define DIGEST_TAG "pfdata images imagenet 1"
+
+// Shard i's plan_digest: DIGEST_TAG, the output size, its files' names below ROOT (so a
+// moved ROOT keeps its shards) with their labels, and the class names. Not the files' bytes.
+static uint64_t shard_digest(const sharded *j, int64_t i) {
+    uint64_t h = pf_digest(PF_DIGEST_INIT, DIGEST_TAG, sizeof DIGEST_TAG);
+    h = pf_digest_int(h, j->o->size);
+    size_t skip = strlen(j->root);
+    int64_t first = pf_shard_set_first(&j->set, i), end = first + pf_shard_set_planned(&j->set, i);
+    for (int64_t k = first; k < end; k++) {
+        const char *rel = j->p->items[k].path + skip;
+        while (*rel == '/') rel++;
+        h = pf_digest_int(pf_digest(h, rel, strlen(rel) + 1), j->p->items[k].label);
+    }
+    h = pf_digest_int(h, j->nc);
+    for (int c = 0; c < j->nc; c++) h = pf_digest(h, j->names[c], strlen(j->names[c]) + 1);
+    return h;
+}
+
+// Each shard checks its own labels; all are checked before the first shard is written.
+static int check_labels(const sharded *j) {
+    for (int64_t k = 0; k < j->p->n; k++)
+        if (j->p->items[k].label >= j->nc) {
+            pf_error("'%s' has label %d but there are %d classes%s; check the labels or class "
+                     "names",
+                     j->p->items[k].path, j->p->items[k].label, j->nc,
+                     j->o->class_names ? " (--class-names)" : "");
+            return -1;
+        }
+    return 0;
+}
+
+// Decodes and writes shard i. Just before its rename the name is checked again: a shard
+// another run completed meanwhile is kept (ours dropped), any other file is refused.
+static int write_shard(sharded *j, int64_t i, pf_convert_result *r) {
+    int S = j->o->size;
+    char *path = pf_shard_set_path(&j->set, i);
+    pf_shard_writer *w = pf_shard_writer_open(path, S, S, 3);
+    free(path);
+    if (!w) return -1;
+    uint64_t digest = shard_digest(j, i);
+    int64_t skipped = 0, first = pf_shard_set_first(&j->set, i);
+    int rc = convert_range(&j->pool, j->o, j->p, first, pf_shard_set_planned(&j->set, i), w,
+                           &skipped, &r->warnings);
+    int there = rc < 0 ? 0 : pf_shard_set_check(&j->set, i, digest, S, S, 3);
+    if (rc < 0 || there != 0) {
+        pf_shard_writer_abort(w);
+        r->shards_kept += there == 1;
+        return rc < 0 || there < 0 ? -1 : 0;
+    }
+    int64_t n = pf_shard_writer_count(w);
+    pf_shard_set_label(&j->set, i, digest, skipped, w);
+    if (pf_shard_writer_finish(w, j->nc, j->names, j->source) < 0) return -1;
+    r->images += n, r->skipped += skipped, r->shards_written++;
+    return 0;
+}
+
+// Which shards are complete already (done[i]); -1 when a shard's name holds another file.
+static int scan_shards(sharded *j, bool *done, int64_t *todo, pf_convert_result *r) {
+    for (int64_t i = 0; i < j->set.count; i++) {
+        int c = pf_shard_set_check(&j->set, i, shard_digest(j, i), j->o->size, j->o->size, 3);
+        if (c < 0) return -1;
+        done[i] = c == 1;
+        r->shards_kept += c;
+        if (!c) *todo += pf_shard_set_planned(&j->set, i);
+    }
+    if (r->shards_kept && !j->o->quiet)
+        fprintf(stderr, "pfdata images: %lld of %lld shards already complete, skipping them\n",
+                (long long)r->shards_kept, (long long)j->set.count);
+    return 0;
+}
+
+static int convert_sharded(const pf_convert_opts *o, const plan *p, const char *root,
+                           const char *source, pf_convert_result *r) {
+    char **given = NULL;
+    int n_given = 0;
+    if (o->class_names && pf_read_name_list(o->class_names, &given, &n_given) < 0) return -1;
+    sharded j = {.o = o, .p = p, .root = root, .source = source,
+                 .names = given ? given : p->names, .nc = given ? n_given : p->num_classes};
+    r->num_classes = j.nc;
+    pf_shard_set_init(&j.set, o->out, o->shard_images, p->n);
+    r->out = pf_shard_set_pattern(&j.set);
+    bool *done = pf_calloc((size_t)j.set.count, sizeof *done);
+    int64_t todo = 0;
+    int rc = check_labels(&j) < 0 || scan_shards(&j, done, &todo, r) < 0 ? -1 : 0;
+    if (rc == 0 && todo) rc = pool_open(&j.pool, o, todo);
+    for (int64_t i = 0; rc == 0 && i < j.set.count; i++)
+        if (!done[i]) rc = write_shard(&j, i, r);
+    pool_close(&j.pool);
+    free(done);
+    pf_shard_set_free(&j.set);
+    pf_free_names(given, n_given);
     return rc;
 }
 
@@ -384,14 +548,9 @@ int pf_convert_imagenet(const pf_convert_opts *o, int n_in, char **in, pf_conver
         goto out;
     }
     *r = (pf_convert_result){.H = o->size, .W = o->size, .C = 3};
-    pf_shard_writer *w = pf_shard_writer_open(o->out, o->size, o->size, 3);
-    if (!w) goto out;
-    if (convert_items(o, &p, w, r) < 0) {
-        pf_shard_writer_abort(w);
-        goto out;
-    }
     char *source = pf_source_string("imagenet", n_in, in);
-    rc = pf_convert_finish(w, o, p.names, p.num_classes, source, r);
+    rc = o->shard_images > 0 ? convert_sharded(o, &p, root, source, r)
+                             : convert_one_file(o, &p, source, r);
     free(source);
 out:
     plan_free(&p);

@@ -87,6 +87,15 @@ void pf_progress_begin(pf_progress *p, bool on, int64_t total) {
     *p = (pf_progress){.on = on, .total = total, .t0 = pf_now()};
 }
 
+// "ETA 4:37" or "ETA 1:02:03" for s seconds left.
+static void format_eta(double s, char *buf, size_t cap) {
+    long t = s < 0 ? 0 : s > 3.6e8 ? 360000000L : (long)(s + 0.5);
+    if (t >= 3600)
+        snprintf(buf, cap, "ETA %ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+    else
+        snprintf(buf, cap, "ETA %ld:%02ld", t / 60, t % 60);
+}
+
 void pf_progress_step(pf_progress *p, int64_t done) {
     if (!p->on) return;
     double now = pf_now();
@@ -94,12 +103,13 @@ void pf_progress_step(pf_progress *p, int64_t done) {
     p->last = now;
     double rate = done / (now - p->t0 + 1e-9);
     if (p->total > 0) {
-        char bar[31];
+        char bar[31], eta[32] = "";
         int fill = (int)(30 * done / p->total);
         for (int i = 0; i < 30; i++) bar[i] = i < fill ? '#' : '.';
         bar[30] = 0;
-        fprintf(stderr, "\r[%s] %lld/%lld %3d%% %.0f images/s ", bar, (long long)done,
-                (long long)p->total, (int)(100 * done / p->total), rate);
+        if (done > 0) format_eta((double)(p->total - done) / rate, eta, sizeof eta);
+        fprintf(stderr, "\r[%s] %lld/%lld %3d%% %.0f images/s %s ", bar, (long long)done,
+                (long long)p->total, (int)(100 * done / p->total), rate, eta);
     } else {
         fprintf(stderr, "\r%lld images %.0f images/s ", (long long)done, rate);
     }
@@ -121,7 +131,7 @@ static const struct {
     const char *help;
 } options[] = {
     {"--format", F_ALL, true, "idx | cifar | imagenet (required)"},
-    {"--out", F_ALL, true, "output shard OUT.h5 (required)"},
+    {"--out", F_ALL, true, "output shard OUT.h5, or the STEM of --shard-images (required)"},
     {"--class-names", F_ALL, true, "FILE with one class name per line (overrides defaults)"},
     {"--classes", F_IDX, true, "fashion-mnist: Fashion-MNIST's names (default \"0\"..\"9\")"},
     {"--cifar100", F_CIFAR, false, "CIFAR-100 records (coarse + fine label; fine is used)"},
@@ -129,7 +139,9 @@ static const struct {
     {"--synsets", F_IMAGENET, true, "FILE of class lines \"wnid [description]\""},
     {"--size", F_IMAGENET, true, "S: short side resized to S, center crop S x S (default 256)"},
     {"--on-corrupt", F_IMAGENET, true, "stop (default) | skip: what a bad JPEG does"},
-    {"--quiet", F_ALL, false, "no progress bar"},
+    {"--jobs", F_IMAGENET, true, "N: threads decoding JPEGs (default: OpenMP's, all cores)"},
+    {"--shard-images", F_IMAGENET, true, "K: numbered shards of K images (resumable), below"},
+    {"--quiet", F_ALL, false, "no progress bar, no notes (the summary line stays)"},
     {"--help", F_ALL, false, "this text"},
 };
 #define N_OPTIONS ((int)(sizeof options / sizeof options[0]))
@@ -140,6 +152,7 @@ static void usage(FILE *f) {
         "usage: pfdata images --format idx --out OUT.h5 IMAGES LABELS\n"
         "       pfdata images --format cifar [--cifar100] --out OUT.h5 BATCH.bin...\n"
         "       pfdata images --format imagenet --out OUT.h5 [--size S] ROOT\n"
+        "       pfdata images --format imagenet --out STEM --shard-images K [--jobs N] ROOT\n"
         "Writes an HDF5 image shard: /images uint8 [N,H,W,C], /labels int32 [N], /class_names,\n"
         "attributes num_classes, mean, std, source.\n"
         "  idx:      MNIST / Fashion-MNIST IDX files, gzip or plain; C = 1; the labels file\n"
@@ -151,6 +164,13 @@ static void usage(FILE *f) {
         "            with --labels FILE holding either one label per line in sorted file-name\n"
         "            order, or \"filename label\" lines; labels are 0-based integers, or\n"
         "            synset ids when --synsets is given (classes in that file's order).\n"
+        "            --shard-images K writes STEM-00000-of-01252.h5 ...: shard i holds files\n"
+        "            [i*K, (i+1)*K) in that order (fewer when corrupt ones are skipped); a\n"
+        "            trailing .h5 of --out is dropped. Each shard is renamed into place when\n"
+        "            complete, so a rerun with the same inputs and options keeps the complete\n"
+        "            ones and writes the rest; it refuses a file by a shard's name that holds\n"
+        "            another conversion. Output is the same for every --jobs. ImageNet from\n"
+        "            download to shards: docs/DATA.md.\n"
         "options:\n");
     for (int i = 0; i < N_OPTIONS; i++)
         fprintf(f, "  %-14s %-6s %s\n", options[i].name, options[i].takes_value ? "VALUE" : "",
@@ -177,6 +197,29 @@ static const char *value_of(const char *const *values, const char *name) {
     return values[k];
 }
 
+// Bounds of --jobs and --shard-images (one shard holds at most a billion images).
+#define MAX_JOBS 1024
+#define MAX_SHARD_IMAGES 1000000000LL
+
+// The integer option `name` into *v when given: 0, or PF_EXIT_USAGE (said why) when its value
+// is not an integer in [lo, hi].
+static int int_option(const char *const *values, const char *name, long long lo, long long hi,
+                      long long *v) {
+    const char *text = value_of(values, name);
+    if (!text) return 0;
+    char *end;
+    errno = 0;
+    long long x = strtoll(text, &end, 10);
+    if (end == text || *end || errno || x < lo || x > hi) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "%s '%.64s' must be an integer in [%lld, %lld]", name, text, lo,
+                 hi);
+        return usage_error("%s%s", msg, "");
+    }
+    *v = x;
+    return 0;
+}
+
 static const char *closest_option(const char *name) {
     int best = -1, dist = 4;
     for (int i = 0; i < N_OPTIONS; i++) {
@@ -188,6 +231,7 @@ static const char *closest_option(const char *name) {
 
 int pfdata_images_main(int argc, char **argv) {
     const char *values[N_OPTIONS] = {0};
+    pf_convert_result r = {0};
     char **in = pf_malloc(sizeof *in * (size_t)(argc ? argc : 1));
     int n_in = 0, rc = PF_EXIT_USAGE;
     bool opts_done = false;
@@ -252,19 +296,15 @@ int pfdata_images_main(int argc, char **argv) {
         .cifar100 = value_of(values, "--cifar100") != NULL,
         .labels = value_of(values, "--labels"),
         .synsets = value_of(values, "--synsets"),
-        .size = 256,
         .progress = !value_of(values, "--quiet") && isatty(STDERR_FILENO),
+        .quiet = value_of(values, "--quiet") != NULL,
     };
-    const char *size = value_of(values, "--size");
-    if (size) {
-        char *end;
-        long s = strtol(size, &end, 10);
-        if (*end || s < 1 || s > 8192) {
-            rc = usage_error("--size '%s' must be an integer in [1, 8192]%s", size, "");
-            goto out;
-        }
-        o.size = (int)s;
-    }
+    long long size = 256, jobs = 0, shard_images = 0;
+    if ((rc = int_option(values, "--size", 1, 8192, &size)) ||
+        (rc = int_option(values, "--jobs", 1, MAX_JOBS, &jobs)) ||
+        (rc = int_option(values, "--shard-images", 1, MAX_SHARD_IMAGES, &shard_images)))
+        goto out;
+    o.size = (int)size, o.jobs = (int)jobs, o.shard_images = shard_images;
     const char *corrupt = value_of(values, "--on-corrupt");
     if (corrupt && strcmp(corrupt, "skip") && strcmp(corrupt, "stop")) {
         rc = usage_error("--on-corrupt must be skip or stop (got '%s')%s", corrupt, "");
@@ -286,7 +326,6 @@ int pfdata_images_main(int argc, char **argv) {
     }
 
     double t0 = pf_now();
-    pf_convert_result r = {0};
     int (*convert)(const pf_convert_opts *, int, char **, pf_convert_result *) =
         fmt == F_IDX     ? pf_convert_idx
         : fmt == F_CIFAR ? pf_convert_cifar
@@ -302,14 +341,19 @@ int pfdata_images_main(int argc, char **argv) {
         goto out;
     }
     double dt = pf_now() - t0;
-    fprintf(stderr,
-            "pfdata images: wrote %s: %lld images %dx%dx%d, %d classes in %.2f s (%.0f images/s)",
-            out, (long long)r.images, r.H, r.W, r.C, r.num_classes, dt, r.images / (dt + 1e-9));
+    if (r.out)
+        fprintf(stderr, "pfdata images: %s: wrote %lld shards, kept %lld complete from before; ",
+                r.out, (long long)r.shards_written, (long long)r.shards_kept);
+    else
+        fprintf(stderr, "pfdata images: wrote %s: ", out);
+    fprintf(stderr, "%lld images %dx%dx%d, %d classes in %.2f s (%.0f images/s)",
+            (long long)r.images, r.H, r.W, r.C, r.num_classes, dt, r.images / (dt + 1e-9));
     if (r.skipped) fprintf(stderr, "; skipped %lld corrupt", (long long)r.skipped);
     if (r.warnings) fprintf(stderr, "; %lld decoded with warnings", (long long)r.warnings);
     fprintf(stderr, "\n");
     rc = PF_EXIT_OK;
 out:
+    free(r.out);
     free(in);
     return rc;
 }

@@ -1,12 +1,14 @@
-// test_images.c: `pfdata images` converters (IDX, CIFAR, JPEG folders), the shard format
-// (and its temporary, removed when interrupted), and the image loader (order, rank union,
-// augmentation, normalization, cursor).
+// test_images.c: `pfdata images` converters (IDX, CIFAR, JPEG folders, numbered resumable
+// shards), the shard format (and its temporary, removed when interrupted), and the image
+// loader (order, rank union, augmentation, normalization, cursor).
 #include <check.h>
 #include <dirent.h>
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <turbojpeg.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -19,6 +21,10 @@
 #include "image_shard.h"
 #include "interrupt.h"
 #include "pfdata.h"
+#include "shard_set.h"
+
+// The synthetic ImageNet-style folder (gen_jpeg_folder), shared with the timing program.
+#include "gen/jpeg_folder.c"
 
 #define FASHION_DIR "/usr/share/datasets/fashion-mnist"
 
@@ -227,6 +233,22 @@ START_TEST(usage_errors) {
     ck_assert_int_eq(
         RUN("--format", "imagenet", "--out", pf_test_path("o.h5"), "--on-corrupt", "ignore", "d"), 2);
     ck_assert_int_eq(RUN("--formt", "idx"), 2);
+    static const char *const bad_counts[] = {"0", "-3", "abc", "64x", "", "99999999999999999999"};
+    for (int i = 0; i < 6; i++) {
+        ck_assert_int_eq(RUN("--format", "imagenet", "--out", pf_test_path("o"), "--shard-images",
+                             bad_counts[i], "d"),
+                         2);
+        ck_assert_int_eq(RUN("--format", "imagenet", "--out", pf_test_path("o"), "--jobs",
+                             bad_counts[i], "d"),
+                         2);
+    }
+    ck_assert_int_eq(RUN("--format", "imagenet", "--out", pf_test_path("o"), "--jobs", "1025", "d"),
+                     2);
+    // Numbered shards are the ImageNet converter's; IDX and CIFAR refuse them.
+    ck_assert_int_eq(RUN("--format", "idx", "--out", pf_test_path("o"), "--shard-images", "8",
+                         "a", "b"),
+                     2);
+    ck_assert_int_eq(RUN("--format", "cifar", "--out", pf_test_path("o"), "--jobs", "2", "a"), 2);
     ck_assert_int_eq(RUN("--help"), 0);
 }
 END_TEST
@@ -505,6 +527,241 @@ START_TEST(jpeg_corrupt) {
     ck_assert_int_eq(lab[3], 1);
     ck_assert_int_eq(lab[5], 1);
     pf_image_shard_close(&s);
+}
+END_TEST
+
+// ---- numbered shards (--shard-images) --------------------------------------------------
+
+// The synthetic folder of tests/gen/jpeg_folder.c: 4 classes x 50 JPEGs (RGB, grayscale,
+// CMYK; 1x1, 17x301, 333x97, ...), plus one corrupt file, the last of class 1 (plan index
+// 100). 201 planned items make 200 images; in shards of 64: 64, 63 (the corrupt file
+// skipped), 64 and 9 images.
+enum { SYN_CLASSES = 4, SYN_PER_CLASS = 50, SYN_N = 200, SYN_PLANNED = 201 };
+enum { SYN_K = 64, SYN_SHARDS = 4, SYN_S = 32, SYN_IMG = SYN_S * SYN_S * 3 };
+
+static void make_synthetic(char root[256]) {
+    snprintf(root, 256, "%s", pf_test_path("syn"));
+    ck_assert_int_eq(gen_jpeg_folder(root, SYN_CLASSES, SYN_PER_CLASS, 120), 0);
+    char p[300];
+    snprintf(p, sizeof p, "%s/n00000001/img_broken.JPEG", root);
+    write_bytes(p, "\xff\xd8\xff\xe0 not a JPEG", 15);
+}
+
+// pfdata images over the synthetic folder at --size 32, skipping the corrupt file.
+#define RUN_SYN(root, ...) \
+    RUN("--format", "imagenet", "--size", "32", "--on-corrupt", "skip", __VA_ARGS__, root)
+
+// STEM-0000i-of-00004.h5 (the test spells the names out rather than asking shard_set.c).
+static const char *syn_shard(const char *stem, int i) {
+    static char buf[4][300];
+    snprintf(buf[i % 4], sizeof buf[0], "%s-%05d-of-%05d.h5", stem, i, SYN_SHARDS);
+    return buf[i % 4];
+}
+
+static int64_t int_attr(const pf_image_shard *s, const char *name) {
+    int64_t v;
+    ck_assert_msg(pf_image_shard_attr_int(s, name, &v) == 0, "%s: no %s", s->path, name);
+    return v;
+}
+
+// Every image and label of a conversion: the shards STEM-*-of-00004.h5 in order (their
+// identity attributes checked on the way), or with shards = false the one file STEM.
+// px: [SYN_N, 32, 32, 3], lab: [SYN_N].
+static void read_synthetic(const char *stem, bool shards, uint8_t *px, int32_t *lab) {
+    int64_t at = 0;
+    for (int i = 0; i < (shards ? SYN_SHARDS : 1); i++) {
+        pf_image_shard s;
+        ck_assert_msg(pf_image_shard_open(&s, shards ? syn_shard(stem, i) : stem) == 0, "%s",
+                      pf_errmsg());
+        ck_assert_int_eq(s.H, SYN_S);
+        ck_assert_int_eq(s.num_classes, SYN_CLASSES);
+        ck_assert_str_eq(s.class_names[3], "n00000003");
+        if (shards) {
+            int64_t planned = i < 3 ? SYN_K : SYN_PLANNED - 3 * SYN_K, skipped = i == 1;
+            ck_assert_int_eq(int_attr(&s, "shard_index"), i);
+            ck_assert_int_eq(int_attr(&s, "shard_count"), SYN_SHARDS);
+            ck_assert_int_eq(int_attr(&s, "shard_images"), SYN_K);
+            ck_assert_int_eq(int_attr(&s, "first_item"), i * SYN_K);
+            ck_assert_int_eq(int_attr(&s, "planned_items"), planned);
+            ck_assert_int_eq(int_attr(&s, "total_items"), SYN_PLANNED);
+            ck_assert_int_eq(int_attr(&s, "skipped_corrupt"), skipped);
+            ck_assert_int_eq(s.n, planned - skipped);
+            char *digest = pf_image_shard_attr_str(&s, "plan_digest");
+            ck_assert_ptr_nonnull(digest);
+            ck_assert_uint_eq(strlen(digest), 16);
+            free(digest);
+        } else {
+            int64_t v;  // a single file keeps the format it had: no identity
+            ck_assert_int_eq(pf_image_shard_attr_int(&s, "shard_index", &v), -1);
+        }
+        ck_assert_int_le(at + s.n, SYN_N);
+        ck_assert_int_eq(pf_image_shard_read(&s, 0, s.n, px + at * SYN_IMG, lab + at), 0);
+        at += s.n;
+        pf_image_shard_close(&s);
+    }
+    ck_assert_int_eq(at, SYN_N);
+}
+
+// --jobs 1 and --jobs 2 write the same shards, whose concatenation is the single file; the
+// decodes are right where they can be told: labels, and gray JPEGs stay gray.
+START_TEST(jpeg_shards_match_single_file) {
+    char root[256];
+    make_synthetic(root);
+    uint8_t *px[3];
+    int32_t *lab[3];
+    for (int v = 0; v < 3; v++)
+        px[v] = malloc((size_t)SYN_N * SYN_IMG), lab[v] = malloc(sizeof *lab[v] * SYN_N);
+    ck_assert_int_eq(RUN_SYN(root, "--jobs", "2", "--out", pf_test_path("all.h5")), 0);
+    ck_assert_int_eq(RUN_SYN(root, "--jobs", "1", "--shard-images", "64", "--out",
+                             pf_test_path("one")),
+                     0);
+    // A trailing .h5 of --out is dropped: the shards are two-0000i-of-00004.h5.
+    ck_assert_int_eq(RUN_SYN(root, "--jobs", "2", "--shard-images=64", "--out",
+                             pf_test_path("two.h5")),
+                     0);
+    read_synthetic(pf_test_path("all.h5"), false, px[0], lab[0]);
+    read_synthetic(pf_test_path("one"), true, px[1], lab[1]);
+    read_synthetic(pf_test_path("two"), true, px[2], lab[2]);
+    for (int v = 1; v < 3; v++) {
+        ck_assert_mem_eq(px[v], px[0], (size_t)SYN_N * SYN_IMG);
+        ck_assert_mem_eq(lab[v], lab[0], sizeof *lab[0] * SYN_N);
+    }
+    for (int k = 0; k < SYN_N; k++) {
+        ck_assert_int_eq(lab[0][k], k / SYN_PER_CLASS);  // the corrupt file left no gap
+        const uint8_t *img = px[0] + (size_t)k * SYN_IMG;
+        for (int i = 0; gen_jpeg_kind(k) == GEN_GRAY && i < SYN_S * SYN_S; i++)
+            ck_assert(img[3 * i] == img[3 * i + 1] && img[3 * i] == img[3 * i + 2]);
+    }
+    ck_assert(!has_temp_file(pf_test_tmpdir()));
+    for (int v = 0; v < 3; v++) free(px[v]), free(lab[v]);
+}
+END_TEST
+
+static bool same_file(const struct stat *a, const struct stat *b) {
+    return a->st_ino == b->st_ino && a->st_mtim.tv_sec == b->st_mtim.tv_sec &&
+           a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
+}
+
+static void stat_shards(const char *stem, struct stat st[SYN_SHARDS]) {
+    for (int i = 0; i < SYN_SHARDS; i++) ck_assert_int_eq(stat(syn_shard(stem, i), &st[i]), 0);
+}
+
+// A run stopped by the corrupt file (in shard 1) keeps shard 0, and a rerun with --on-corrupt
+// skip goes on from there. A rerun keeps the complete shards (same inode and mtime) and
+// writes a missing one again, equal to the first; a rerun with nothing to do changes nothing.
+START_TEST(jpeg_shards_resume) {
+    char root[256], stem[256];
+    make_synthetic(root);
+    snprintf(stem, sizeof stem, "%s", pf_test_path("train"));
+    ck_assert_int_eq(RUN("--format", "imagenet", "--size", "32", "--shard-images", "64", "--out",
+                         stem, root),
+                     1);
+    ck_assert_ptr_nonnull(strstr(pf_errmsg(), "img_broken.JPEG"));
+    ck_assert(!exists(syn_shard(stem, 1)));
+    struct stat first, kept;
+    ck_assert_int_eq(stat(syn_shard(stem, 0), &first), 0);
+    ck_assert_int_eq(RUN_SYN(root, "--shard-images", "64", "--out", stem), 0);
+    ck_assert_int_eq(stat(syn_shard(stem, 0), &kept), 0);
+    ck_assert(same_file(&first, &kept));
+    uint8_t *px = malloc((size_t)SYN_N * SYN_IMG), *again = malloc((size_t)SYN_N * SYN_IMG);
+    int32_t lab[SYN_N], lagain[SYN_N];
+    read_synthetic(stem, true, px, lab);
+    struct stat before[SYN_SHARDS], after[SYN_SHARDS];
+    stat_shards(stem, before);
+    ck_assert_int_eq(unlink(syn_shard(stem, 2)), 0);
+    ck_assert_int_eq(RUN_SYN(root, "--jobs", "1", "--shard-images", "64", "--out", stem), 0);
+    stat_shards(stem, after);
+    for (int i = 0; i < SYN_SHARDS; i++)
+        if (i != 2) ck_assert_msg(same_file(&before[i], &after[i]), "shard %d rewritten", i);
+    read_synthetic(stem, true, again, lagain);
+    ck_assert_mem_eq(again, px, (size_t)SYN_N * SYN_IMG);
+    ck_assert_mem_eq(lagain, lab, sizeof lab);
+    ck_assert_int_eq(RUN_SYN(root, "--jobs", "2", "--shard-images", "64", "--out", stem), 0);
+    stat_shards(stem, before);
+    for (int i = 0; i < SYN_SHARDS; i++) ck_assert(same_file(&before[i], &after[i]));
+    ck_assert(!has_temp_file(pf_test_tmpdir()));
+    free(px);
+    free(again);
+}
+END_TEST
+
+// A file by a shard's name that is not that shard of this conversion is refused, named, and
+// left as it was; nothing is written when the refusal comes before the first shard.
+START_TEST(jpeg_shards_refuse_other) {
+    char root[256], stem[256], fresh[256];
+    make_synthetic(root);
+    snprintf(stem, sizeof stem, "%s", pf_test_path("train"));
+    snprintf(fresh, sizeof fresh, "%s", pf_test_path("fresh"));
+    ck_assert_int_eq(RUN_SYN(root, "--shard-images", "64", "--out", stem), 0);
+    struct stat before[SYN_SHARDS], after[SYN_SHARDS];
+    stat_shards(stem, before);
+    // Another --size: the same names, another conversion.
+    ck_assert_int_eq(RUN("--format", "imagenet", "--size", "16", "--on-corrupt", "skip",
+                         "--shard-images", "64", "--out", stem, root),
+                     1);
+    ck_assert_ptr_nonnull(strstr(pf_errmsg(), syn_shard(stem, 0)));
+    ck_assert_ptr_nonnull(strstr(pf_errmsg(), "another --out"));
+    stat_shards(stem, after);
+    for (int i = 0; i < SYN_SHARDS; i++) ck_assert(same_file(&before[i], &after[i]));
+    // A user's file by the name of shard 1.
+    write_bytes(syn_shard(fresh, 1), "keep", 4);
+    ck_assert_int_eq(RUN_SYN(root, "--shard-images", "64", "--out", fresh), 1);
+    ck_assert_ptr_nonnull(strstr(pf_errmsg(), syn_shard(fresh, 1)));
+    char *kept;
+    ck_assert_int_eq(pf_read_file(syn_shard(fresh, 1), &kept, NULL), 0);
+    ck_assert_str_eq(kept, "keep");
+    free(kept);
+    ck_assert(!exists(syn_shard(fresh, 0)));
+    ck_assert(!has_temp_file(pf_test_tmpdir()));
+}
+END_TEST
+
+// SIGINT while shards are being written (the child is signalled once shard 0 is complete and
+// a later shard's temporary exists; on a slow machine that may also be after its end): no
+// temporary stays, complete shards do, and a rerun completes the set.
+START_TEST(jpeg_shards_interrupted) {
+    char root[256], stem[256];
+    make_synthetic(root);
+    snprintf(stem, sizeof stem, "%s", pf_test_path("train"));
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) _exit(RUN_SYN(root, "--jobs", "1", "--shard-images", "64", "--out", stem));
+    for (int t = 0; t < 100000 && !(exists(syn_shard(stem, 0)) && has_temp_file(pf_test_tmpdir()));
+         t++)
+        usleep(50);
+    kill(pid, SIGINT);
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert(WIFSIGNALED(status) ||
+              (WIFEXITED(status) && (WEXITSTATUS(status) == 130 || WEXITSTATUS(status) == 0)));
+    ck_assert(!has_temp_file(pf_test_tmpdir()));
+    ck_assert(exists(syn_shard(stem, 0)));
+    ck_assert_int_eq(RUN_SYN(root, "--shard-images", "64", "--out", stem), 0);
+    uint8_t *px = malloc((size_t)SYN_N * SYN_IMG);
+    int32_t lab[SYN_N];
+    read_synthetic(stem, true, px, lab);
+    free(px);
+}
+END_TEST
+
+// Names: 5 digits, or as many as the count has; index and count of the same width.
+START_TEST(shard_set_names) {
+    pf_shard_set s;
+    pf_shard_set_init(&s, "data/imagenet-train.h5", 1024, 1281167);
+    ck_assert_int_eq(s.count, 1252);
+    ck_assert_int_eq(pf_shard_set_planned(&s, 1251), 1281167 - 1251 * 1024);
+    char *p = pf_shard_set_path(&s, 7);
+    ck_assert_str_eq(p, "data/imagenet-train-00007-of-01252.h5");
+    free(p);
+    pf_shard_set_free(&s);
+    pf_shard_set_init(&s, "x", 1, 123456);
+    p = pf_shard_set_path(&s, 42);
+    ck_assert_str_eq(p, "x-000042-of-123456.h5");
+    free(p);
+    p = pf_shard_set_pattern(&s);
+    ck_assert_str_eq(p, "x-*-of-123456.h5");
+    free(p);
+    pf_shard_set_free(&s);
 }
 END_TEST
 
@@ -939,6 +1196,11 @@ Suite *pf_test_suite(void) {
     tcase_add_test(conv, jpeg_flat_labels);
     tcase_add_test(conv, jpeg_resize_geometry);
     tcase_add_test(conv, jpeg_corrupt);
+    tcase_add_test(conv, jpeg_shards_match_single_file);
+    tcase_add_test(conv, jpeg_shards_resume);
+    tcase_add_test(conv, jpeg_shards_refuse_other);
+    tcase_add_test(conv, jpeg_shards_interrupted);
+    tcase_add_test(conv, shard_set_names);
     tcase_add_test(conv, fashion_mnist_t10k);
     suite_add_tcase(s, conv);
     TCase *load = tcase_create("loader");
