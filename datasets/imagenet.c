@@ -35,7 +35,7 @@
 #include "image_loader.h"
 #include "shard_set.h"
 
-#define DECODE_BATCH 256
+#define DECODE_BATCH 64
 #define ERR_LEN 512
 
 typedef struct {
@@ -316,19 +316,22 @@ done:
 // ---- decoding in parallel --------------------------------------------------------------
 
 // The decoders and buffers of a conversion, used batch after batch and shard after shard.
+// Two batches of buffers: one thread writes batch b-1 out of one half while the others (and
+// then it too) decode batch b into the other, so the writer's serial work (copying into the
+// shard, the channel sums, HDF5) overlaps the decoding.
 typedef struct {
     int S, nt, batch;  // output side, threads (--jobs), items decoded at once
     decoder *dec;      // [nt], one per thread
-    uint8_t *px;       // [batch, S, S, 3]
-    int *status;       // [batch]: decode_one's result
-    char (*err)[ERR_LEN];  // [batch]: why an item is corrupt
+    uint8_t *px;       // [2, batch, S, S, 3]
+    int *status;       // [2, batch]: decode_one's result
+    char (*err)[ERR_LEN];  // [2, batch]: why an item is corrupt
     pf_progress prog;      // over every item this run decodes
     int64_t done;
 } decode_pool;
 
 // A batch fills the threads twice over, up to DECODE_BATCH items, and holds about
 // BATCH_BYTES of output pixels at most (a 4096 x 4096 x 3 output is 48 MiB).
-#define BATCH_BYTES ((size_t)512 << 20)
+#define BATCH_BYTES ((size_t)256 << 20)
 
 // pool must be closed (pool_close) whatever this returns; todo: the items to decode.
 static int pool_open(decode_pool *d, const pf_convert_opts *o, int64_t todo) {
@@ -345,9 +348,9 @@ static int pool_open(decode_pool *d, const pf_convert_opts *o, int64_t todo) {
             rc = -1;
         }
     }
-    d->px = pf_malloc(img * (size_t)d->batch);
-    d->status = pf_malloc(sizeof *d->status * (size_t)d->batch);
-    d->err = pf_malloc(sizeof *d->err * (size_t)d->batch);
+    d->px = pf_malloc(img * 2 * (size_t)d->batch);
+    d->status = pf_malloc(sizeof *d->status * 2 * (size_t)d->batch);
+    d->err = pf_malloc(sizeof *d->err * 2 * (size_t)d->batch);
     pf_progress_begin(&d->prog, o->progress, todo);
     return rc;
 }
@@ -366,32 +369,62 @@ static void pool_close(decode_pool *d) {
     *d = (decode_pool){0};
 }
 
-// Decodes plan items [first, first + count) into w in plan order, batch by batch on the
-// pool's threads: the output and the first corrupt file reported are those of one thread.
+// Writes the k decoded items of buffer half h (plan items from `at`) into w, in plan order.
 // A corrupt item ends the conversion, or with --on-corrupt skip is counted in *skipped.
+static int write_batch(decode_pool *d, int h, const pf_convert_opts *o, const plan *p,
+                       int64_t at, int k, pf_shard_writer *w, int64_t *skipped,
+                       int64_t *warnings) {
+    size_t img = (size_t)d->S * d->S * 3;
+    const int *status = d->status + (size_t)h * d->batch;
+    const uint8_t *px = d->px + img * (size_t)h * d->batch;
+    for (int j = 0; j < k; j++) {
+        if (status[j] < 0 && !o->skip_corrupt) {
+            pf_error("'%s': %s (use --on-corrupt skip to leave such files out)",
+                     p->items[at + j].path, d->err[(size_t)h * d->batch + j]);
+            return -1;
+        }
+        if (status[j] < 0) {
+            (*skipped)++;
+            continue;
+        }
+        *warnings += status[j];
+        if (pf_shard_writer_add(w, px + img * j, p->items[at + j].label) < 0) return -1;
+    }
+    return 0;
+}
+
+// Decodes plan items [first, first + count) into w in plan order, batch b into half b % 2 on
+// the pool's threads while one of them writes batch b - 1: the output and the first corrupt
+// file reported are those of one thread.
 static int convert_range(decode_pool *d, const pf_convert_opts *o, const plan *p, int64_t first,
                          int64_t count, pf_shard_writer *w, int64_t *skipped, int64_t *warnings) {
     size_t img = (size_t)d->S * d->S * 3;
+    int64_t batches = (count + d->batch - 1) / d->batch, end = first + count;
     int rc = 0;
-    for (int64_t at = first, end = first + count; rc == 0 && at < end; at += d->batch) {
-        int k = end - at < d->batch ? (int)(end - at) : d->batch;
-#pragma omp parallel for schedule(dynamic) num_threads(d->nt)
-        for (int j = 0; j < k; j++)
-            d->status[j] = decode_one(&d->dec[omp_get_thread_num()], p->items[at + j].path, d->S,
-                                      d->px + img * j, d->err[j]);
-        for (int j = 0; rc == 0 && j < k; j++) {
-            if (d->status[j] < 0 && !o->skip_corrupt) {
-                pf_error("'%s': %s (use --on-corrupt skip to leave such files out)",
-                         p->items[at + j].path, d->err[j]);
-                rc = -1;
-            } else if (d->status[j] < 0) {
-                (*skipped)++;
-            } else {
-                *warnings += d->status[j];
-                rc = pf_shard_writer_add(w, d->px + img * j, p->items[at + j].label);
-            }
+    for (int64_t b = 0; rc == 0 && b <= batches; b++) {
+        int64_t at = first + b * d->batch, prev_at = at - d->batch;
+        int k = b == batches ? 0 : end - at < d->batch ? (int)(end - at) : d->batch;
+        int prev_k = b == 0 ? 0 : end - prev_at < d->batch ? (int)(end - prev_at) : d->batch;
+        int h = (int)(b % 2);
+        uint8_t *px = d->px + img * (size_t)h * d->batch;
+        int *status = d->status + (size_t)h * d->batch;
+        char(*err)[ERR_LEN] = d->err + (size_t)h * d->batch;
+        char why[1024] = "";  // the writer's pf_error, from whichever thread it ran on
+#pragma omp parallel num_threads(d->nt)
+        {
+#pragma omp single nowait
+            if (prev_k && write_batch(d, 1 - h, o, p, prev_at, prev_k, w, skipped, warnings) < 0)
+                snprintf(why, sizeof why, "%s", pf_errmsg());
+#pragma omp for schedule(dynamic) nowait
+            for (int j = 0; j < k; j++)
+                status[j] = decode_one(&d->dec[omp_get_thread_num()], p->items[at + j].path,
+                                       d->S, px + img * j, err[j]);
         }
-        pf_progress_step(&d->prog, d->done += k);
+        if (why[0]) {
+            pf_error("%s", why);
+            rc = -1;
+        }
+        pf_progress_step(&d->prog, d->done += prev_k);
     }
     return rc;
 }

@@ -541,7 +541,7 @@ enum { SYN_K = 64, SYN_SHARDS = 4, SYN_S = 32, SYN_IMG = SYN_S * SYN_S * 3 };
 
 static void make_synthetic(char root[256]) {
     snprintf(root, 256, "%s", pf_test_path("syn"));
-    ck_assert_int_eq(gen_jpeg_folder(root, SYN_CLASSES, SYN_PER_CLASS, 120), 0);
+    ck_assert_int_eq(gen_jpeg_folder(root, SYN_CLASSES, SYN_PER_CLASS, 8, 120), 0);
     char p[300];
     snprintf(p, sizeof p, "%s/n00000001/img_broken.JPEG", root);
     write_bytes(p, "\xff\xd8\xff\xe0 not a JPEG", 15);
