@@ -637,6 +637,56 @@ START_TEST(jpeg_shards_match_single_file) {
 }
 END_TEST
 
+// The converted shards as one split (a glob, as data.train takes them): 1, 2 and 3 ranks
+// together see every converted image exactly once in an epoch (shuffled, the last global batch
+// padded), each as the single-file conversion stored it.
+START_TEST(jpeg_shards_every_image_once) {
+    char root[256];
+    make_synthetic(root);
+    ck_assert_int_eq(RUN_SYN(root, "--jobs", "2", "--out", pf_test_path("all.h5")), 0);
+    ck_assert_int_eq(RUN_SYN(root, "--shard-images", "64", "--out", pf_test_path("sh")), 0);
+    uint8_t *px = malloc((size_t)SYN_N * SYN_IMG);
+    int32_t lab[SYN_N];
+    read_synthetic(pf_test_path("all.h5"), false, px, lab);
+    char spec[300];
+    snprintf(spec, sizeof spec, "%s-*.h5", pf_test_path("sh"));
+    enum { B = 16 };
+    static const float zero[3] = {0, 0, 0}, one[3] = {1, 1, 1};
+    float *out = malloc(sizeof *out * B * SYN_IMG);
+    for (int world = 1; world <= 3; world++) {
+        pf_image_loader *l[3];
+        for (int r = 0; r < world; r++) {
+            pf_image_loader_opts o = pf_image_loader_defaults(B, 9);
+            o.train = false, o.pad_last = true, o.out_size = SYN_S, o.mean = zero, o.std = one;
+            l[r] = pf_image_loader_open(spec, &o, r, world);
+            ck_assert_msg(l[r] != NULL, "%s", pf_errmsg());
+        }
+        int seen[SYN_N] = {0};
+        for (int64_t k = 0; k < pf_image_loader_batches_per_epoch(l[0]); k++)
+            for (int r = 0; r < world; r++) {
+                int32_t got[B];
+                ck_assert_int_eq(pf_image_loader_next(l[r], out, got), 0);
+                for (int j = 0; j < B && got[j] >= 0; j++) {
+                    uint8_t img[SYN_IMG];
+                    for (int i = 0; i < SYN_IMG; i++)
+                        img[i] = (uint8_t)lrintf(out[(size_t)j * SYN_IMG + i] * 255.0f);
+                    int match = -1;
+                    for (int n = 0; n < SYN_N && match < 0; n++)
+                        if (!seen[n] && !memcmp(img, px + (size_t)n * SYN_IMG, SYN_IMG)) match = n;
+                    ck_assert_msg(match >= 0, "world %d: an image seen twice or not converted",
+                                  world);
+                    ck_assert_int_eq(got[j], lab[match]);
+                    seen[match] = 1;
+                }
+            }
+        for (int n = 0; n < SYN_N; n++) ck_assert_msg(seen[n], "world %d: image %d unseen", world, n);
+        for (int r = 0; r < world; r++) pf_image_loader_close(l[r]);
+    }
+    free(out);
+    free(px);
+}
+END_TEST
+
 static bool same_file(const struct stat *a, const struct stat *b) {
     return a->st_ino == b->st_ino && a->st_mtim.tv_sec == b->st_mtim.tv_sec &&
            a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
@@ -1197,6 +1247,7 @@ Suite *pf_test_suite(void) {
     tcase_add_test(conv, jpeg_resize_geometry);
     tcase_add_test(conv, jpeg_corrupt);
     tcase_add_test(conv, jpeg_shards_match_single_file);
+    tcase_add_test(conv, jpeg_shards_every_image_once);
     tcase_add_test(conv, jpeg_shards_resume);
     tcase_add_test(conv, jpeg_shards_refuse_other);
     tcase_add_test(conv, jpeg_shards_interrupted);
