@@ -3,6 +3,7 @@
 #   make test        CPU test suite (Check)          make test-mpi   MPI/checkpoint fault tests
 #   make test-gpu    every CUDA op against the CPU   make test-slurm a real Slurm job
 #   make test-emu    test-gpu's suite on the CPU: kernels/*.cu under emulation (tests/emu)
+#   make test-cluster a two-node Slurm cluster in network namespaces, node failure (root)
 #   make test-torch  exports (pftrain export) against PyTorch references (tests/torch)
 #   make gpu-bundle  binaries + libraries for a lent GPU machine (tests/gpu/session.sh)
 #   make bench       pfbench kernels: Pixelfly vs dense layers, side by side
@@ -49,7 +50,7 @@ ifeq ($(CUDA),1)
   LDLIBS   += -L$(CUDA_HOME)/lib64 -L$(CUDA_HOME)/lib -lcublasLt -lcublas -lcusparse -lnccl -lcudart -lstdc++
 endif
 
-.PHONY: all test test-mpi test-gpu test-emu test-slurm test-torch bench deps clean quickstart \
+.PHONY: all test test-mpi test-gpu test-emu test-slurm test-cluster test-torch bench deps clean quickstart \
         gpu-bundle emu-build
 all: $(TOOLS) $(TESTS)
 
@@ -132,6 +133,9 @@ test-mpi: $(TOOLS) $(BUILD)/tests/mpi/comm_test
 
 test-slurm: $(TOOLS)
 	BUILD=$(BUILD) tests/slurm/run.sh
+
+test-cluster: $(TOOLS)
+	BUILD=$(BUILD) tests/cluster/run.sh
 
 # libFuzzer harnesses (tests/fuzz): the library rebuilt by clang in build-fuzz/ (CPU only,
 # ASan + UBSan + fuzzer coverage), one binary per tests/fuzz/fuzz_*.c, each run for

@@ -85,6 +85,9 @@ bool pf_comm_test(pf_comm_request *req);
 // or always on the host (seeds, config text).
 void pf_comm_broadcast(pf_comm *c, void *buf, size_t bytes, int root);
 void pf_comm_broadcast_host(pf_comm *c, void *buf, size_t bytes, int root);
+// Host bytes from every rank to `root`: all[r * bytes ...] holds rank r's (all: [world, bytes]
+// on root, ignored elsewhere).
+void pf_comm_gather_host(pf_comm *c, const void *mine, size_t bytes, void *all, int root);
 void pf_comm_barrier(pf_comm *c);
 // Every rank passes a value and every rank gets the maximum. For agreements such as "some
 // rank got SIGTERM: everyone saves" (any 1 wins) and "every rank saved" (agree on a failure

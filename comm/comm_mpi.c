@@ -224,6 +224,11 @@ void pf_comm_broadcast_host(pf_comm *c, void *buf, size_t bytes, int root) {
     mpi_broadcast(c, buf, bytes, root);
 }
 
+void pf_comm_gather_host(pf_comm *c, const void *mine, size_t bytes, void *all, int root) {
+    PF_ASSERT(bytes <= INT32_MAX);
+    PF_MPI_CHECK(MPI_Gather(mine, (int)bytes, MPI_BYTE, all, (int)bytes, MPI_BYTE, root, c->mpi));
+}
+
 void pf_comm_barrier(pf_comm *c) { PF_MPI_CHECK(MPI_Barrier(c->mpi)); }
 
 int pf_comm_agree_max_int(pf_comm *c, int v) {

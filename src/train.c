@@ -826,6 +826,54 @@ static void report_divergence(const trainer *t, const step_result *r) {
                   c->lr / 10);
 }
 
+// Where every rank runs, gathered to rank 0: RUN/ranks.tsv ("rank host local_rank local_size"
+// per line, after a header), which the batch script reads to name the ranks a lost node took
+// with it, and unless quiet one line per node, "pftrain: node2: ranks 2-3 (local 0-1 of 2)"
+// (a node's ranks are consecutive under the launchers' default block mapping; a node holding
+// scattered ranks is listed rank by rank). Collective: every rank calls it.
+typedef struct {
+    char host[64];
+    int32_t local_rank, local_size;
+} rank_place;
+
+static int report_placement(trainer *t) {
+    rank_place mine = {.local_rank = pf_comm_local_rank(t->comm),
+                       .local_size = pf_comm_local_size(t->comm)};
+    snprintf(mine.host, sizeof mine.host, "%s", pf_runtime()->host);
+    rank_place *all = t->lead ? pf_malloc(sizeof *all * (size_t)t->world) : NULL;
+    pf_comm_gather_host(t->comm, &mine, sizeof mine, all, 0);
+    if (!t->lead) return 0;
+    char path[PF_PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s/ranks.tsv", t->cfg->out_dir);
+    FILE *f = fopen(path, "w");
+    if (f) {
+        fprintf(f, "rank\thost\tlocal_rank\tlocal_size\n");
+        for (int r = 0; r < t->world; r++)
+            fprintf(f, "%d\t%s\t%d\t%d\n", r, all[r].host, all[r].local_rank, all[r].local_size);
+    }
+    int rc = 0;
+    if (!f || fclose(f) != 0) {
+        pf_error("cannot write '%s': %s", path, strerror(errno));
+        rc = -1;
+    }
+    for (int r = 0; rc == 0 && t->world > 1 && !t->opts->quiet && r < t->world;) {
+        int e = r;  // ranks r..e share a host and have consecutive local ranks
+        while (e + 1 < t->world && !strcmp(all[e + 1].host, all[r].host) &&
+               all[e + 1].local_rank == all[e].local_rank + 1)
+            e++;
+        if (e > r)
+            printf("pftrain: %s: ranks %d-%d (local %d-%d of %d)\n", all[r].host, r, e,
+                   all[r].local_rank, all[e].local_rank, all[r].local_size);
+        else
+            printf("pftrain: %s: rank %d (local %d of %d)\n", all[r].host, r, all[r].local_rank,
+                   all[r].local_size);
+        r = e + 1;
+    }
+    fflush(stdout);
+    free(all);
+    return rc;
+}
+
 int pf_train(const pf_config *cfg, const pf_train_opts *opts, pf_comm *comm) {
     trainer t = {.cfg = cfg, .opts = opts, .comm = comm};
     int exit_code = PF_EXIT_FAILURE;
@@ -855,6 +903,7 @@ int pf_train(const pf_config *cfg, const pf_train_opts *opts, pf_comm *comm) {
         goto done;
     }
     if (agree(&t, open_outputs(&t)) < 0) goto done;
+    if (agree(&t, report_placement(&t)) < 0) goto done;
     pf_signals_install();
     if (t.lead && !opts->quiet) {
         pf_device_info dev;

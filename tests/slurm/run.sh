@@ -31,15 +31,8 @@ for p in pftrain pfdata; do
 done
 
 # ---- install ---------------------------------------------------------------------------------
-if ! command -v slurmctld > /dev/null || ! command -v slurmd > /dev/null ||
-   ! command -v sbatch > /dev/null || ! command -v munged > /dev/null; then
-  [ "$(id -u)" = 0 ] || { fail "install: slurm is missing and this is not root"; finish; }
-  echo "== installing slurmctld slurmd slurm-client munge"
-  export DEBIAN_FRONTEND=noninteractive
-  { apt-get update -q && apt-get install -y -q --no-install-recommends \
-      slurmctld slurmd slurm-client munge; } > /tmp/pf-slurm-apt.log 2>&1 ||
-    { fail "install: apt-get failed" "$(tail -n 20 /tmp/pf-slurm-apt.log)"; finish; }
-fi
+. tests/slurm/lib.sh
+out=$(slurm_install) || { fail "install" "$out"; finish; }
 
 # ---- a one-node cluster ----------------------------------------------------------------------
 T=$(mktemp -d "${TMPDIR:-/tmp}/pf-slurm.XXXXXX")
@@ -47,12 +40,12 @@ tests/make-token-shard.sh "$T/train.h5" || exit 1
 TINY+=" --set data.train=$T/train.h5"
 chmod 755 "$T"
 export SLURM_CONF=$T/slurm.conf
-pids=()
+daemons=()
 cleanup() {
   local p
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+  for p in "${daemons[@]}"; do kill "$p" 2>/dev/null; done
   sleep 1
-  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
+  for p in "${daemons[@]}"; do kill -KILL "$p" 2>/dev/null; done
   [ -n "${KEEP:-}" ] || rm -rf "$T"
 }
 trap cleanup EXIT
@@ -84,26 +77,13 @@ SchedulerType=sched/builtin
 NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$CPUS State=UNKNOWN
 PartitionName=test Nodes=$NODE Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
 EOF
-mkdir -p "$T/state" "$T/spool" "$T/munge"
-
-# munge: its own key and socket in the temp dir, so a system munged is left alone.
-dd if=/dev/urandom of="$T/munge/munge.key" bs=1024 count=1 status=none
-chmod 600 "$T/munge/munge.key"
-SOCK=$T/munge/munge.socket
-munged --force --key-file="$T/munge/munge.key" --socket="$SOCK" \
-  --pid-file="$T/munge/munged.pid" --log-file="$T/munge/munged.log" \
-  --seed-file="$T/munge/munged.seed" > "$T/munged.out" 2>&1 ||
-  { fail "start munged" "$(cat "$T/munged.out" "$T/munge/munged.log" 2>/dev/null)"; finish; }
-pids+=("$(cat "$T/munge/munged.pid")")
-# cred_expire also delays a requeued job's restart (default 120 s).
-echo "AuthInfo=socket=$SOCK,cred_expire=10" >> "$SLURM_CONF"
-
-slurmctld -c > "$T/slurmctld.out" 2>&1 || { fail "start slurmctld" "$(cat "$T/slurmctld.out")"; finish; }
-sleep 1
-[ -f "$T/slurmctld.pid" ] && pids+=("$(cat "$T/slurmctld.pid")")
+mkdir -p "$T/spool"
+# Not in $(...): it records the daemons' pids in this shell's array.
+slurm_daemons "$T" > "$T/daemons.err" ||
+  { fail "start munged and slurmctld" "$(cat "$T/daemons.err")"; finish; }
 slurmd > "$T/slurmd.out" 2>&1 || { fail "start slurmd" "$(cat "$T/slurmd.out" "$T/slurmd.log")"; finish; }
 sleep 1
-[ -f "$T/slurmd.pid" ] && pids+=("$(cat "$T/slurmd.pid")")
+[ -f "$T/slurmd.pid" ] && daemons+=("$(cat "$T/slurmd.pid")")
 
 state=""
 for _ in $(seq 60); do
@@ -131,17 +111,6 @@ submit() {
         OMP_NUM_THREADS=1 sbatch --parsable --job-name="$1" --nodes=1 \
         --ntasks-per-node="$PF_NTASKS" --cpus-per-task=1 --time=10 "${gpus[@]}" \
         --output="$T/$1.out" "$script" 2>&1) || { echo "$JOB"; return 1; }
-}
-
-# wait_done JOB LIMIT_S: until the job left the queue for good; prints its final state.
-wait_done() {
-  local st
-  for _ in $(seq "$2"); do
-    st=$(scontrol show job "$1" 2>/dev/null | sed -n 's/.*JobState=\([A-Z_]*\).*/\1/p')
-    case $st in COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_FAIL|OUT_OF_MEMORY|"") break ;; esac
-    sleep 1
-  done
-  echo "${st:-GONE}"
 }
 
 # Case 1: a short run to the end.
