@@ -489,7 +489,8 @@ static int check_new_run(const trainer *t) {
 }
 
 // --new-run, on rank 0 once set-up has succeeded: moves the old run's checkpoints/,
-// metrics.jsonl, summary.json and config.ini into run.out_dir/previous-N (the first N free).
+// metrics.jsonl, summary.json, config.ini and ranks.tsv into run.out_dir/previous-N (the
+// first N free).
 static int move_run_aside(const trainer *t) {
     const char *out = t->cfg->out_dir;
     char what[256], aside[PF_PATH_MAX + 32], from[PF_PATH_MAX + 32], to[2 * PF_PATH_MAX + 64];
@@ -503,8 +504,8 @@ static int move_run_aside(const trainer *t) {
         }
     }
     static const char *const entries[] = {"checkpoints", "metrics.jsonl", "summary.json",
-                                          "config.ini"};
-    for (int i = 0; i < 4; i++) {
+                                          "config.ini", "ranks.tsv"};
+    for (size_t i = 0; i < sizeof entries / sizeof *entries; i++) {
         struct stat sb;
         snprintf(from, sizeof from, "%s/%s", out, entries[i]);
         snprintf(to, sizeof to, "%s/%s", aside, entries[i]);
