@@ -92,31 +92,18 @@ on_node() {
 # ---- slurm -----------------------------------------------------------------------------------
 export SLURM_CONF=$T/slurm.conf
 CTL=$(hostname -s)
-cat > "$SLURM_CONF" <<EOF
+slurm_conf_common "$T" > "$SLURM_CONF"
+cat >> "$SLURM_CONF" <<EOF
 ClusterName=pfcluster
 SlurmctldHost=$CTL($NET.1)
-SlurmUser=root
-SlurmdUser=root
 SlurmctldPort=16837
 SlurmdPort=16838
-AuthType=auth/munge
-StateSaveLocation=$T/state
 SlurmdSpoolDir=$T/spool/%n
-SlurmctldPidFile=$T/slurmctld.pid
 SlurmdPidFile=$T/slurmd-%n.pid
-SlurmctldLogFile=$T/slurmctld.log
 SlurmdLogFile=$T/slurmd-%n.log
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/none
-MpiDefault=none
-ReturnToService=2
 SlurmdTimeout=10
 # Both nodes share this machine's cores: 4 CPUs each, whatever it has.
 SlurmdParameters=config_overrides
-SchedulerType=sched/builtin
 NodeName=node1 NodeAddr=$NET.11 CPUs=4 State=UNKNOWN
 NodeName=node2 NodeAddr=$NET.12 CPUs=4 State=UNKNOWN
 PartitionName=test Nodes=node1,node2 Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4

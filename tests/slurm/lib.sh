@@ -15,6 +15,28 @@ slurm_install() {
     { echo "apt-get failed:"; tail -n 20 /tmp/pf-slurm-apt.log; return 1; }
 }
 
+# slurm_conf_common DIR: the slurm.conf lines both test clusters share (controller files in
+# DIR, root daemons, no cgroups, no accounting); each script adds its controller, ports,
+# slurmd files and nodes.
+slurm_conf_common() {
+  cat <<EOF
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+StateSaveLocation=$1/state
+SlurmctldPidFile=$1/slurmctld.pid
+SlurmctldLogFile=$1/slurmctld.log
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+MpiDefault=none
+ReturnToService=2
+SchedulerType=sched/builtin
+EOF
+}
+
 # slurm_daemons DIR: munged with its own key and socket in DIR/munge (a system munged is left
 # alone), the AuthInfo line appended to $SLURM_CONF, then slurmctld. Appends the daemons'
 # pids to the caller's array `daemons`.

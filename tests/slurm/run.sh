@@ -52,28 +52,15 @@ trap cleanup EXIT
 
 NODE=$(hostname -s)
 CPUS=$(nproc)
-cat > "$SLURM_CONF" <<EOF
+slurm_conf_common "$T" > "$SLURM_CONF"
+cat >> "$SLURM_CONF" <<EOF
 ClusterName=pftest
 SlurmctldHost=$NODE(127.0.0.1)
-SlurmUser=root
-SlurmdUser=root
 SlurmctldPort=16817
 SlurmdPort=16818
-AuthType=auth/munge
-StateSaveLocation=$T/state
 SlurmdSpoolDir=$T/spool
-SlurmctldPidFile=$T/slurmctld.pid
 SlurmdPidFile=$T/slurmd.pid
-SlurmctldLogFile=$T/slurmctld.log
 SlurmdLogFile=$T/slurmd.log
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/none
-MpiDefault=none
-ReturnToService=2
-SchedulerType=sched/builtin
 NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$CPUS State=UNKNOWN
 PartitionName=test Nodes=$NODE Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
 EOF
