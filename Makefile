@@ -10,6 +10,8 @@
 #   make fuzz        libFuzzer harnesses (tests/fuzz), FUZZ_SECONDS each (default 60)
 #   make deps        install Debian packages
 #   make quickstart  Fashion-MNIST: Pixelfly Mixer vs dense, side by side
+# CPU_AVX512=0: the CPU vector loops get AVX2 and baseline clones only, no AVX-512 (to measure
+# an AVX2 machine's code on an AVX-512 one: bench/cpu_vs_torch.sh, ISA=avx2).
 # BUILD=DIR: where every target builds and what its test scripts run (default build/; test-emu
 # of a CUDA build uses DIR-emu, the fuzzers FUZZ_BUILD).
 
@@ -30,6 +32,9 @@ CFLAGS  ?= -O2 -g
 # (clamps, maxima) without changing any result; no -ffast-math, which would reorder sums.
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -fopenmp -fno-math-errno -fno-trapping-math -Isrc -Icomm -Idatasets -Ikernels $(PKG_CFLAGS)
 LDLIBS  := $(PKG_LIBS) -fopenmp -lm
+ifeq ($(CPU_AVX512),0)
+  CFLAGS += -DPF_CPU_NO_AVX512
+endif
 
 MAINS    := $(wildcard src/cli/*.c)
 LIB_SRC  := $(wildcard src/*.c src/cpu/*.c src/models/*.c datasets/*.c comm/*.c)

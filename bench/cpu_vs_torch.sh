@@ -3,7 +3,7 @@
 # printed as markdown tables ready for bench/RESULTS.md.
 #
 #   [PYTHON=python3] [BUILD=build] [STEPS=5] [WARMUP=1] [RANKS=0,32] [COMPILE=1] \
-#   [COMPILE_TIMEOUT=900] bench/cpu_vs_torch.sh [THREADS]
+#   [COMPILE_TIMEOUT=900] [ISA=native|avx2] bench/cpu_vs_torch.sh [THREADS]
 #
 # Not part of the test suite (`make test` neither runs nor needs it). It needs pixelfly built
 # (`make` -> $BUILD/pfbench) and a Python with PyTorch, e.g. a virtual environment:
@@ -24,6 +24,11 @@
 #      is cut at COMPILE_TIMEOUT seconds and a failure is reported in the table);
 #   3. peak resident set (getrusage max RSS) of each training-step process, one process per
 #      model and side.
+# ISA=avx2 measures an AVX2-only machine on an AVX-512 one: pixelfly built without AVX-512
+# clones (`make BUILD=build-avx2 CUDA=0 CPU_AVX512=0 build-avx2/pfbench`, then BUILD=build-avx2;
+# refused otherwise) and OpenBLAS held to its Haswell (AVX2) kernels; PyTorch held to AVX2
+# (ATEN_CPU_CAPABILITY, oneDNN's and MKL's ISA limits). The CPU's own speed per instruction
+# stays that of the AVX-512 machine.
 # Ratio columns: pixelfly throughput / PyTorch throughput = PyTorch time / pixelfly time
 # (> 1: pixelfly faster). Raw outputs stay in the directory printed on stderr at the end.
 set -euo pipefail
@@ -43,6 +48,21 @@ TORCH="$PYTHON bench/torch_cpu.py --threads $THREADS --warmup $WARMUP --steps $S
 [ -x "$PFBENCH" ] || { echo "cpu_vs_torch.sh: no $PFBENCH: build pixelfly first (make)" >&2; exit 2; }
 "$PYTHON" -c 'import torch' 2>/dev/null ||
     { echo "cpu_vs_torch.sh: $PYTHON cannot import torch (see the top of this file)" >&2; exit 2; }
+ISA=${ISA:-native}
+case $ISA in
+native) isa_note="each side's widest ISA" ;;
+avx2)
+    if nm "$PFBENCH" | grep -q 'arch_x86_64_v4'; then
+        echo "cpu_vs_torch.sh: $PFBENCH has AVX-512 clones; for ISA=avx2 build it with" >&2
+        echo "  make BUILD=build-avx2 CUDA=0 CPU_AVX512=0 build-avx2/pfbench  and pass BUILD=build-avx2" >&2
+        exit 2
+    fi
+    export OPENBLAS_CORETYPE=Haswell ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 \
+        MKL_ENABLE_INSTRUCTIONS=AVX2
+    isa_note="AVX2 on both sides (pixelfly CPU_AVX512=0 build, OPENBLAS_CORETYPE=Haswell; ATEN_CPU_CAPABILITY=avx2, ONEDNN_MAX_CPU_ISA=AVX2, MKL_ENABLE_INSTRUCTIONS=AVX2)"
+    ;;
+*) echo "cpu_vs_torch.sh: ISA must be native or avx2, not '$ISA'" >&2; exit 2 ;;
+esac
 RAW=$(mktemp -d "${TMPDIR:-/tmp}/cpu_vs_torch.XXXXXX")
 export OMP_NUM_THREADS=$THREADS
 
@@ -66,6 +86,7 @@ commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 echo "### pixelfly CPU vs PyTorch CPU ($(date -u '+%Y-%m-%d %H:%M UTC'))"
 echo
 echo "- CPU: $cpu, $(nproc) CPUs online; ISA flags: ${isa:-none of avx2/avx512}"
+echo "- ISA used: $isa_note"
 echo "- pixelfly $commit ($PFBENCH), OMP_NUM_THREADS=$THREADS, OMP_WAIT_POLICY=passive"
 echo "- PyTorch $tver, get_cpu_capability() = $tcap, torch.get_num_threads() = $tthreads"
 echo "- median of $STEPS timed runs; warm-up: pixelfly 1, PyTorch $WARMUP; load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"

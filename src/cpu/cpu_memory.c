@@ -1,5 +1,6 @@
 // cpu_memory.c: host memory for the CPU backend. "Device" memory is ordinary host memory,
 // 64-byte aligned so that every row of a parameter arena starts on a cache line.
+#include <omp.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,7 +26,28 @@ void *cpu_alloc(size_t bytes) {
 
 void cpu_free(void *p) { free(p); }
 
-void cpu_zero(void *p, size_t bytes) { memset(p, 0, bytes); }
+// Large clears and device-to-device copies are split into 1 MiB chunks over the OpenMP
+// threads: one core's stores do not reach the memory bandwidth that two or more do (GPT-2's
+// dlogits, [N, 50,304] floats, 206 MB at 8 x 128 tokens, is cleared at every step).
+// src NULL: dst is zeroed.
+static void cpu_chunked(void *dst, const void *src, size_t bytes) {
+    const size_t chunk = (size_t)1 << 20;
+    int64_t n = (int64_t)((bytes + chunk - 1) / chunk);
+    if (n < 2 || omp_in_parallel()) {
+        if (src) memcpy(dst, src, bytes);
+        else memset(dst, 0, bytes);
+        return;
+    }
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        size_t off = (size_t)i * chunk, len = bytes - off < chunk ? bytes - off : chunk;
+        if (src) memcpy((char *)dst + off, (const char *)src + off, len);
+        else memset((char *)dst + off, 0, len);
+    }
+}
+
+void cpu_zero(void *p, size_t bytes) { cpu_chunked(p, NULL, bytes); }
+void cpu_copy_device(void *dst, const void *src, size_t bytes) { cpu_chunked(dst, src, bytes); }
 
 void cpu_copy(void *dst, const void *src, size_t bytes) { memcpy(dst, src, bytes); }
 

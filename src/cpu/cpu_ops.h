@@ -55,7 +55,8 @@ void cpu_sgemm_bias(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
 void *cpu_alloc(size_t bytes);
 void cpu_free(void *p);
 void cpu_zero(void *p, size_t bytes);
-void cpu_copy(void *dst, const void *src, size_t bytes);
+void cpu_copy(void *dst, const void *src, size_t bytes);         // upload, download
+void cpu_copy_device(void *dst, const void *src, size_t bytes);  // large: over the threads
 void cpu_synchronize(void);
 bool cpu_supports(pf_op op, pf_dtype act);
 void cpu_device_info(pf_device_info *info);

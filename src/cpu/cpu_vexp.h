@@ -12,7 +12,11 @@
 // On x86-64 a function marked CPU_VEC_CLONES is compiled three times (AVX-512, AVX2 with FMA,
 // baseline SSE2) and the dynamic loader picks one by CPUID. Results can differ between clones
 // (vector reductions group their terms by the vector width), never between runs on one CPU.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+// A build with PF_CPU_NO_AVX512 (`make CPU_AVX512=0`) stops at AVX2: an AVX2 machine's code
+// paths, measured on an AVX-512 one (bench/cpu_vs_torch.sh, ISA=avx2).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(PF_CPU_NO_AVX512)
+#define CPU_VEC_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#elif defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define CPU_VEC_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define CPU_VEC_CLONES
