@@ -129,7 +129,7 @@ test-emu: emu-build
 # The emulated kernels take minutes to compile: two jobs unless make was given -j.
 emu-build:
 	$(MAKE) --no-print-directory $(if $(findstring -j,$(MAKEFLAGS)),,-j2) CUDA=0 \
-	    BUILD=$(EMU_BUILD) $(EMU_BUILD)/emu/test_cuda_ops
+	    BUILD=$(EMU_BUILD) $(EMU_BUILD)/emu/test_streams $(EMU_BUILD)/emu/test_cuda_ops
 
 include tests/emu/emu.mk
 

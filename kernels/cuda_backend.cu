@@ -37,6 +37,12 @@ static pf_cuda_context make_context(void) {
     // sm_86 / sm_89. It decides which attention head dims this device runs.
     c.smem_optin = prop.sharedMemPerBlockOptin;
     cuda_attention_fit_device(c.smem_optin, prop.name);
+    CUDA_CHECK(cudaStreamCreateWithFlags(&c.copy_stream, cudaStreamNonBlocking));
+    for (int s = 0; s < PF_INPUT_SETS; s++) {
+        CUDA_CHECK(cudaEventCreateWithFlags(&c.uploaded[s], cudaEventDisableTiming));
+        CUDA_CHECK(cudaEventCreateWithFlags(&c.released[s], cudaEventDisableTiming));
+    }
+    c.inputs_active = -1;
     return c;
 }
 
@@ -101,6 +107,48 @@ static void cuda_copy(void *dst, const void *src, size_t bytes) {
         cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, pf_cuda_ctx()->stream));
 }
 static void cuda_synchronize(void) { CUDA_CHECK(cudaDeviceSynchronize()); }
+
+// Page-locked host memory: the DMA engines read it directly, so an upload from it runs
+// asynchronously at full bus bandwidth (from pageable memory the driver would stage it).
+static void *cuda_host_alloc(size_t bytes) {
+    void *p = NULL;
+    cudaError_t err = cudaMallocHost(&p, bytes ? bytes : 1);
+    if (err != cudaSuccess)
+        PF_FATAL("cudaMallocHost of %zu bytes (page-locked host memory) failed: %s", bytes,
+                 cudaGetErrorString(err));
+    return p;
+}
+static void cuda_host_free(void *p) { CUDA_CHECK(cudaFreeHost(p)); }
+
+// Input staging (backend.h). Set s's cycle: inputs_begin waits on the host for its last
+// uploads (uploaded[s]) and makes the copy stream wait for released[s]; the uploads and
+// uploaded[s] go to the copy stream; inputs_use makes the compute stream wait for
+// uploaded[s] and records released[] of the set it stops reading.
+static void cuda_inputs_begin(int set) {
+    pf_cuda_context *c = pf_cuda_ctx();
+    PF_ASSERT(set >= 0 && set < PF_INPUT_SETS);
+    CUDA_CHECK(cudaEventSynchronize(c->uploaded[set]));
+    // Staging the set the ops read now (an evaluation batch between training steps): the
+    // ops issued so far may still read it.
+    if (set == c->inputs_active) CUDA_CHECK(cudaEventRecord(c->released[set], c->stream));
+    CUDA_CHECK(cudaStreamWaitEvent(c->copy_stream, c->released[set], 0));
+}
+static void cuda_inputs_upload(void *dst, const void *host_src, size_t bytes) {
+    pf_cuda_context *c = pf_cuda_ctx();
+    CUDA_CHECK(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, c->copy_stream));
+}
+static void cuda_inputs_end(int set) {
+    pf_cuda_context *c = pf_cuda_ctx();
+    CUDA_CHECK(cudaEventRecord(c->uploaded[set], c->copy_stream));
+}
+static void cuda_inputs_use(int set) {
+    pf_cuda_context *c = pf_cuda_ctx();
+    PF_ASSERT(set >= 0 && set < PF_INPUT_SETS);
+    if (c->inputs_active >= 0 && c->inputs_active != set)
+        CUDA_CHECK(cudaEventRecord(c->released[c->inputs_active], c->stream));
+    CUDA_CHECK(cudaStreamWaitEvent(c->stream, c->uploaded[set], 0));
+    c->inputs_active = set;
+}
 // Every op, with fp32 or bf16 activations. The trainer asks this for every op first thing
 // after the communicator's cudaSetDevice (src/train.c setup), so the context is created here,
 // on that device: what the table publishes for the device (attention_head_dims) is settled
@@ -128,6 +176,12 @@ extern "C" const pf_backend pf_backend_cuda = {
     .download = cuda_download,
     .copy = cuda_copy,
     .synchronize = cuda_synchronize,
+    .host_alloc = cuda_host_alloc,
+    .host_free = cuda_host_free,
+    .inputs_begin = cuda_inputs_begin,
+    .inputs_upload = cuda_inputs_upload,
+    .inputs_end = cuda_inputs_end,
+    .inputs_use = cuda_inputs_use,
     .supports = cuda_supports,
     .device_info = cuda_device_info,
 

@@ -37,6 +37,12 @@ typedef struct {
     size_t smem_optin;      // the most dynamic shared memory a block may opt into (bytes)
     pf_cuda_mask *masks;    // device copies of the block masks' tables, by content
     size_t masks_cap, masks_used;
+    // Input staging (backend.h, inputs_begin ...): uploads run on copy_stream (non-blocking:
+    // the legacy stream does not wait for it implicitly); uploaded[s] is recorded on it after
+    // set s's uploads, released[s] on `stream` once the ops issued so far are done reading s.
+    cudaStream_t copy_stream;
+    cudaEvent_t uploaded[PF_INPUT_SETS], released[PF_INPUT_SETS];
+    int inputs_active;  // the set ops read (inputs_use), -1 before the first
 } pf_cuda_context;
 
 pf_cuda_context *pf_cuda_ctx(void);

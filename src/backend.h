@@ -221,6 +221,10 @@ typedef enum {
 const char *pf_op_name(pf_op op);  // the table field's name ("linear_fwd"); "unknown" else
 
 // ==== The backend ================================================================================
+// Sets of input buffers a model alternates (inputs_begin ... inputs_use below): one holds the
+// micro-batch being computed, the other the next one on its way to the device.
+#define PF_INPUT_SETS 2
+
 typedef struct pf_backend {
     const char *name;
     pf_device device;
@@ -240,6 +244,30 @@ typedef struct pf_backend {
     // one is asynchronous: synchronize() before timing it).
     void (*copy)(void *dst, const void *src, size_t bytes);
     void (*synchronize)(void);
+
+    // Input staging: a micro-batch's inputs go up while the previous one computes
+    // (src/models/model.c keeps PF_INPUT_SETS sets of input buffers and alternates them).
+    // host_alloc'd memory is what inputs_upload reads asynchronously: page-locked on CUDA
+    // (cudaMallocHost; a copy from pageable memory would not overlap), ordinary memory on
+    // the CPU. Never NULL (failure is fatal with the size).
+    void *(*host_alloc)(size_t bytes);
+    void (*host_free)(void *p);
+    // Staging set `set` (0 <= set < PF_INPUT_SETS):
+    //   inputs_begin(set)  returns once the host may rewrite the set's host buffers (its last
+    //                      uploads have read them), and orders the uploads that follow after
+    //                      every op issued so far that may still read the set's device
+    //                      buffers;
+    //   inputs_upload(...) host_src (host_alloc'd) -> dst (device), on the backend's copy
+    //                      stream: it overlaps the ops issued before (CUDA), or is done at
+    //                      the call (CPU);
+    //   inputs_end(set)    closes the set's uploads;
+    //   inputs_use(set)    every op issued after it runs after the set's uploads, and the
+    //                      set becomes the one ops read (what inputs_begin orders against).
+    void (*inputs_begin)(int set);
+    void (*inputs_upload)(void *dst, const void *host_src, size_t bytes);
+    void (*inputs_end)(int set);
+    void (*inputs_use)(int set);
+
     // Whether the backend runs `op` in a model whose activations are of dtype `act` (the ops
     // on fp32 tensors only, adamw, sumsq and scale, answer for such a model too): the CPU
     // backend fp32, the CUDA backend fp32 and bf16. The trainer asks for every op at start.

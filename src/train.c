@@ -42,6 +42,12 @@ typedef struct {
     double flops_per_sample;  // training FLOPs of one sample (nonzero work only)
     double peak_tflops;       // per-device peak for MFU; 0: unknown, no MFU reported
     bool config_error;        // set-up failed on the config (exit 2), not on data or I/O
+    // The next micro-batch is staged (pf_model_stage) while the current one's backward runs,
+    // across steps too: then the data cursor is already past it, and a checkpoint stores
+    // staged_from, the cursor it was taken at. staged_step: the step (1-based) it is for.
+    bool staged;
+    pf_data_cursor staged_from;
+    int64_t staged_step;
 } trainer;
 
 const pf_backend *pf_select_backend(int choice) {
@@ -116,9 +122,29 @@ typedef struct {
     double seconds;
 } step_result;
 
+// Takes the next training micro-batch, for step `step` (1-based), and stages it in the model.
+static int stage_next(trainer *t, int64_t step) {
+    t->staged_from = pf_data_get_cursor(t->train);
+    t->staged_step = step;
+    pf_batch batch;
+    if (pf_data_next(t->train, &batch) < 0) return -1;
+    pf_model_stage(t->model, &batch);
+    t->staged = true;
+    return 0;
+}
+
+// The data cursor a checkpoint after this step stores: that of the next step's first batch.
+static pf_data_cursor checkpoint_cursor(const trainer *t) {
+    return t->staged ? t->staged_from : pf_data_get_cursor(t->train);
+}
+
 // One optimizer step. 0 when done; 1 when the loss or the gradient norm is not finite on some
 // rank (every rank returns 1, nothing was updated, t->step is unchanged; r has the loss, norm
-// and lr); -1 on a data error on this rank (pf_error()).
+// and lr); -1 on a data error on this rank (pf_error(); t->staged_step is the step whose batch
+// failed).
+// Each micro-batch is computed from the one staged before, and the next one (of this step or
+// of the next) is taken, prepared and uploaded once its backward is issued: on CUDA the host
+// work and the copy overlap the backward on the device.
 static int train_step(trainer *t, step_result *r) {
     const pf_config *c = t->cfg;
     const pf_backend *be = t->be;
@@ -127,12 +153,15 @@ static int train_step(trainer *t, step_result *r) {
     be->zero(t->arena->grads, sizeof(float) * lay->numel);
     float loss = 0;
     for (int micro = 0; micro < c->grad_accum; micro++) {
-        pf_batch batch;
-        if (pf_data_next(t->train, &batch) < 0) return -1;
-        loss += pf_model_forward(t->model, &batch, NULL) / c->grad_accum;
-        bool last = micro == c->grad_accum - 1 && t->world > 1;
-        if (last) t->next_bucket = t->n_buckets - 1;
-        pf_model_backward(t->model, 1.0f / c->grad_accum, last ? on_grads_ready : NULL, t);
+        if (!t->staged && stage_next(t, t->step + 1) < 0) return -1;
+        t->staged = false;
+        loss += pf_model_forward(t->model, NULL, NULL) / c->grad_accum;
+        bool last = micro == c->grad_accum - 1;
+        bool bucketed = last && t->world > 1;
+        if (bucketed) t->next_bucket = t->n_buckets - 1;
+        pf_model_backward(t->model, 1.0f / c->grad_accum, bucketed ? on_grads_ready : NULL, t);
+        if (!last && stage_next(t, t->step + 1) < 0) return -1;
+        if (last && t->step + 1 < c->steps && stage_next(t, t->step + 2) < 0) return -1;
     }
     if (t->world > 1) wait_all_buckets(t);
     float clip = 1.0f;
@@ -278,7 +307,7 @@ static int save_checkpoint(trainer *t) {
         t->be->download(host, t->arena->params, bytes);
         t->be->download(host + lay->numel, t->arena->m, bytes);
         t->be->download(host + 2 * lay->numel, t->arena->v, bytes);
-        pf_data_cursor cur = pf_data_get_cursor(t->train);
+        pf_data_cursor cur = checkpoint_cursor(t);
         int64_t *cursors = pf_malloc(sizeof(int64_t) * 2 * t->world);
         uint64_t *rng = pf_malloc(sizeof(uint64_t) * 2 * t->world);
         for (int r = 0; r < t->world; r++) {
@@ -924,7 +953,7 @@ int pf_train(const pf_config *cfg, const pf_train_opts *opts, pf_comm *comm) {
         if (rc < 0) {
             pf_report("%s", pf_errmsg());
             pf_comm_abort(comm, PF_EXIT_FAILURE, "data error at step %lld",
-                          (long long)t.step + 1);
+                          (long long)t.staged_step);
         }
         if (rc > 0) {  // diverged: every rank stops here, exit code 1
             if (t.lead) report_divergence(&t, &r);

@@ -762,7 +762,7 @@ static void release(buf *b) {
 
 // PF_GPU_TESTS=pixelfly,attention,... runs only those op families (linear, pixelfly, mlp,
 // layernorm, elementwise, reduce, attention, xent, embedding, vision, convert, adamw, model,
-// training), e.g. under compute-sanitizer where the whole suite takes long; unset: all.
+// staged, training), e.g. under compute-sanitizer where the whole suite takes long; unset: all.
 bool selected(const char *family) {
     const char *want = getenv("PF_GPU_TESTS");
     if (!want || !*want) return true;

@@ -73,6 +73,9 @@ static void emu_download(void *d, const void *s, size_t n) {
 static void emu_copy(void *d, const void *s, size_t n) {
     emu_check(d, n, "copy"), emu_check(s, n, "copy"), memcpy(d, s, n);
 }
+// Input staging: host memory is the heap; uploads are checked copies done at the call.
+static void *emu_host_alloc(size_t n) { return pf_malloc(n ? n : 1); }
+static void emu_inputs_mark(int set) { ck_assert(set >= 0 && set < PF_INPUT_SETS); }
 
 // dst = src elementwise in their dtypes (fp32 or bf16), any memory.
 static void convert_any(pf_tensor dst, pf_tensor src) {
@@ -291,6 +294,12 @@ static const pf_backend EMU_BF16 = {
     .download = emu_download,
     .copy = emu_copy,
     .synchronize = emu_synchronize,
+    .host_alloc = emu_host_alloc,
+    .host_free = free,
+    .inputs_begin = emu_inputs_mark,
+    .inputs_upload = emu_upload,
+    .inputs_end = emu_inputs_mark,
+    .inputs_use = emu_inputs_mark,
     .supports = emu_supports,
     .device_info = emu_device_info,
 #define EMU_OP_ENTRY_(ID, name) .name = emu_##name,

@@ -279,6 +279,56 @@ START_TEST(test_mixed_loss) {
 }
 END_TEST
 
+// ---- input staging (pf_model_stage) --------------------------------------------------------
+
+// Training as pftrain does it (each micro-batch staged while the previous backward runs, an
+// evaluation batch computed in between while a training batch waits staged) gives the bits of
+// plain forward(batch) calls: the same losses, evaluation sums and parameters after 4 steps.
+static void staged_same(const char *name, const char *const *sets, float lam) {
+    enum { STEPS = 4 };
+    pf_config c;
+    make_config(&c, sets);
+    pf_rng rng;
+    pf_rng_seed(&rng, 31);
+    gc_data d[STEPS], ev;
+    for (int k = 0; k < STEPS; k++) make_batch(&d[k], &c, k % 2 ? lam : 0, &rng);
+    make_batch(&ev, &c, 0, &rng);
+    pf_model *m[2] = {create(sets, GC_B), create(sets, GC_B)};
+    float loss[2][STEPS];
+    pf_eval_stats st[2];
+    memset(st, 0, sizeof st);
+    for (int v = 0; v < 2; v++) {  // v = 0: forward(batch); v = 1: staged
+        pf_model_init_params(m[v], 5);
+        pf_arena *a = pf_model_arena(m[v]);
+        if (v) pf_model_stage(m[v], &d[0].batch);
+        for (int k = 0; k < STEPS; k++) {
+            pf_backend_cpu.zero(a->grads, sizeof(float) * (size_t)a->layout->numel);
+            loss[v][k] = pf_model_forward(m[v], v ? NULL : &d[k].batch, NULL);
+            pf_model_backward(m[v], 1.0f, NULL, NULL);
+            if (v && k + 1 < STEPS) pf_model_stage(m[v], &d[k + 1].batch);
+            if (k == 1) pf_model_forward(m[v], &ev.batch, &st[v]);
+            pf_model_adamw_step(m[v], 1e-2f, k + 1, 1.0f);
+        }
+    }
+    for (int k = 0; k < STEPS; k++)
+        ck_assert_msg(loss[0][k] == loss[1][k], "%s step %d: loss %.9g plain, %.9g staged", name,
+                      k + 1, loss[0][k], loss[1][k]);
+    ck_assert_msg(st[0].loss_sum == st[1].loss_sum && st[0].count == st[1].count &&
+                      st[0].correct1 == st[1].correct1,
+                  "%s: evaluation differs", name);
+    const pf_arena *a0 = pf_model_arena(m[0]), *a1 = pf_model_arena(m[1]);
+    ck_assert_msg(!memcmp(a0->params, a1->params, sizeof(float) * (size_t)a0->layout->numel),
+                  "%s: parameters differ after %d steps", name, STEPS);
+    for (int v = 0; v < 2; v++) pf_model_free(m[v]);
+}
+
+START_TEST(test_staged_same_as_plain) {
+    staged_same("gpt2", (const char *const[]){GPT2_TINY, PIXELFLY_BLOCK, NULL}, 0);
+    staged_same("vit-mixed", (const char *const[]){"model.type=vit", VISION_TINY,
+                                                   "model.channels=1", NULL}, 0.3f);
+}
+END_TEST
+
 // ---- the recomputing Pixelfly MLP (pixelfly.recompute_mlp) -------------------------------
 
 // On the CPU the pixelfly_mlp op runs the very ops of the plain MLP (recomputing f and g first),
@@ -570,6 +620,7 @@ Suite *pf_test_suite(void) {
     tcase_add_loop_test(tc, test_gradient_check, 0, N_GC_CASES);
     tcase_add_test(tc, test_backward_accumulates);
     tcase_add_test(tc, test_mixed_loss);
+    tcase_add_test(tc, test_staged_same_as_plain);
     tcase_add_test(tc, test_recompute_mlp_same_step);
     tcase_add_test(tc, test_recompute_mlp_saves_activations);
     tcase_add_test(tc, test_weight_decay_rule);

@@ -821,18 +821,33 @@ static int cmd_kinds(const pf_backend *be, const kernel_opts *o) {
 typedef struct {
     pf_model *model;
     const pf_config *cfg;
-    pf_batch batch;
+    pf_batch batch;  // the batch every step takes when data is NULL
+    pf_data *data;   // loaded batches, or NULL
+    bool staged;     // the model holds the next step's batch, staged
     int step;
 } step_bench;
 
+// Takes the next batch and stages it in the model.
+static void stage_next(step_bench *s) {
+    pf_batch b = s->batch;
+    if (s->data && pf_data_next(s->data, &b) < 0) PF_FATAL("pfbench: %s", pf_errmsg());
+    pf_model_stage(s->model, &b);
+    s->staged = true;
+}
+
+// One training step as pftrain runs it: forward of the staged batch, backward, the next batch
+// taken and staged while the backward runs (on CUDA it overlaps), clip, AdamW.
 static void train_step_once(void *c) {
     step_bench *s = c;
     pf_arena *a = pf_model_arena(s->model);
     const pf_layout *lay = a->layout;
     const pf_backend *be = a->be;
     be->zero(a->grads, sizeof(float) * lay->numel);
-    pf_model_forward(s->model, &s->batch, NULL);
+    if (!s->staged) stage_next(s);
+    s->staged = false;
+    pf_model_forward(s->model, NULL, NULL);
     pf_model_backward(s->model, 1.0f, NULL, NULL);
+    stage_next(s);
     float clip = 1.0f;
     pf_grad_norm(be, a->grads, lay->numel, s->cfg->grad_clip, &clip);
     s->step++;
@@ -947,25 +962,13 @@ static double loader_seconds(pf_config c, int workers, int omp_threads, int batc
     return rc < 0 ? -1 : dt;
 }
 
-typedef struct {
-    step_bench *s;
-    pf_data *data;       // the loaded batches, or NULL for
-    pf_batch synthetic;  // this one
-} data_step;
-
-static void data_step_once(void *ctx) {
-    data_step *d = ctx;
-    if (!d->data) d->s->batch = d->synthetic;
-    else if (pf_data_next(d->data, &d->s->batch) < 0) PF_FATAL("pfbench data: %s", pf_errmsg());
-    train_step_once(d->s);
-}
-
-// Mean step time (ms) over `steps` steps after 2 warm-up steps, back to back.
-static double mean_step_ms(const pf_backend *be, data_step *d, int steps) {
-    for (int k = 0; k < 2; k++) data_step_once(d);
+// Mean step time (ms) over `steps` steps after 2 warm-up steps, back to back, taking s's
+// batches (s->data, or s->batch); the first step may compute a batch staged before.
+static double mean_step_ms(const pf_backend *be, step_bench *s, int steps) {
+    for (int k = 0; k < 2; k++) train_step_once(s);
     be->synchronize();
     double t0 = pf_now();
-    for (int k = 0; k < steps; k++) data_step_once(d);
+    for (int k = 0; k < steps; k++) train_step_once(s);
     be->synchronize();
     return 1e3 * (pf_now() - t0) / steps;
 }
@@ -1024,15 +1027,15 @@ static int cmd_data(const pf_backend *be, const char *path, char **sets, int nse
     pf_rng rng;
     pf_rng_seed(&rng, 7);
     void *owned[2] = {0};
-    data_step syn = {.s = &s}, reused = {.s = &s};
-    synthetic_batch(&c, &syn.synthetic, &rng, owned);
+    pf_batch synthetic, reused;
+    synthetic_batch(&c, &synthetic, &rng, owned);
     // The first loaded batch, used again and again: the step on real data without loading
     // (real and random inputs need not cost the same: GELU, softmax and the embedding
     // gradient take data-dependent time on a CPU).
     pf_config one = c;
     one.data_workers = 0;
     pf_data *first = pf_data_open(&one, c.train_path, c.batch_size, 0, 1, true);
-    if (!first || pf_data_next(first, &reused.synthetic) < 0) {
+    if (!first || pf_data_next(first, &reused) < 0) {
         fprintf(stderr, "pfbench data: %s\n", pf_errmsg());
         return PF_EXIT_FAILURE;
     }
@@ -1041,16 +1044,17 @@ static int cmd_data(const pf_backend *be, const char *path, char **sets, int nse
     // first batch is asked for, so no block finds batches built in advance.
     double ms_syn = 0, ms_reused = 0, ms_real = 0;
     for (int round = 0; round < 3; round++) {
-        ms_syn += mean_step_ms(be, &syn, steps) / 3;
-        ms_reused += mean_step_ms(be, &reused, steps) / 3;
-        data_step real = {.s = &s,
-                          .data = pf_data_open(&c, c.train_path, c.batch_size, 0, 1, true)};
-        if (!real.data) {
+        s.batch = synthetic;
+        ms_syn += mean_step_ms(be, &s, steps) / 3;
+        s.batch = reused;
+        ms_reused += mean_step_ms(be, &s, steps) / 3;
+        if (!(s.data = pf_data_open(&c, c.train_path, c.batch_size, 0, 1, true))) {
             fprintf(stderr, "pfbench data: %s\n", pf_errmsg());
             return PF_EXIT_FAILURE;
         }
-        ms_real += mean_step_ms(be, &real, steps) / 3;
-        pf_data_close(real.data);
+        ms_real += mean_step_ms(be, &s, steps) / 3;
+        pf_data_close(s.data);
+        s.data = NULL;
     }
     printf("\ntraining step, mean over 3 blocks of %d steps (each after 2 warm-up steps), the "
            "three kinds of block in turn, %d OpenMP threads:\n", steps, omp_get_max_threads());

@@ -14,6 +14,12 @@ const pf_backend pf_backend_cpu = {
     .download = cpu_copy,
     .copy = cpu_copy_device,
     .synchronize = cpu_synchronize,
+    .host_alloc = cpu_alloc,
+    .host_free = cpu_free,
+    .inputs_begin = cpu_inputs_mark,
+    .inputs_upload = cpu_copy,
+    .inputs_end = cpu_inputs_mark,
+    .inputs_use = cpu_inputs_mark,
     .supports = cpu_supports,
     .device_info = cpu_device_info,
 

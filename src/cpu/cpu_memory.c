@@ -54,6 +54,10 @@ void cpu_copy(void *dst, const void *src, size_t bytes) { memcpy(dst, src, bytes
 // Every op runs to completion before it returns.
 void cpu_synchronize(void) {}
 
+// Input staging (backend.h): uploads are copies done at the call, so there is nothing to
+// order; the sets' host buffers are ordinary memory.
+void cpu_inputs_mark(int set) { (void)set; }
+
 // Every op, in fp32 only (the bf16 tests emulate bf16 around these ops: tests/test_bf16.c).
 bool cpu_supports(pf_op op, pf_dtype act) {
     return (unsigned)op < PF_OP_COUNT && act == PF_F32;

@@ -58,6 +58,7 @@ void cpu_zero(void *p, size_t bytes);
 void cpu_copy(void *dst, const void *src, size_t bytes);         // upload, download
 void cpu_copy_device(void *dst, const void *src, size_t bytes);  // large: over the threads
 void cpu_synchronize(void);
+void cpu_inputs_mark(int set);  // inputs_begin, _end, _use: nothing to do
 bool cpu_supports(pf_op op, pf_dtype act);
 void cpu_device_info(pf_device_info *info);
 

@@ -16,12 +16,11 @@ typedef struct {
     pf_block *blocks;
     pf_ln lnf;
     pf_block_scratch scratch;
-    int32_t *ids, *targets;          // device [N]
+    int in_ids, in_targets;          // model inputs (pf_model_input): int32 [N] each
     void *x0, *hf, *logits;          // activations
     float *losses;                   // [N]
     void *dres, *dhf, *dlogits;      // backward buffers
     float *host_losses;              // [N]
-    int32_t *host_targets;           // [N], copy of the batch's targets for counting
     int64_t count;                   // non-ignored targets of the last forward
 } gpt2;
 
@@ -46,8 +45,8 @@ static int gpt2_declare(pf_model *m) {
     // The tied LM head: a dense linear over wte, counted in the FLOPs like any other.
     m->other_macs_per_sample += (int64_t)T * g->Vp * C;
     pf_block_scratch_alloc(m, &g->scratch, B, T, C);
-    g->ids = pf_act_i32(m, N);
-    g->targets = pf_act_i32(m, N);
+    g->in_ids = pf_model_input(m, sizeof(int32_t) * (size_t)N);
+    g->in_targets = pf_model_input(m, sizeof(int32_t) * (size_t)N);
     g->x0 = pf_act(m, N * C);
     g->hf = pf_act(m, N * C);
     g->logits = pf_act(m, N * g->Vp);
@@ -56,7 +55,6 @@ static int gpt2_declare(pf_model *m) {
     g->dres = pf_act(m, N * C);
     g->dhf = pf_act(m, N * C);
     g->host_losses = pf_host_buf(m, N, sizeof(float));
-    g->host_targets = pf_host_buf(m, N, sizeof(int32_t));
     return 0;
 }
 
@@ -64,7 +62,6 @@ static void gpt2_free(pf_model *m) {
     gpt2 *g = m->impl;
     free(g->blocks);
     free(g->host_losses);
-    free(g->host_targets);
 }
 
 static void gpt2_init(pf_model *m, float *host, pf_rng *rng) {
@@ -83,16 +80,29 @@ static void *last_output(pf_model *m) {
     return m->cfg.n_layer ? g->blocks[m->cfg.n_layer - 1].y : g->x0;
 }
 
-static float gpt2_forward(pf_model *m, const pf_batch *batch, pf_eval_stats *stats) {
+static void gpt2_stage(pf_model *m, int set, const pf_batch *batch) {
+    gpt2 *g = m->impl;
+    size_t bytes = sizeof(int32_t) * (size_t)m->B * g->T;
+    memcpy(m->inputs[g->in_ids].host[set], batch->tokens, bytes);
+    memcpy(m->inputs[g->in_targets].host[set], batch->targets, bytes);
+    pf_model_input_upload(m, g->in_ids, set);
+    pf_model_input_upload(m, g->in_targets, set);
+}
+
+// Token ids or targets [B, T] of input set `set` on the device.
+static pf_tensor input_tokens(const pf_model *m, int idx, int set) {
+    const gpt2 *g = m->impl;
+    return pf_tensor_2d(m->inputs[idx].dev[set], PF_I32, m->be->device, m->B, g->T);
+}
+
+static float gpt2_forward(pf_model *m, int set, pf_eval_stats *stats) {
     gpt2 *g = m->impl;
     const pf_backend *be = m->be;
     int B = m->B, T = g->T, C = g->C;
     int64_t N = (int64_t)B * T;
-    be->upload(g->ids, batch->tokens, sizeof(int32_t) * N);
-    be->upload(g->targets, batch->targets, sizeof(int32_t) * N);
-    memcpy(g->host_targets, batch->targets, sizeof(int32_t) * N);
-    pf_tensor ids = pf_tensor_2d(g->ids, PF_I32, be->device, B, T);
-    be->embedding_fwd(pf_act3(m, g->x0, B, T, C), ids, pf_param(m, g->wte), pf_param(m, g->wpe));
+    const int32_t *host_targets = m->inputs[g->in_targets].host[set];
+    be->embedding_fwd(pf_act3(m, g->x0, B, T, C), input_tokens(m, g->in_ids, set),
+                      pf_param(m, g->wte), pf_param(m, g->wpe));
     void *x = g->x0;
     for (int l = 0; l < m->cfg.n_layer; l++) {
         pf_block_forward(m, &g->blocks[l], x);
@@ -102,12 +112,12 @@ static float gpt2_forward(pf_model *m, const pf_batch *batch, pf_eval_stats *sta
     pf_tensor logits = pf_act2(m, g->logits, N, g->Vp);
     be->linear_fwd(logits, pf_act2(m, g->hf, N, C), pf_param(m, g->wte), pf_none());
     be->xent_fwd(pf_tensor_1d(g->losses, PF_F32, be->device, N), logits,
-                 pf_tensor_1d(g->targets, PF_I32, be->device, N), g->V, -1, 0.0f);
+                 input_tokens(m, g->in_targets, set), g->V, -1, 0.0f);
     be->download(g->host_losses, g->losses, sizeof(float) * N);
     double sum = 0;
     int64_t count = 0;
     for (int64_t i = 0; i < N; i++)
-        if (g->host_targets[i] >= 0) sum += g->host_losses[i], count++;
+        if (host_targets[i] >= 0) sum += g->host_losses[i], count++;
     g->count = count;
     if (stats) stats->loss_sum += sum, stats->count += count;
     return count ? (float)(sum / count) : 0.0f;
@@ -124,7 +134,7 @@ static void gpt2_backward(pf_model *m, float scale, pf_grads_ready_fn ready, voi
     }
     pf_tensor logits = pf_act2(m, g->logits, N, g->Vp), dlogits = pf_act2(m, g->dlogits, N, g->Vp);
     be->zero(g->dlogits, pf_act_bytes(m, N * g->Vp));
-    be->xent_bwd(dlogits, logits, pf_tensor_1d(g->targets, PF_I32, be->device, N), g->V, -1, 0.0f,
+    be->xent_bwd(dlogits, logits, input_tokens(m, g->in_targets, m->active), g->V, -1, 0.0f,
                  scale / (float)g->count);
     be->zero(g->dhf, pf_act_bytes(m, N * C));
     be->linear_bwd(pf_act2(m, g->dhf, N, C), pf_grad(m, g->wte), pf_none(), dlogits,
@@ -139,7 +149,7 @@ static void gpt2_backward(pf_model *m, float scale, pf_grads_ready_fn ready, voi
         if (ready) ready(ctx, pf_block_first_offset(m, &g->blocks[l]));
     }
     be->embedding_bwd(pf_grad(m, g->wte), pf_grad(m, g->wpe), pf_act3(m, g->dres, B, T, C),
-                      pf_tensor_2d(g->ids, PF_I32, be->device, B, T));
+                      input_tokens(m, g->in_ids, m->active));
     if (ready) ready(ctx, 0);
 }
 
@@ -153,6 +163,7 @@ const pf_model_vtable pf_gpt2_vtable = {
     .name = "gpt2",
     .declare = gpt2_declare,
     .init = gpt2_init,
+    .stage = gpt2_stage,
     .forward = gpt2_forward,
     .backward = gpt2_backward,
     .free = gpt2_free,

@@ -70,18 +70,6 @@ static float *staging(pf_model *m, int64_t n) {
     return m->staging;
 }
 
-void pf_act_upload(pf_model *m, void *dst, const float *host, int64_t n) {
-    const pf_backend *be = m->be;
-    if (be->act_dtype == PF_F32) {
-        be->upload(dst, host, sizeof(float) * (size_t)n);
-        return;
-    }
-    float *f = staging(m, n);
-    be->upload(f, host, sizeof(float) * (size_t)n);
-    be->convert(pf_tensor_1d(dst, be->act_dtype, be->device, n),
-                pf_tensor_1d(f, PF_F32, be->device, n));
-}
-
 void pf_act_download(pf_model *m, float *host, const void *src, int64_t n) {
     const pf_backend *be = m->be;
     if (be->act_dtype == PF_F32) {
@@ -92,6 +80,23 @@ void pf_act_download(pf_model *m, float *host, const void *src, int64_t n) {
     be->convert(pf_tensor_1d(f, PF_F32, be->device, n),
                 pf_tensor_1d((void *)src, be->act_dtype, be->device, n));
     be->download(host, f, sizeof(float) * (size_t)n);
+}
+
+int pf_model_input(pf_model *m, size_t bytes) {
+    PF_ASSERT(m->n_inputs < PF_MAX_INPUTS);
+    pf_input *in = &m->inputs[m->n_inputs];
+    in->bytes = bytes;
+    m->host_bytes = add_bytes(m->host_bytes, PF_INPUT_SETS * (int64_t)bytes);
+    for (int s = 0; s < PF_INPUT_SETS; s++) {
+        in->dev[s] = act_alloc(m, bytes);
+        in->host[s] = m->plan_only ? NULL : m->be->host_alloc(bytes);
+    }
+    return m->n_inputs++;
+}
+
+void pf_model_input_upload(pf_model *m, int idx, int set) {
+    const pf_input *in = &m->inputs[idx];
+    m->be->inputs_upload(in->dev[set], in->host[set], in->bytes);
 }
 
 pf_tensor pf_param(const pf_model *m, int idx) { return pf_arena_weight(&m->arena, idx); }
@@ -377,6 +382,7 @@ static pf_model *model_build(const pf_config *c, const pf_backend *be, int B, bo
     m->be = be;
     m->B = B;
     m->plan_only = plan_only;
+    m->staged = m->active = -1;
     m->vt = vtable_for(c->model);
     pf_layout_init(&m->layout);
     if (m->vt->declare(m) < 0) {
@@ -419,6 +425,9 @@ int pf_model_plan(const pf_config *c, const pf_backend *be, int B, pf_model_memo
 void pf_model_free(pf_model *m) {
     if (!m) return;
     if (m->impl && m->vt->free) m->vt->free(m);
+    for (int i = 0; i < m->n_inputs; i++)
+        for (int s = 0; s < PF_INPUT_SETS; s++)
+            if (m->inputs[i].host[s]) m->be->host_free(m->inputs[i].host[s]);
     for (int i = 0; i < m->n_acts; i++) m->be->free(m->acts[i]);
     free(m->acts);
     if (m->staging) m->be->free(m->staging);
@@ -438,9 +447,39 @@ void pf_model_init_params(pf_model *m, uint64_t seed) {
     free(host);
 }
 
+// Two sets: one is read by the ops (active) or waits for them (staged), the other is free.
+_Static_assert(PF_INPUT_SETS == 2, "pf_model_stage alternates two input sets");
+static int other_set(int set) { return set < 0 ? 0 : (set + 1) % PF_INPUT_SETS; }
+
+static void stage_into(pf_model *m, int set, const pf_batch *batch) {
+    m->be->inputs_begin(set);
+    m->vt->stage(m, set, batch);
+    m->be->inputs_end(set);
+}
+
+void pf_model_stage(pf_model *m, const pf_batch *batch) {
+    PF_ASSERT(m->staged < 0);  // one staged micro-batch at a time: forward it first
+    int set = other_set(m->active);
+    stage_into(m, set, batch);
+    m->staged = set;
+}
+
 float pf_model_forward(pf_model *m, const pf_batch *batch, pf_eval_stats *stats) {
+    int set;
+    if (batch) {
+        // Staged now into the set that holds no staged micro-batch: a batch staged for the
+        // next training step survives an evaluation in between.
+        set = m->staged >= 0 ? other_set(m->staged) : other_set(m->active);
+        stage_into(m, set, batch);
+    } else {
+        PF_ASSERT(m->staged >= 0);  // pf_model_forward(m, NULL, ...) needs pf_model_stage first
+        set = m->staged;
+        m->staged = -1;
+    }
+    m->be->inputs_use(set);
+    m->active = set;
     pf_arena_sync_weights(&m->arena);
-    return m->vt->forward(m, batch, stats);
+    return m->vt->forward(m, set, stats);
 }
 
 void pf_model_backward(pf_model *m, float scale, pf_grads_ready_fn ready, void *ctx) {

@@ -56,8 +56,15 @@ void pf_model_free(pf_model *m);
 void pf_model_init_params(pf_model *m, uint64_t seed);
 
 // Forward pass on one micro-batch; returns the mean loss over its rows and adds to *stats
-// (may be NULL). Activations are kept for pf_model_backward.
+// (may be NULL). Activations are kept for pf_model_backward. batch NULL: the micro-batch
+// pf_model_stage staged.
 float pf_model_forward(pf_model *m, const pf_batch *batch, pf_eval_stats *stats);
+// Copies the micro-batch's inputs out of *batch (which may change once this returns) and
+// starts their upload, so that it overlaps the ops issued before (on CUDA: host memory
+// page-locked, copies on a stream of their own; on the CPU a plain copy). The next
+// pf_model_forward(m, NULL, ...) computes it; a forward with a batch in between (an
+// evaluation) leaves it staged. One staged micro-batch at a time.
+void pf_model_stage(pf_model *m, const pf_batch *batch);
 // Called during backward whenever the gradients of every parameter at arena offset >= `from`
 // are final (ends with from = 0), so their all-reduce can start while backward goes on.
 typedef void (*pf_grads_ready_fn)(void *ctx, int64_t from);

@@ -11,6 +11,17 @@
 
 typedef struct pf_model_vtable pf_model_vtable;
 
+// Input staging (pf_model_stage): every input array of a model kind (GPT-2's token ids and
+// targets; vision's patches and labels) exists once per input set (PF_INPUT_SETS, backend.h),
+// on the host in the backend's host_alloc memory and on the device. While the ops compute a
+// micro-batch from one set, the next one is written into the other set's host buffers and
+// uploaded.
+#define PF_MAX_INPUTS 4
+typedef struct {
+    size_t bytes;
+    void *host[PF_INPUT_SETS], *dev[PF_INPUT_SETS];
+} pf_input;
+
 struct pf_model {
     pf_config cfg;
     const pf_backend *be;
@@ -32,8 +43,12 @@ struct pf_model {
     void *mlp_scratch;                         // one scratch for every pf_mlp (see there),
     int64_t mlp_scratch_n;                     // activations, sized for the largest
     int n_mlps, n_fused_mlps;
-    float *staging;                            // fp32 device buffer for host transfers of
-    int64_t staging_n;                         // bf16 activations (pf_act_upload/download)
+    float *staging;                            // fp32 device buffer for downloads of
+    int64_t staging_n;                         // bf16 activations (pf_act_download)
+    pf_input inputs[PF_MAX_INPUTS];            // declared with pf_model_input
+    int n_inputs;
+    int staged;                                // the set holding a staged micro-batch, or -1
+    int active;                                // the set the last forward read, or -1
     void *impl;                                // the model kind's own state
 };
 
@@ -41,7 +56,12 @@ struct pf_model_vtable {
     const char *name;
     int (*declare)(pf_model *m);         // parameters and activations; -1 with pf_error
     void (*init)(pf_model *m, float *host_params, pf_rng *rng);
-    float (*forward)(pf_model *m, const pf_batch *batch, pf_eval_stats *stats);
+    // Writes the micro-batch's inputs into input set `set`'s host buffers, uploads them
+    // (pf_model_input_upload) and keeps per set what the host needs of them later (counts,
+    // labels, the mixing weight).
+    void (*stage)(pf_model *m, int set, const pf_batch *batch);
+    // The forward pass over the micro-batch staged in `set`.
+    float (*forward)(pf_model *m, int set, pf_eval_stats *stats);
     void (*backward)(pf_model *m, float scale, pf_grads_ready_fn ready, void *ctx);
     void (*free)(pf_model *m);           // optional: releases what impl holds beyond itself
 };
@@ -62,9 +82,12 @@ void *pf_act_at(const pf_model *m, void *base, int64_t i);  // &base[i] of an ac
 // Device-tagged views of an activation buffer, in the activation dtype.
 pf_tensor pf_act2(const pf_model *m, void *d, int64_t a, int64_t b);
 pf_tensor pf_act3(const pf_model *m, void *d, int64_t a, int64_t b, int64_t c);
-// n activations between the host (fp32) and an activation buffer, converted on the device.
-void pf_act_upload(pf_model *m, void *dst, const float *host, int64_t n);
+// n activations from an activation buffer to the host (fp32), converted on the device.
 void pf_act_download(pf_model *m, float *host, const void *src, int64_t n);
+// Declares an input array of `bytes` (pf_input); returns its index in m->inputs.
+int pf_model_input(pf_model *m, size_t bytes);
+// Uploads input `idx` of set `set` from its host buffer (inside the kind's stage).
+void pf_model_input_upload(pf_model *m, int idx, int set);
 pf_tensor pf_param(const pf_model *m, int idx);  // the weights ops compute with
 pf_tensor pf_grad(const pf_model *m, int idx);   // fp32
 int pf_model_linear(pf_model *m, pf_linear *l, const char *name, int in, int out, bool bias,

@@ -31,13 +31,17 @@ typedef struct {
     pf_ln lnf;
     pf_block_scratch scratch;
     void *dtok_t, *dtok;         // Mixer backward: [B*D, P] and [B, P, D]
-    float *patches_host;         // [B, P, patch_dim] on the host
-    void *patches, *xp, *x0, *hf, *pooled, *logits;
+    // Model inputs (pf_model_input): patches fp32 [B, P, patch_dim], labels int32 [B] and
+    // the mixing partners' labels_b [B]; per input set, whether it has labels_b and its lam.
+    int in_patches, in_labels, in_labels_b;
+    bool set_mixed[PF_INPUT_SETS];
+    float set_lam[PF_INPUT_SETS];
+    void *patches_act;           // bf16 activations: the patches converted; fp32: NULL
+    void *patches;               // what the last forward's stem read: patches_act or the set's
+    void *xp, *x0, *hf, *pooled, *logits;
     float *losses;               // [B]
     void *dres, *dhf, *dpooled, *dlogits, *dxp;
-    int32_t *labels, *labels_b;  // device [B]; labels_b: the mixing partners' labels
     float *host_logits, *host_losses;
-    int32_t *host_labels;
     float smoothing;             // of the last forward (0 in evaluation)
     bool mixed;                  // the last forward was a mixed training batch
     float lam;                   // its weight of labels (1 when not mixed)
@@ -121,16 +125,16 @@ static int vision_declare(pf_model *m, bool vit) {
     }
     pf_ln_declare(m, &v->lnf, "lnf", v->D, NT);
     if (pf_model_linear(m, &v->head, "head", v->D, v->K, true, dense, 1) < 0) return -1;
-    v->patches_host = pf_host_buf(m, NP * v->patch_dim, sizeof(float));
-    v->patches = pf_act(m, NP * v->patch_dim);
+    v->in_patches = pf_model_input(m, sizeof(float) * (size_t)(NP * v->patch_dim));
+    v->in_labels = pf_model_input(m, sizeof(int32_t) * (size_t)B);
+    v->in_labels_b = pf_model_input(m, sizeof(int32_t) * (size_t)B);
+    v->patches_act = m->be->act_dtype == PF_F32 ? NULL : pf_act(m, NP * v->patch_dim);
     v->xp = pf_act(m, NP * v->D);
     v->x0 = vit ? pf_act(m, NT * v->D) : v->xp;
     v->hf = pf_act(m, NT * v->D);
     v->pooled = pf_act(m, (int64_t)B * v->D);
     v->logits = pf_act(m, (int64_t)B * v->K);
     v->losses = pf_act_f32(m, B);
-    v->labels = pf_act_i32(m, B);
-    v->labels_b = pf_act_i32(m, B);
     v->dres = pf_act(m, NT * v->D);
     v->dhf = pf_act(m, NT * v->D);
     v->dpooled = pf_act(m, (int64_t)B * v->D);
@@ -138,7 +142,6 @@ static int vision_declare(pf_model *m, bool vit) {
     v->dxp = pf_act(m, NP * v->D);
     v->host_logits = pf_host_buf(m, (int64_t)B * v->K, sizeof(float));
     v->host_losses = pf_host_buf(m, B, sizeof(float));
-    v->host_labels = pf_host_buf(m, B, sizeof(int32_t));
     return 0;
 }
 
@@ -149,10 +152,8 @@ static void vision_free(pf_model *m) {
     vision *v = m->impl;
     free(v->blocks);
     free(v->mblocks);
-    free(v->patches_host);
     free(v->host_logits);
     free(v->host_losses);
-    free(v->host_labels);
 }
 
 static void vision_init(pf_model *m, float *host, pf_rng *rng) {
@@ -226,29 +227,52 @@ static void *blocks_output(pf_model *m) {
 }
 
 // Sum over the batch of the (smoothed) cross-entropy of the last logits against labels [B].
-static double xent_sum(pf_model *m, vision *v, int32_t *labels) {
+static double xent_sum(pf_model *m, vision *v, pf_tensor labels) {
     const pf_backend *be = m->be;
     int B = m->B;
     be->xent_fwd(pf_tensor_1d(v->losses, PF_F32, be->device, B),
-                 pf_act2(m, v->logits, B, v->K), pf_tensor_1d(labels, PF_I32, be->device, B),
-                 v->K, -1, v->smoothing);
+                 pf_act2(m, v->logits, B, v->K), labels, v->K, -1, v->smoothing);
     be->download(v->host_losses, v->losses, sizeof(float) * B);
     double sum = 0;
     for (int b = 0; b < B; b++) sum += v->host_losses[b];
     return sum;
 }
 
-static float vision_forward(pf_model *m, const pf_batch *batch, pf_eval_stats *stats) {
+// Labels [B] (input in_labels or in_labels_b) of input set `set` on the device.
+static pf_tensor input_labels(const pf_model *m, int idx, int set) {
+    return pf_tensor_1d(m->inputs[idx].dev[set], PF_I32, m->be->device, m->B);
+}
+
+static void vision_stage(pf_model *m, int set, const pf_batch *batch) {
+    const pf_config *c = &m->cfg;
+    vision *v = m->impl;
+    size_t label_bytes = sizeof(int32_t) * (size_t)m->B;
+    patchify(batch->images, m->B, c->image_size, c->image_size, c->channels, c->patch_size,
+             m->inputs[v->in_patches].host[set]);
+    memcpy(m->inputs[v->in_labels].host[set], batch->labels, label_bytes);
+    pf_model_input_upload(m, v->in_patches, set);
+    pf_model_input_upload(m, v->in_labels, set);
+    v->set_mixed[set] = batch->labels_b != NULL;
+    v->set_lam[set] = batch->labels_b ? batch->lam : 1.0f;
+    if (batch->labels_b) {
+        memcpy(m->inputs[v->in_labels_b].host[set], batch->labels_b, label_bytes);
+        pf_model_input_upload(m, v->in_labels_b, set);
+    }
+}
+
+static float vision_forward(pf_model *m, int set, pf_eval_stats *stats) {
     const pf_config *c = &m->cfg;
     const pf_backend *be = m->be;
     vision *v = m->impl;
     int B = m->B, D = v->D, K = v->K;
     int64_t NP = (int64_t)B * v->P, NT = (int64_t)B * v->T;
-    patchify(batch->images, B, c->image_size, c->image_size, c->channels, c->patch_size,
-             v->patches_host);
-    pf_act_upload(m, v->patches, v->patches_host, NP * v->patch_dim);
-    be->upload(v->labels, batch->labels, sizeof(int32_t) * B);
-    memcpy(v->host_labels, batch->labels, sizeof(int32_t) * B);
+    const int32_t *host_labels = m->inputs[v->in_labels].host[set];
+    v->patches = m->inputs[v->in_patches].dev[set];
+    if (v->patches_act) {
+        be->convert(pf_act2(m, v->patches_act, NP, v->patch_dim),
+                    pf_tensor_2d(v->patches, PF_F32, be->device, NP, v->patch_dim));
+        v->patches = v->patches_act;
+    }
     pf_linear_forward(&v->stem, &m->arena, pf_act2(m, v->xp, NP, D), pf_none(),
                       pf_act2(m, v->patches, NP, v->patch_dim));
     void *x = v->x0;
@@ -273,21 +297,18 @@ static float vision_forward(pf_model *m, const pf_batch *batch, pf_eval_stats *s
     pf_linear_forward(&v->head, &m->arena, logits, pf_none(), pooled);
     v->smoothing = stats ? 0.0f : c->label_smoothing;
     // Evaluation ignores mixing: its loss and accuracy are against labels alone.
-    v->mixed = !stats && batch->labels_b;
-    v->lam = v->mixed ? batch->lam : 1.0f;
-    double sum = v->lam * xent_sum(m, v, v->labels);
-    if (v->mixed) {
-        be->upload(v->labels_b, batch->labels_b, sizeof(int32_t) * B);
-        sum += (1.0 - v->lam) * xent_sum(m, v, v->labels_b);
-    }
+    v->mixed = !stats && v->set_mixed[set];
+    v->lam = v->mixed ? v->set_lam[set] : 1.0f;
+    double sum = v->lam * xent_sum(m, v, input_labels(m, v->in_labels, set));
+    if (v->mixed) sum += (1.0 - v->lam) * xent_sum(m, v, input_labels(m, v->in_labels_b, set));
     // Label -1 marks the padding of an evaluation batch: loss 0 (ignored), not counted.
     int valid = 0;
-    for (int b = 0; b < B; b++) valid += v->host_labels[b] >= 0;
+    for (int b = 0; b < B; b++) valid += host_labels[b] >= 0;
     if (stats) {
         pf_act_download(m, v->host_logits, v->logits, (int64_t)B * K);
         for (int b = 0; b < B; b++) {
             const float *row = v->host_logits + (size_t)b * K;
-            int label = v->host_labels[b], above = 0;
+            int label = host_labels[b], above = 0;
             if (label < 0) continue;
             for (int k = 0; k < K; k++) above += row[k] > row[label];
             stats->correct1 += above == 0;
@@ -307,10 +328,10 @@ static void vision_backward(pf_model *m, float scale, pf_grads_ready_fn ready, v
     int64_t NP = (int64_t)B * v->P, NT = (int64_t)B * v->T;
     pf_tensor logits = pf_act2(m, v->logits, B, K), dlogits = pf_act2(m, v->dlogits, B, K);
     be->zero(v->dlogits, pf_act_bytes(m, (int64_t)B * K));
-    be->xent_bwd(dlogits, logits, pf_tensor_1d(v->labels, PF_I32, be->device, B), K, -1,
-                 v->smoothing, scale * v->lam / (float)B);
+    be->xent_bwd(dlogits, logits, input_labels(m, v->in_labels, m->active), K, -1, v->smoothing,
+                 scale * v->lam / (float)B);
     if (v->mixed)
-        be->xent_bwd(dlogits, logits, pf_tensor_1d(v->labels_b, PF_I32, be->device, B), K, -1,
+        be->xent_bwd(dlogits, logits, input_labels(m, v->in_labels_b, m->active), K, -1,
                      v->smoothing, scale * (1.0f - v->lam) / (float)B);
     be->zero(v->dpooled, pf_act_bytes(m, (int64_t)B * D));
     pf_tensor dpooled = pf_act2(m, v->dpooled, B, D);
@@ -348,6 +369,7 @@ const pf_model_vtable pf_vit_vtable = {
     .name = "vit",
     .declare = vit_declare,
     .init = vision_init,
+    .stage = vision_stage,
     .forward = vision_forward,
     .backward = vision_backward,
     .free = vision_free,
@@ -357,6 +379,7 @@ const pf_model_vtable pf_mixer_vtable = {
     .name = "mixer",
     .declare = mixer_declare,
     .init = vision_init,
+    .stage = vision_stage,
     .forward = vision_forward,
     .backward = vision_backward,
     .free = vision_free,

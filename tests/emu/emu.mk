@@ -1,8 +1,9 @@
 # tests/emu/emu.mk: the CUDA backend (kernels/*.cu) compiled by g++ for the host emulation,
 # linked with the CPU library, tests/gpu/test_cuda_ops.c and its case table tests/op_cases.c
-# into $(BUILD)/emu/test_cuda_ops.
-# Included by the Makefile, whose `emu-build` makes that target with CUDA=0 (so CC, CFLAGS,
-# LDLIBS and libpixelfly.a are a CPU-only build's); tests/emu/run.sh runs it. Knobs (make
+# into $(BUILD)/emu/test_cuda_ops, and the emulation's own self-test tests/emu/test_streams.cpp
+# (streams, events, page-locked memory; emu_runtime.o alone) into $(BUILD)/emu/test_streams.
+# Included by the Makefile, whose `emu-build` makes both with CUDA=0 (so CC, CFLAGS,
+# LDLIBS and libpixelfly.a are a CPU-only build's); tests/emu/run.sh runs both. Knobs (make
 # variables or the environment): EMU_SAN= (no sanitizers), EMU_OPT (default -O1 -g).
 EMU_OPT  ?= -O1 -g
 EMU_SAN  ?= -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
@@ -16,6 +17,8 @@ EMU_CXX  := g++ -std=c++20 $(EMU_OPT) $(EMU_SAN) -D__CUDACC__ -DPF_CUDA -Itests/
 $(BUILD)/emu/test_cuda_ops: $(BUILD)/emu/test_cuda_ops.o $(BUILD)/emu/op_cases.o $(EMU_OBJ) \
                             $(BUILD)/libpixelfly.a
 	g++ $(EMU_SAN) $^ $(LDLIBS) -o $@
+$(BUILD)/emu/test_streams: $(BUILD)/emu/test_streams.o $(BUILD)/emu/emu_runtime.o
+	g++ $(EMU_SAN) $^ -o $@
 
 .PRECIOUS: $(BUILD)/emu/%.cpp
 $(BUILD)/emu/%.cpp: kernels/%.cu tests/emu/rewrite.pl
@@ -26,6 +29,10 @@ $(BUILD)/emu/%.o: $(BUILD)/emu/%.cpp
 	$(EMU_CXX) -MMD -MP -c $< -o $@
 
 $(BUILD)/emu/emu_runtime.o: tests/emu/emu_runtime.cpp
+	@mkdir -p $(dir $@)
+	$(EMU_CXX) -MMD -MP -c $< -o $@
+
+$(BUILD)/emu/test_streams.o: tests/emu/test_streams.cpp
 	@mkdir -p $(dir $@)
 	$(EMU_CXX) -MMD -MP -c $< -o $@
 

@@ -13,6 +13,10 @@
 // memsets and cuBLAS operands are checked to lie inside one); dynamic shared memory is a heap
 // buffer of exactly the launch's size, refilled with 0xff bytes (NaN in fp32 and bf16) before
 // every block, so AddressSanitizer catches a kernel reading past what the launch asked for.
+//
+// Streams: the legacy default stream (0) runs everything at the call; a created stream queues
+// its copies and memsets and runs them only when something waits for them, so a missing
+// event wait shows up as stale data (see "streams and events" below).
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,9 +25,11 @@
 #include <ucontext.h>
 #include <unistd.h>
 
+#include <deque>
 #include <map>
-#include <string>
 #include <mutex>
+#include <set>
+#include <string>
 #include <vector>
 
 #include "cublas_v2.h"
@@ -353,17 +359,19 @@ std::map<const void *, int> func_smem_attr;  // cudaFuncAttributeMaxDynamicShare
 
 // ---- device memory --------------------------------------------------------------------------
 
-std::map<uintptr_t, size_t> allocs;  // start -> bytes
+std::map<uintptr_t, size_t> allocs;       // cudaMalloc: start -> bytes
+std::map<uintptr_t, size_t> host_allocs;  // cudaMallocHost (host memory for every check)
 size_t alloc_bytes;
 
-// Whether [p, p + n) lies inside one allocation.
-bool in_device(const void *p, size_t n) {
+// Whether [p, p + n) lies inside one allocation of m.
+bool inside(const std::map<uintptr_t, size_t> &m, const void *p, size_t n) {
     uintptr_t a = (uintptr_t)p;
-    auto it = allocs.upper_bound(a);
-    if (it == allocs.begin()) return false;
+    auto it = m.upper_bound(a);
+    if (it == m.begin()) return false;
     --it;
     return a >= it->first && a + n <= it->first + it->second;
 }
+bool in_device(const void *p, size_t n) { return inside(allocs, p, n); }
 bool touches_device(const void *p, size_t n) {
     uintptr_t a = (uintptr_t)p;
     auto it = allocs.upper_bound(a + (n ? n - 1 : 0));
@@ -382,6 +390,140 @@ cudaError_t api_error(cudaError_t e, const char *fmt, ...) {
     va_end(ap);
     set_error(e);
     return e;
+}
+
+// cudaMalloc and cudaMallocHost memory: 256-byte aligned, filled with 0xff bytes (fresh memory
+// is garbage: NaN in fp32 and bf16), the rounding poisoned under ASan (reading past `bytes` is
+// an error).
+void *heap_alloc(size_t bytes) {
+    void *p = aligned_alloc(256, (bytes + 255) / 256 * 256);
+    if (!p) return nullptr;
+#if EMU_ASAN
+    __asan_poison_memory_region((char *)p + bytes, (bytes + 255) / 256 * 256 - bytes);
+#endif
+    memset(p, 0xff, bytes);
+    return p;
+}
+void heap_free(void *p, size_t bytes) {
+#if EMU_ASAN
+    __asan_unpoison_memory_region((char *)p + bytes, (bytes + 255) / 256 * 256 - bytes);
+#endif
+    free(p);
+}
+
+// ---- streams and events -------------------------------------------------------------------
+//
+// The legacy default stream (0) is immediate: its copies, memsets, launches and GEMMs run at
+// the call. A created stream is a FIFO of deferred copies, memsets and event waits, validated
+// at the call and run (reading their source then) only when something needs them: a
+// synchronisation, an event wait, a launch or GEMM on that stream, or, for a stream created
+// without cudaStreamNonBlocking, any work on the default stream (CUDA's implicit
+// synchronisation of the legacy stream). Running deferred work earlier than the device might
+// is always a legal schedule; running it as late as possible is what makes a missing wait
+// visible. Every function here expects api_mutex held and calls no API function, so a flush
+// from inside an API call cannot deadlock.
+
+struct stream_op {
+    enum { COPY, SET, WAIT } kind;
+    void *dst;         // COPY, SET
+    const void *src;   // COPY
+    size_t bytes;      // COPY, SET
+    int value;         // SET
+    uint64_t stream;   // WAIT: the stream (an id) that must have run up to `pos` first
+    uint64_t pos;
+};
+
+}  // namespace
+
+struct CUstream_st {
+    uint64_t id;  // events and waits name streams by id: a destroyed one is complete
+    bool nonblocking;
+    uint64_t done;  // operations run so far; done + queue.size() is the position of the end
+    std::deque<stream_op> queue;
+};
+
+// An event is its stream's position when last recorded: complete once the stream ran that
+// far. Never recorded, recorded on the default stream, or its stream destroyed: complete.
+struct CUevent_st {
+    uint64_t stream;  // 0: complete
+    uint64_t pos;
+};
+
+namespace {
+
+std::map<uint64_t, CUstream_st *> streams;  // by id, in creation order
+uint64_t last_stream_id;
+std::set<CUevent_st *> events;
+
+uint64_t end_pos(const CUstream_st *s) { return s->done + s->queue.size(); }
+
+CUstream_st *stream_by_id(uint64_t id) {
+    auto it = streams.find(id);
+    return it == streams.end() ? nullptr : it->second;
+}
+
+// A created stream handle (by address: a destroyed one must not be read).
+bool live_stream(cudaStream_t s) {
+    for (auto &kv : streams)
+        if (kv.second == s) return true;
+    return false;
+}
+
+cudaError_t bad_stream(const char *api, cudaStream_t s) {
+    return api_error(cudaErrorInvalidResourceHandle,
+                     "%s: stream %p was not created by cudaStreamCreate* or was destroyed", api,
+                     (void *)s);
+}
+cudaError_t bad_event(const char *api, cudaEvent_t e) {
+    return api_error(cudaErrorInvalidResourceHandle,
+                     "%s: event %p was not created by cudaEventCreate* or was destroyed", api,
+                     (void *)e);
+}
+
+void flush(CUstream_st *s, uint64_t pos);
+
+// Runs s's next deferred operation. A WAIT only names positions recorded before it was
+// queued, so the flush it makes never comes back to s's unfinished part.
+void step(CUstream_st *s) {
+    stream_op op = s->queue.front();
+    s->queue.pop_front();
+    switch (op.kind) {
+    case stream_op::COPY: memmove(op.dst, op.src, op.bytes); break;
+    case stream_op::SET: memset(op.dst, op.value, op.bytes); break;
+    case stream_op::WAIT:
+        if (CUstream_st *w = stream_by_id(op.stream)) flush(w, op.pos);
+        break;
+    }
+    s->done++;
+}
+
+// Runs s's deferred work up to position pos.
+void flush(CUstream_st *s, uint64_t pos) {
+    while (s->done < pos) step(s);
+}
+
+bool event_done(const CUevent_st *e) {
+    CUstream_st *s = stream_by_id(e->stream);
+    return !s || s->done >= e->pos;
+}
+
+void flush_event(const CUevent_st *e) {
+    if (CUstream_st *s = stream_by_id(e->stream)) flush(s, e->pos);
+}
+
+void flush_all() {
+    for (auto &kv : streams) flush(kv.second, end_pos(kv.second));
+}
+
+// Before work on stream s runs at the call: on the default stream, the blocking streams'
+// deferred work; on a created stream, its own queue.
+void before_immediate(cudaStream_t s) {
+    if (s) {
+        flush(s, end_pos(s));
+        return;
+    }
+    for (auto &kv : streams)
+        if (!kv.second->nonblocking) flush(kv.second, end_pos(kv.second));
 }
 
 }  // namespace
@@ -455,7 +597,7 @@ void kernel_error(const char *fmt, ...) {
 }
 
 void launch(const char *name0, const char *file, int line, const void *key, dim3 grid, dim3 block, size_t smem,
-            void (*body)(void *), void *ctx) {
+            cudaStream_t stream, void (*body)(void *), void *ctx) {
     static char name_buf[512];
     snprintf(name_buf, sizeof name_buf, "%s (launched at %s:%d)", name0, file, line);
     const char *name = name_buf;
@@ -498,6 +640,14 @@ void launch(const char *name0, const char *file, int line, const void *key, dim3
         set_error(cudaErrorInvalidConfiguration);
         return;
     }
+    if (stream && !live_stream(stream)) {
+        errors++;
+        fprintf(stderr, "EMU ERROR: launch of %s: stream %p was not created or was destroyed\n",
+                name, (void *)stream);
+        set_error(cudaErrorInvalidResourceHandle);
+        return;
+    }
+    before_immediate(stream);
     nthreads = (int)nt;
     nwarps = (nthreads + 31) / 32;
     get_fiber(nthreads - 1);
@@ -585,8 +735,11 @@ cudaError_t cudaDeviceGetAttribute(int *value, enum cudaDeviceAttr attr, int dev
     }
     return cudaSuccess;
 }
-cudaError_t cudaDeviceSynchronize(void) { return last_error; }
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return last_error; }
+cudaError_t cudaDeviceSynchronize(void) {
+    std::lock_guard<std::mutex> lock(api_mutex);
+    flush_all();
+    return last_error;
+}
 cudaError_t cudaGetLastError(void) {
     std::lock_guard<std::mutex> lock(api_mutex);
     cudaError_t e = last_error;
@@ -602,6 +755,8 @@ const char *cudaGetErrorString(cudaError_t err) {
     case cudaErrorInvalidConfiguration: return "invalid configuration argument";
     case cudaErrorNoDevice: return "no CUDA-capable device is detected";
     case cudaErrorInvalidDevice: return "invalid device ordinal";
+    case cudaErrorInvalidResourceHandle: return "invalid resource handle";
+    case cudaErrorNotReady: return "device not ready";
     case cudaErrorLaunchFailure: return "unspecified launch failure";
     }
     return "unknown error";
@@ -612,13 +767,8 @@ cudaError_t cudaMalloc(void **ptr, size_t bytes) {
     *ptr = nullptr;
     if (!bytes) return cudaSuccess;  // like the driver: a null pointer, success
     if (alloc_bytes + bytes > kTotalMem) return cudaErrorMemoryAllocation;
-    void *p = aligned_alloc(256, (bytes + 255) / 256 * 256);
+    void *p = heap_alloc(bytes);
     if (!p) return cudaErrorMemoryAllocation;
-#if EMU_ASAN
-    // the rounding is not the caller's: reading past `bytes` is an error
-    __asan_poison_memory_region((char *)p + bytes, (bytes + 255) / 256 * 256 - bytes);
-#endif
-    memset(p, 0xff, bytes);  // fresh device memory is garbage: make it NaN
     allocs[(uintptr_t)p] = bytes;
     alloc_bytes += bytes;
     *ptr = p;
@@ -630,29 +780,66 @@ cudaError_t cudaFree(void *ptr) {
     auto it = allocs.find((uintptr_t)ptr);
     if (it == allocs.end())
         return api_error(cudaErrorInvalidValue, "cudaFree(%p): not a cudaMalloc'd pointer", ptr);
-    size_t bytes = it->second;
-#if EMU_ASAN
-    __asan_unpoison_memory_region((char *)ptr + bytes, (bytes + 255) / 256 * 256 - bytes);
-#endif
-    alloc_bytes -= bytes;
+    flush_all();  // cudaFree waits for the device: queued work may still use the memory
+    alloc_bytes -= it->second;
+    heap_free(ptr, it->second);
     allocs.erase(it);
-    free(ptr);
+    return cudaSuccess;
+}
+cudaError_t cudaMallocHost(void **ptr, size_t bytes) {
+    std::lock_guard<std::mutex> lock(api_mutex);
+    *ptr = nullptr;
+    if (!bytes) return cudaSuccess;
+    void *p = heap_alloc(bytes);
+    if (!p) return cudaErrorMemoryAllocation;
+    host_allocs[(uintptr_t)p] = bytes;
+    *ptr = p;
+    return cudaSuccess;
+}
+cudaError_t cudaFreeHost(void *ptr) {
+    std::lock_guard<std::mutex> lock(api_mutex);
+    if (!ptr) return cudaSuccess;
+    auto it = host_allocs.find((uintptr_t)ptr);
+    if (it == host_allocs.end())
+        return api_error(cudaErrorInvalidValue, "cudaFreeHost(%p): not a cudaMallocHost'd pointer",
+                         ptr);
+    flush_all();  // like cudaFree: queued copies may still read or write it
+    heap_free(ptr, it->second);
+    host_allocs.erase(it);
+    return cudaSuccess;
+}
+
+// A memset on `stream`: run at the call on the default stream, queued on a created one.
+static cudaError_t do_memset(const char *api, void *ptr, int value, size_t bytes,
+                             cudaStream_t stream) {
+    if (stream && !live_stream(stream)) return bad_stream(api, stream);
+    if (!bytes) return cudaSuccess;
+    if (!in_device(ptr, bytes))
+        return api_error(cudaErrorInvalidValue, "%s(%p, %zu bytes) outside any allocation", api,
+                         ptr, bytes);
+    if (stream) {
+        stream->queue.push_back({stream_op::SET, ptr, nullptr, bytes, value, 0, 0});
+        return cudaSuccess;
+    }
+    before_immediate(stream);
+    memset(ptr, value, bytes);
     return cudaSuccess;
 }
 cudaError_t cudaMemset(void *ptr, int value, size_t bytes) {
     std::lock_guard<std::mutex> lock(api_mutex);
-    if (!bytes) return cudaSuccess;
-    if (!in_device(ptr, bytes))
-        return api_error(cudaErrorInvalidValue, "cudaMemset(%p, %zu bytes) outside any allocation",
-                         ptr, bytes);
-    memset(ptr, value, bytes);
-    return cudaSuccess;
+    return do_memset("cudaMemset", ptr, value, bytes, nullptr);
 }
-cudaError_t cudaMemsetAsync(void *ptr, int value, size_t bytes, cudaStream_t) {
-    return cudaMemset(ptr, value, bytes);
-}
-cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, enum cudaMemcpyKind kind) {
+cudaError_t cudaMemsetAsync(void *ptr, int value, size_t bytes, cudaStream_t stream) {
     std::lock_guard<std::mutex> lock(api_mutex);
+    return do_memset("cudaMemsetAsync", ptr, value, bytes, stream);
+}
+
+// A copy on `stream`: run at the call on the default stream, queued on a created one, whose
+// host side must be page-locked (from pageable memory CUDA copies synchronously, so
+// queueing it would test an overlap that does not exist).
+static cudaError_t do_memcpy(const char *api, void *dst, const void *src, size_t bytes,
+                             enum cudaMemcpyKind kind, cudaStream_t stream) {
+    if (stream && !live_stream(stream)) return bad_stream(api, stream);
     if (!bytes) return cudaSuccess;
     bool dd = kind == cudaMemcpyDeviceToDevice || kind == cudaMemcpyHostToDevice;
     bool sd = kind == cudaMemcpyDeviceToDevice || kind == cudaMemcpyDeviceToHost;
@@ -661,23 +848,130 @@ cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, enum cudaMemcpy
         sd = touches_device(src, bytes);
     }
     if (dd ? !in_device(dst, bytes) : touches_device(dst, bytes))
-        return api_error(cudaErrorInvalidValue, "cudaMemcpy kind %d: destination %p (%zu bytes) %s",
+        return api_error(cudaErrorInvalidValue, "%s kind %d: destination %p (%zu bytes) %s", api,
                          (int)kind, dst, bytes, dd ? "is not inside one device allocation" : "is device memory");
     if (sd ? !in_device(src, bytes) : touches_device(src, bytes))
-        return api_error(cudaErrorInvalidValue, "cudaMemcpy kind %d: source %p (%zu bytes) %s",
+        return api_error(cudaErrorInvalidValue, "%s kind %d: source %p (%zu bytes) %s", api,
                          (int)kind, src, bytes, sd ? "is not inside one device allocation" : "is device memory");
+    if (stream) {
+        const void *pageable = !sd && !inside(host_allocs, src, bytes)   ? src
+                               : !dd && !inside(host_allocs, dst, bytes) ? dst
+                                                                         : nullptr;
+        if (pageable)
+            return api_error(cudaErrorInvalidValue,
+                             "%s on stream %p: the host %s %p (%zu bytes) is not inside one "
+                             "cudaMallocHost allocation: from pageable memory the copy would not "
+                             "be asynchronous (the driver stages it before returning); use "
+                             "cudaMallocHost",
+                             api, (void *)stream, pageable == src ? "source" : "destination",
+                             pageable, bytes);
+        stream->queue.push_back({stream_op::COPY, dst, src, bytes, 0, 0, 0});
+        return cudaSuccess;
+    }
+    before_immediate(stream);
     memmove(dst, src, bytes);
     return cudaSuccess;
 }
+cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, enum cudaMemcpyKind kind) {
+    std::lock_guard<std::mutex> lock(api_mutex);
+    return do_memcpy("cudaMemcpy", dst, src, bytes, kind, nullptr);
+}
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, enum cudaMemcpyKind kind,
-                            cudaStream_t) {
-    return cudaMemcpy(dst, src, bytes, kind);
+                            cudaStream_t stream) {
+    std::lock_guard<std::mutex> lock(api_mutex);
+    return do_memcpy("cudaMemcpyAsync", dst, src, bytes, kind, stream);
 }
 cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes) {
     std::lock_guard<std::mutex> lock(api_mutex);
     *total_bytes = kTotalMem;
     *free_bytes = kTotalMem - alloc_bytes;
     return cudaSuccess;
+}
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *stream, unsigned int flags) {
+    std::lock_guard<std::mutex> lock(api_mutex);
+    if (flags & ~(unsigned)cudaStreamNonBlocking)
+        return api_error(cudaErrorInvalidValue, "cudaStreamCreateWithFlags: flags 0x%x", flags);
+    CUstream_st *s = new CUstream_st{++last_stream_id, (flags & cudaStreamNonBlocking) != 0, 0, {}};
+    streams[s->id] = s;
+    *stream = s;
+    return cudaSuccess;
+}
+cudaError_t cudaStreamCreate(cudaStream_t *stream) {
+    return cudaStreamCreateWithFlags(stream, cudaStreamDefault);
+}
+cudaError_t cudaStreamDestroy(cudaStream_t stream) {
+    std::lock_guard<std::mutex> lock(api_mutex);
+    if (!live_stream(stream)) return bad_stream("cudaStreamDestroy", stream);
+    // CUDA finishes a destroyed stream's work; events and waits naming it become complete.
+    flush(stream, end_pos(stream));
+    streams.erase(stream->id);
+    delete stream;
+    return cudaSuccess;
+}
+cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
+    std::lock_guard<std::mutex> lock(api_mutex);
+    if (stream && !live_stream(stream)) return bad_stream("cudaStreamSynchronize", stream);
+    before_immediate(stream);
+    return last_error;
+}
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *event, unsigned int flags) {
+    std::lock_guard<std::mutex> lock(api_mutex);
+    if (flags & ~(unsigned)(cudaEventBlockingSync | cudaEventDisableTiming))
+        return api_error(cudaErrorInvalidValue, "cudaEventCreateWithFlags: flags 0x%x", flags);
+    CUevent_st *e = new CUevent_st{0, 0};
+    events.insert(e);
+    *event = e;
+    return cudaSuccess;
+}
+cudaError_t cudaEventCreate(cudaEvent_t *event) {
+    return cudaEventCreateWithFlags(event, cudaEventDefault);
+}
+cudaError_t cudaEventDestroy(cudaEvent_t event) {
+    std::lock_guard<std::mutex> lock(api_mutex);
+    if (!events.erase(event)) return bad_event("cudaEventDestroy", event);
+    delete event;
+    return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
+    std::lock_guard<std::mutex> lock(api_mutex);
+    if (!events.count(event)) return bad_event("cudaEventRecord", event);
+    if (stream && !live_stream(stream)) return bad_stream("cudaEventRecord", stream);
+    if (stream) {
+        *event = {stream->id, end_pos(stream)};
+    } else {
+        before_immediate(stream);
+        *event = {0, 0};
+    }
+    return cudaSuccess;
+}
+cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int flags) {
+    std::lock_guard<std::mutex> lock(api_mutex);
+    if (!events.count(event)) return bad_event("cudaStreamWaitEvent", event);
+    if (stream && !live_stream(stream)) return bad_stream("cudaStreamWaitEvent", stream);
+    if (flags) return api_error(cudaErrorInvalidValue, "cudaStreamWaitEvent: flags 0x%x", flags);
+    if (!stream) {
+        before_immediate(stream);
+        flush_event(event);
+    } else if (!event_done(event) && event->stream != stream->id) {
+        // The wait is a queue entry: only stream's later work must come after the event.
+        stream->queue.push_back({stream_op::WAIT, nullptr, nullptr, 0, 0, event->stream, event->pos});
+    }
+    return cudaSuccess;
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t event) {
+    std::lock_guard<std::mutex> lock(api_mutex);
+    if (!events.count(event)) return bad_event("cudaEventSynchronize", event);
+    flush_event(event);
+    return last_error;
+}
+// A pending event reports not ready and its stream runs one deferred operation, so the
+// caller's not-ready path runs and a polling loop still ends.
+cudaError_t cudaEventQuery(cudaEvent_t event) {
+    std::lock_guard<std::mutex> lock(api_mutex);
+    if (!events.count(event)) return bad_event("cudaEventQuery", event);
+    if (event_done(event)) return cudaSuccess;
+    step(stream_by_id(event->stream));
+    return cudaErrorNotReady;
 }
 cudaError_t emu_func_set_attribute(const void *func, enum cudaFuncAttribute attr, int value) {
     std::lock_guard<std::mutex> lock(api_mutex);
@@ -763,12 +1057,16 @@ cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperat
     auto extent = [](int rows, int cols, int ld) { return ((size_t)(cols - 1) * ld + rows); };
     {
         std::lock_guard<std::mutex> lock(api_mutex);
+        if (h->stream && !live_stream(h->stream))
+            return gemm_error("stream %p (cublasSetStream) was not created or was destroyed",
+                              (void *)h->stream);
         if (k && !in_device(A, extent(arows, acols, lda) * ae))
             return gemm_error("A %p (%d x %d, lda %d) is not inside one device allocation", A, arows, acols, lda);
         if (k && !in_device(B, extent(brows, bcols, ldb) * ae))
             return gemm_error("B %p (%d x %d, ldb %d) is not inside one device allocation", B, brows, bcols, ldb);
         if (!in_device(C, extent(m, n, ldc) * ce))
             return gemm_error("C %p (%d x %d, ldc %d) is not inside one device allocation", C, m, n, ldc);
+        before_immediate(h->stream);
     }
     float alpha = *(const float *)alpha_p, beta = *(const float *)beta_p;
     std::vector<float> a((size_t)m * k), b((size_t)k * n);  // op(A) [m][k], op(B)^T [n][k]

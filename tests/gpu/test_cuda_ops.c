@@ -7,7 +7,8 @@
 // init seed and batch on both backends; the GPU computes in bf16, so the loss agrees to 1e-2,
 // the gradient norm to 2e-2 and each parameter tensor's gradient to MODEL_TOL of its largest
 // element (the same bounds tests/test_bf16.c holds a bf16 emulation on the CPU to), then
-// 50 training steps on the GPU with falling loss.
+// 50 training steps on the GPU with falling loss. Input staging (the next micro-batch uploaded
+// on a copy stream while the current one computes) gives the bits of plain forward calls.
 //
 // Standalone (no Check: the GPU machines lack libcheck). Prints one line per case and
 // "N passed, N failed"; exits 1 on any failure, 0 with a SKIP line when no device is visible.
@@ -257,6 +258,88 @@ static void test_training(const char *name, const char *const *sets) {
     end();
 }
 
+// Input staging (pf_model_stage; on CUDA page-locked host buffers and copies on a stream of
+// their own, ordered by events): training with each micro-batch staged while the previous
+// backward runs, and an evaluation batch computed while a training batch waits staged, gives
+// the very bits of plain forward(batch) calls on the same backend: the same losses, the same
+// evaluation sums, the same parameters after STAGED_STEPS steps. Under the emulation the
+// copies run late (only when an event or a sync requires them), so a missing wait reads the
+// previous batch, and a host buffer rewritten too early sends the wrong one.
+enum { STAGED_STEPS = 4 };
+static void test_staged(const char *name, const char *const *sets) {
+    if (!selected("staged")) return;
+    pf_config c;
+    pf_model *m[2];
+    for (int v = 0; v < 2; v++) m[v] = create_model(GPU, sets, 77, &c);
+    bool gpt2 = c.model == PF_MODEL_GPT2;
+    int64_t n_tok = (int64_t)MB * c.seq_len, n_img = (int64_t)MB * c.image_size * c.image_size * c.channels;
+    // Batches 0..STAGED_STEPS-1 for training (the odd ones mixed, for vision), the last for
+    // evaluation.
+    enum { NB = STAGED_STEPS + 1 };
+    int32_t *tok = pf_malloc(sizeof(int32_t) * (size_t)(2 * n_tok * NB));
+    float *img = pf_malloc(sizeof(float) * (size_t)(n_img * NB));
+    int32_t *lab = pf_malloc(sizeof(int32_t) * 2 * MB * NB);
+    pf_batch batch[NB];
+    for (int k = 0; k < NB; k++) {
+        int32_t *t = tok + 2 * n_tok * k, *l = lab + 2 * MB * k;
+        for (int64_t i = 0; i < 2 * n_tok; i++)
+            t[i] = (int32_t)((urand() + 1) * 0.5f * c.vocab_size) % c.vocab_size;
+        for (int64_t i = 0; i < n_img; i++) img[n_img * k + i] = urand();
+        for (int b = 0; b < 2 * MB; b++)
+            l[b] = (int32_t)((urand() + 1) * 0.5f * c.num_classes) % c.num_classes;
+        batch[k] = gpt2 ? (pf_batch){.tokens = t, .targets = t + n_tok}
+                        : (pf_batch){.images = img + n_img * k, .labels = l};
+        if (!gpt2 && k % 2 && k < STAGED_STEPS) batch[k].labels_b = l + MB, batch[k].lam = 0.3f;
+    }
+    float loss[2][STAGED_STEPS];
+    pf_eval_stats st[2];
+    memset(st, 0, sizeof st);
+    float *params[2];
+    for (int v = 0; v < 2; v++) {  // v = 0: forward(batch); v = 1: staged
+        pf_arena *a = pf_model_arena(m[v]);
+        size_t bytes = sizeof(float) * (size_t)a->layout->numel;
+        if (v) pf_model_stage(m[v], &batch[0]);
+        for (int k = 0; k < STAGED_STEPS; k++) {
+            GPU->zero(a->grads, bytes);
+            loss[v][k] = pf_model_forward(m[v], v ? NULL : &batch[k], NULL);
+            pf_model_backward(m[v], 1.0f, NULL, NULL);
+            if (v && k + 1 < STAGED_STEPS) pf_model_stage(m[v], &batch[k + 1]);
+            if (k == 1) pf_model_forward(m[v], &batch[STAGED_STEPS], &st[v]);
+            pf_model_adamw_step(m[v], 1e-2f, k + 1, 1.0f);
+        }
+        GPU->synchronize();
+        params[v] = pf_malloc(bytes);
+        GPU->download(params[v], a->params, bytes);
+    }
+    begin("staged inputs = plain forward %s", name);
+    int64_t numel = pf_model_arena(m[0])->layout->numel;
+    for (int k = 0; k < STAGED_STEPS; k++)
+        if (loss[0][k] != loss[1][k]) {
+            printf("     step %d: loss %.9g plain, %.9g staged\n", k + 1, loss[0][k], loss[1][k]);
+            case_ok = false;
+        }
+    if (st[0].loss_sum != st[1].loss_sum || st[0].count != st[1].count ||
+        st[0].correct1 != st[1].correct1) {
+        printf("     evaluation: loss sum %.9g plain, %.9g staged\n", st[0].loss_sum,
+               st[1].loss_sum);
+        case_ok = false;
+    }
+    if (memcmp(params[0], params[1], sizeof(float) * (size_t)numel)) {
+        printf("     parameters differ after %d steps\n", STAGED_STEPS);
+        case_ok = false;
+    }
+    snprintf(case_worst, sizeof case_worst, "losses %.4f .. %.4f", loss[1][0],
+             loss[1][STAGED_STEPS - 1]);
+    end();
+    for (int v = 0; v < 2; v++) {
+        free(params[v]);
+        pf_model_free(m[v]);
+    }
+    free(tok);
+    free(img);
+    free(lab);
+}
+
 #define GPT2_TINY                                                                         \
     "model.type=gpt2", "model.n_layer=2", "model.n_embd=64", "model.n_head=4",            \
         "model.seq_len=24", "model.vocab_size=101"
@@ -314,6 +397,9 @@ int main(void) {
                                      "pixelfly.token_fc1=butterfly bs=4",
                                      "pixelfly.token_fc2=lowrank rank=3",
                                      "pixelfly.recompute_mlp=true", NULL});
+
+    test_staged("gpt2", (const char *const[]){GPT2_TINY, PIXELFLY_BLOCK, NULL});
+    test_staged("vit-mixed", (const char *const[]){"model.type=vit", VISION_TINY, NULL});
 
     test_training("gpt2-pixelfly", (const char *const[]){GPT2_TINY, PIXELFLY_BLOCK, NULL});
     test_training("gpt2-kinds", (const char *const[]){GPT2_TINY, KINDS_BLOCK, NULL});

@@ -8,6 +8,9 @@
 #   reproduce NP     NP ranks at batch 8/NP reproduce the 1-rank losses at batch 8 (rel < 1e-4)
 #   resume NP        save at step 5 and 10, resume with train.steps raised to 20: the losses
 #                    are the very strings of an uninterrupted 20-step run
+#   midrun NP        train.grad_accum=2, checkpoints every 5 steps of a 20-step run (each
+#                    written while the next step's first micro-batch is already staged); a run
+#                    resumed from step 10's logs the very losses of steps 11-20
 #   kinds NP         resume NP with blocksparse (masks saved in the checkpoint, read by rank 0
 #                    and sent to every rank), butterfly and lowrank layers
 #   rescale NP       10 steps on 1 rank at batch 8, resumed on NP ranks at batch 8/NP (the same
@@ -112,6 +115,21 @@ case_resume() {
   grep -q "resumed from .*ckpt-00000010.h5 at step 10" <<< "$out" ||
     fail "the resumed run does not say it resumed from step 10: $out"
   same_losses "$WORK/whole" "$WORK/split"
+}
+
+case_midrun() {
+  local np=$1 bs
+  bs=$(batch_for "$np")
+  local flags=(--set train.batch_size="$bs" --set train.grad_accum=2 --set train.steps=20
+               --set run.checkpoint_every=5)
+  train "$np" "$WORK/whole" "${flags[@]}" || fail "uninterrupted run failed"
+  local ckpt=$WORK/whole/checkpoints/ckpt-00000010.h5
+  [ -f "$ckpt" ] || fail "no checkpoint at step 10 in $WORK/whole/checkpoints"
+  train "$np" "$WORK/from10" "${flags[@]}" --resume "$ckpt" || fail "run resumed from step 10 failed"
+  local a b
+  a=$(losses "$WORK/whole" | awk '$1 > 10'); b=$(losses "$WORK/from10")
+  [ -n "$b" ] || fail "no losses in $WORK/from10/metrics.jsonl"
+  [ "$a" = "$b" ] || fail "steps 11-20 differ:$(diff <(echo "$a") <(echo "$b") | head -n 10)"
 }
 
 case_kinds() {
@@ -348,7 +366,7 @@ case_threads() {
 NP=0
 case "${1:-}" in
   threads) [ $# -eq 2 ] || fail "usage: $0 $1 NP"; case_threads "$2" ;;
-  reproduce|resume|kinds|rescale|shards|sigterm|kill9|diverge) [ $# -eq 2 ] || fail "usage: $0 $1 NP"; "case_$1" "$2" ;;
+  reproduce|resume|midrun|kinds|rescale|shards|sigterm|kill9|diverge) [ $# -eq 2 ] || fail "usage: $0 $1 NP"; "case_$1" "$2" ;;
   rankfail) [ $# -eq 3 ] || fail "usage: $0 rankfail NP data|early"; case_rankfail "$2" "$3" ;;
   corrupt) case_corrupt ;;
   *) fail "usage: $0 reproduce|resume|kinds|rescale|shards|sigterm|kill9|diverge|threads NP | rankfail NP WHEN | corrupt" ;;

@@ -59,7 +59,7 @@ unsigned char *dynamic_smem();
 // the block and the thread; the run fails at exit.
 void kernel_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void launch(const char *name, const char *file, int line, const void *key, dim3 grid, dim3 block, size_t smem,
-            void (*body)(void *), void *ctx);
+            cudaStream_t stream, void (*body)(void *), void *ctx);
 }  // namespace emu
 
 #define threadIdx (::emu::cur->idx)
@@ -106,14 +106,14 @@ inline cudaError_t cudaFuncSetAttribute(T *func, cudaFuncAttribute attr, int val
 }
 
 // The launch a `<<<...>>>` becomes (tests/emu/rewrite.pl): body() runs the kernel call with
-// its arguments in the calling thread's fiber, once per CUDA thread.
+// its arguments in the calling thread's fiber, once per CUDA thread. It runs at the call, after
+// the work the stream's order puts before it (README.md "Streams and events").
 template <typename F> inline const void *emu_key(F *f) { return reinterpret_cast<const void *>(f); }
 template <typename F>
 inline void emu_launch(const char *name, const char *file, int line, const void *key, F &&body, dim3 grid, dim3 block,
                        size_t smem = 0, cudaStream_t stream = 0) {
-    (void)stream;  // one stream: the launch is synchronous
     using B = typename std::remove_reference<F>::type;
-    emu::launch(name, file, line, key, grid, block, smem, [](void *p) { (*(B *)p)(); }, (void *)&body);
+    emu::launch(name, file, line, key, grid, block, smem, stream, [](void *p) { (*(B *)p)(); }, (void *)&body);
 }
 #endif  // __cplusplus
 
