@@ -135,11 +135,14 @@ echo "dy U, which a whole backward shares with dX), PyTorch's one forward and on
 echo
 
 # ---- 2. and 3. training steps ----------------------------------------------------------
-# label | config | --set options (space-separated) | batch x sequence shown
+# label | config | --set options (;-separated) | batch x sequence shown
+# GPT-2 small Pixelfly: the config's pixelfly.budget = 0.25 written out as the layer specs it
+# chooses (`pftrain summary`), which bench/torch_cpu.py reads (it has no budget rule).
+SMALL_PF="pixelfly.budget=0;pixelfly.attn_qkv=bs=16 nf=2 rank=32;pixelfly.attn_proj=bs=16 nf=2 rank=24;pixelfly.mlp_fc1=bs=16 nf=2 rank=32;pixelfly.mlp_fc2=bs=16 nf=2 rank=32"
 MODELS=(
     "GPT-2 tiny dense|configs/gpt2-tiny-dense.ini||8 x 128"
-    "GPT-2 small dense|configs/gpt2-small-dense.ini|train.batch_size=1 model.seq_len=256|1 x 256"
-    "GPT-2 small Pixelfly|configs/gpt2-small-pixelfly.ini|train.batch_size=1 model.seq_len=256|1 x 256"
+    "GPT-2 small dense|configs/gpt2-small-dense.ini|train.batch_size=1;model.seq_len=256|1 x 256"
+    "GPT-2 small Pixelfly|configs/gpt2-small-pixelfly.ini|train.batch_size=1;model.seq_len=256;$SMALL_PF|1 x 256"
     "Mixer Fashion-MNIST dense|configs/mixer-fmnist-dense.ini||128 images"
     "Mixer Fashion-MNIST Pixelfly|configs/mixer-fmnist-pixelfly.ini||128 images"
 )
@@ -147,7 +150,8 @@ rows=() mem=() mismatch=0
 for m in "${MODELS[@]}"; do
     IFS='|' read -r label cfg sets shape <<< "$m"
     setargs=()
-    for s in $sets; do setargs+=(--set "$s"); done
+    IFS=';' read -ra setlist <<< "$sets"
+    for s in "${setlist[@]}"; do setargs+=(--set "$s"); done
     tag=$(basename "$cfg" .ini)${sets:+-b1t256}
     pixelfly step "$cfg" "${setargs[@]}" --steps "$STEPS" > "$RAW/pixelfly-$tag.txt"
     $TORCH step "$cfg" "${setargs[@]}" > "$RAW/torch-$tag.txt"

@@ -249,6 +249,9 @@ def load_config(path, sets):
         section, name = key.split(".", 1)
         ini.setdefault(section, {})
         ini[section][name] = value
+    if float(ini.get("pixelfly", "budget", fallback="0")) != 0:
+        raise SystemExit(f"torch_cpu.py: {path}: pixelfly.budget has no PyTorch twin here: set "
+                         "pixelfly.budget=0 and the layer specs it chooses (pftrain summary)")
     c = {}
     for section, keys in DEFAULTS.items():
         for name, default in keys.items():
