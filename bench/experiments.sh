@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# experiments.sh [mixer|vit|gpt2|wt2|all]: the layer-kind sweeps of bench/EXPERIMENTS.md, each
+# experiments.sh [mixer|vit|gpt2|gpt2-long|wt2|all]: the layer-kind sweeps of bench/EXPERIMENTS.md, each
 # through launch/sweep.sh into runs/exp-*; rerunning resumes them. Needs the Fashion-MNIST shards
 # (launch/quickstart.sh makes them), the tinyshakespeare shards
 # (launch/prepare-tinyshakespeare.sh) and, for wt2, WikiText-2's (made here from the shared data). Threads: OMP_NUM_THREADS (default: all cores, waiting
@@ -31,6 +31,13 @@ if [ "$what" = gpt2 ] || [ "$what" = all ]; then
   launch/sweep.sh configs/gpt2-tiny-dense.ini --out runs/exp-gpt2-tiny \
     --grid 'pixelfly.attn_qkv,pixelfly.attn_proj,pixelfly.mlp_fc1,pixelfly.mlp_fc2=dense|bs=8 nf=2 rank=8|blocksparse bs=8 blocks=3 rank=8|lowrank rank=46|butterfly bs=8' \
     --grid 'train.seed=1,2,3' -- --set train.eval_every=100 --quiet || rc=1
+fi
+# GPT-2 tiny on tinyshakespeare trained until the validation loss is flat: the gpt2 sweep's
+# kinds and seeds at 1000 steps (about 3.4 epochs; cosine to 0 at step 1000), evaluated every 100.
+if [ "$what" = gpt2-long ] || [ "$what" = all ]; then
+  launch/sweep.sh configs/gpt2-tiny-dense.ini --out runs/exp-gpt2-tiny-1000 \
+    --grid 'pixelfly.attn_qkv,pixelfly.attn_proj,pixelfly.mlp_fc1,pixelfly.mlp_fc2=dense|bs=8 nf=2 rank=8|blocksparse bs=8 blocks=3 rank=8|lowrank rank=46|butterfly bs=8' \
+    --grid 'train.seed=1,2,3' -- --set train.steps=1000 --set train.eval_every=100 --quiet || rc=1
 fi
 # GPT-2 tiny on WikiText-2, trained on its validation split and evaluated on its test split
 # (only those two are in the shared data): dense and the best two kinds of the gpt2 sweep at
