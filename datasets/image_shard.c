@@ -269,7 +269,7 @@ int pf_shard_writer_finish(pf_shard_writer *w, int num_classes, char *const *cla
     w->file = -1;
     pf_h5_quiet_end(q);
     if (rc < 0) goto fail;
-    if (pf_durable_rename(w->tmp_path, w->out_path) < 0) goto fail;
+    if (pf_durable_publish(w->tmp_path, w->out_path) < 0) goto fail;
     writer_free(w);
     return 0;
 fail:;

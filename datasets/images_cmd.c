@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -131,7 +132,7 @@ static const struct {
     const char *help;
 } options[] = {
     {"--format", F_ALL, true, "idx | cifar | imagenet (required)"},
-    {"--out", F_ALL, true, "output shard OUT.h5, or the STEM of --shard-images (required)"},
+    {"--out", F_ALL, true, "output shard OUT.h5 (must not exist), or the STEM of --shard-images (required)"},
     {"--class-names", F_ALL, true, "FILE with one class name per line (overrides defaults)"},
     {"--classes", F_IDX, true, "fashion-mnist: Fashion-MNIST's names (default \"0\"..\"9\")"},
     {"--cifar100", F_CIFAR, false, "CIFAR-100 records (coarse + fine label; fine is used)"},
@@ -322,6 +323,15 @@ int pfdata_images_main(int argc, char **argv) {
                            : fmt == F_IMAGENET ? "one input, the ROOT folder"
                                                : "at least one batch file";
         rc = usage_error("--format %s takes %s", format, what);
+        goto out;
+    }
+
+    // One output file: refused when it exists (numbered shards are checked one by one: a
+    // complete one of this conversion is kept, any other file refused).
+    struct stat st;
+    if (!o.shard_images && lstat(out, &st) == 0) {
+        rc = usage_error("'%s' exists: pfdata does not overwrite a file; remove it or choose "
+                         "another --out%s", out, "");
         goto out;
     }
 

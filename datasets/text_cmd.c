@@ -22,8 +22,8 @@ static void usage(FILE *f) {
             "Tokenizes UTF-8 text FILEs, in order, with GPT-2's BPE into the token shard\n"
             "OUT.h5 (dataset /tokens), an end-of-text token after each file.\n"
             "  --vocab DIR   directory with GPT-2's encoder.json and vocab.bpe\n"
-            "  --out OUT.h5  output shard; written to OUT.h5.tmp.PID, then renamed (removed\n"
-            "                on failure, Ctrl-C or SIGTERM)\n"
+            "  --out OUT.h5  output shard, which must not exist; written to OUT.h5.tmp.PID,\n"
+            "                then renamed (removed on failure, Ctrl-C or SIGTERM)\n"
             "  --quiet       no progress bar and no summary line\n"
             "  --help        this text\n");
 }
@@ -171,6 +171,13 @@ int pfdata_text_main(int argc, char **argv) {
     if (!vocab || !out || nfiles == 0) {
         rc = usage_error("%s", !vocab ? "missing --vocab DIR" : !out ? "missing --out OUT.h5"
                                                                       : "no input FILE");
+        goto out;
+    }
+
+    struct stat st;
+    if (lstat(out, &st) == 0) {
+        rc = usage_error("'%s' exists: pfdata does not overwrite a file; remove it or choose "
+                         "another --out", out);
         goto out;
     }
 

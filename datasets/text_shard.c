@@ -164,7 +164,7 @@ int pf_text_shard_commit(pf_text_shard_writer *w) {
         pf_error("cannot close '%s' (disk full?)", w->tmp);
         rc = -1;
     }
-    if (!rc) rc = pf_durable_rename(w->tmp, w->path);
+    if (!rc) rc = pf_durable_publish(w->tmp, w->path);
     if (rc) unlink(w->tmp);
     writer_free(w);
     return rc;

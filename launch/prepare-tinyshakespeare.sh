@@ -14,5 +14,9 @@ trap 'rm -rf "$tmp"' EXIT
 lines=$(wc -l < "$src")
 head -n $((lines * 9 / 10)) "$src" > "$tmp/train.txt"
 tail -n +$((lines * 9 / 10 + 1)) "$src" > "$tmp/val.txt"
-"$BIN/pfdata" text --vocab "$DATA/gpt2" --out data/tinyshakespeare-train.h5 "$tmp/train.txt"
-"$BIN/pfdata" text --vocab "$DATA/gpt2" --out data/tinyshakespeare-val.h5 "$tmp/val.txt"
+# pfdata never overwrites a shard: one made before is kept.
+for split in train val; do
+  f=data/tinyshakespeare-$split.h5
+  if [ -f "$f" ]; then echo "prepare: $f already exists, kept"; continue; fi
+  "$BIN/pfdata" text --vocab "$DATA/gpt2" --out "$f" "$tmp/$split.txt"
+done

@@ -143,6 +143,29 @@ int pf_durable_rename(const char *tmp, const char *path) {
     return rc;
 }
 
+int pf_durable_publish(const char *tmp, const char *path) {
+    if (pf_fsync_path(tmp, false) < 0) return -1;
+    // renameat2's RENAME_NOREPLACE is atomic; filesystems without it (EINVAL) get link(),
+    // which fails on an existing name just the same, then the temporary's name is dropped.
+    int rc = renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_NOREPLACE);
+    if (rc != 0 && (errno == EINVAL || errno == ENOSYS)) {
+        rc = link(tmp, path);
+        if (rc == 0) unlink(tmp);
+    }
+    if (rc != 0) {
+        if (errno == EEXIST)
+            pf_error("'%s' exists (it appeared while this one was written): pixelfly does not "
+                     "overwrite it; remove it or write elsewhere", path);
+        else
+            pf_error("cannot move '%s' to '%s': %s", tmp, path, strerror(errno));
+        return -1;
+    }
+    char *dir = pf_strdup(path);
+    rc = pf_fsync_path(dirname(dir), true);
+    free(dir);
+    return rc;
+}
+
 int pf_mkdir_p(const char *path) {
     size_t len = strlen(path);
     if (len == 0) {

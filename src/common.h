@@ -80,6 +80,9 @@ int pf_fsync_path(const char *path, bool is_dir);
 // it onto `path`, fsync the directory so the rename itself is durable. -1 with pf_error();
 // the caller removes `tmp` then.
 int pf_durable_rename(const char *tmp, const char *path);
+// The same for a file that must never replace another (pfdata's shards: nothing the user made
+// is overwritten): fails, naming `path`, when it exists, even if it appeared meanwhile.
+int pf_durable_publish(const char *tmp, const char *path);
 
 // mkdir -p: creates the directory `path` and any missing parents (mode 0777 less the umask).
 // -1 with pf_error() naming `path` and the component that could not be made, also when

@@ -181,14 +181,19 @@ START_TEST(idx_truncated_and_bad) {
                                    {pf_test_path("img"), pf_test_path("missing")}};
     for (int i = 0; i < 4; i++) {
         ck_assert_int_eq(
-            RUN("--format", "idx", "--out", pf_test_path("keep.h5"), bad_inputs[i][0], bad_inputs[i][1]),
+            RUN("--format", "idx", "--out", pf_test_path("o.h5"), bad_inputs[i][0], bad_inputs[i][1]),
             1);
-        char *kept;
-        ck_assert_int_eq(pf_read_file(pf_test_path("keep.h5"), &kept, &len), 0);
-        ck_assert_str_eq(kept, "keep");  // a failed conversion leaves an existing output alone
-        free(kept);
+        ck_assert(access(pf_test_path("o.h5"), F_OK) != 0);  // a failed conversion writes nothing
         ck_assert(!has_temp_file(pf_test_tmpdir()));
     }
+    // An existing output is refused (usage) before anything is read, and left alone.
+    ck_assert_int_eq(RUN("--format", "idx", "--out", pf_test_path("keep.h5"), pf_test_path("img"),
+                         pf_test_path("lab")),
+                     2);
+    char *kept;
+    ck_assert_int_eq(pf_read_file(pf_test_path("keep.h5"), &kept, &len), 0);
+    ck_assert_str_eq(kept, "keep");
+    free(kept);
     free(data);
     free(gz);
 }
@@ -430,11 +435,12 @@ START_TEST(jpeg_flat_labels) {
     const char *files[2] = {pf_test_path("pairs.txt"), pf_test_path("lines.txt")};
     const int32_t want[2][3] = {{0, 1, 1}, {2, 0, 1}};
     for (int f = 0; f < 2; f++) {
+        const char *out = pf_test_path(f ? "f1.h5" : "f0.h5");
         ck_assert_int_eq(RUN("--format", "imagenet", "--size", "16", "--labels", files[f], "--out",
-                             pf_test_path("f.h5"), root),
+                             out, root),
                          0);
         pf_image_shard s;
-        ck_assert_int_eq(pf_image_shard_open(&s, pf_test_path("f.h5")), 0);
+        ck_assert_int_eq(pf_image_shard_open(&s, out), 0);
         ck_assert_int_eq(s.num_classes, f ? 3 : 2);
         uint8_t px[3 * 768];
         int32_t lab[3];

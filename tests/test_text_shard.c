@@ -189,6 +189,29 @@ START_TEST(test_pfdata_tinyshakespeare) {
 }
 END_TEST
 
+// A file that appears at the output path while the shard is written is not replaced: the
+// commit fails, naming it, and removes only its own temporary.
+START_TEST(test_commit_never_replaces) {
+    make_tmp_dir();
+    const char *out = tmp_path("late.h5");
+    pf_text_shard_writer *w = pf_text_shard_create(out, 50257, 50256, "gpt2-bpe", "test", 16);
+    ck_assert_msg(w != NULL, "%s", pf_errmsg());
+    int32_t ids[3] = {1, 2, 3};
+    ck_assert_int_eq(pf_text_shard_append(w, ids, 3), 0);
+    write_bytes(out, "someone else's", 14);
+    ck_assert_int_eq(pf_text_shard_commit(w), -1);
+    ck_assert_msg(strstr(pf_errmsg(), "late.h5' exists"), "%s", pf_errmsg());
+    char *content;
+    size_t len;
+    ck_assert_int_eq(pf_read_file(out, &content, &len), 0);
+    ck_assert(len == 14 && !memcmp(content, "someone else's", 14));
+    free(content);
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%d", out, (int)getpid());
+    ck_assert(!exists(tmp));
+}
+END_TEST
+
 START_TEST(test_pfdata_errors_leave_no_output) {
     const char *vocab = vocab_dir();
     if (!vocab) return;
@@ -206,8 +229,9 @@ START_TEST(test_pfdata_errors_leave_no_output) {
     ck_assert(!exists(out));
     ck_assert_msg(strstr(pf_errmsg(), "bad.txt: invalid UTF-8 at byte offset 16"), "%s",
                   pf_errmsg());
-    // A failure after the shard was started leaves a previous output untouched.
-    ck_assert_int_eq(run_pfdata(vocab, kept, invalid, 2), PF_EXIT_FAILURE);
+    // An existing output is refused before anything is read, and left as it was.
+    const char *goods[] = {good};
+    ck_assert_int_eq(run_pfdata(vocab, kept, goods, 1), PF_EXIT_USAGE);
     char *content;
     size_t len;
     ck_assert_int_eq(pf_read_file(kept, &content, &len), 0);
@@ -639,6 +663,7 @@ Suite *pf_test_suite(void) {
     tcase_add_test(tc, test_pfdata_small_files);
     tcase_add_test(tc, test_pfdata_tinyshakespeare);
     tcase_add_test(tc, test_pfdata_errors_leave_no_output);
+    tcase_add_test(tc, test_commit_never_replaces);
     tcase_add_test(tc, test_interrupt_cleanup);
     tcase_add_test(tc, test_pfdata_interrupted);
     suite_add_tcase(s, tc);
