@@ -71,6 +71,8 @@ cc -O1 -o "$tmp/mkjpeg" "$tmp/mkjpeg.c" -lturbojpeg
 # Token shard: a few lines of tinyshakespeare through `pfdata text` (>= 17 tokens: the
 # harness's loader reads batches of 2 x 8).
 head -c 300 "$DATA/tinyshakespeare/input.txt" > "$tmp/text.txt"
+# (pfdata never overwrites a file: this script's own seeds are replaced on purpose.)
+rm -f $C/token_shard/tinyshakespeare.h5 $C/image_shard/idx-4x4.h5
 "$BUILD/pfdata" text --quiet --vocab "$DATA/gpt2" --out $C/token_shard/tinyshakespeare.h5 \
     "$tmp/text.txt"
 
