@@ -84,6 +84,36 @@ rm -f $C/token_shard/tinyshakespeare.h5 $C/image_shard/idx-4x4.h5
 "$BUILD/pfdata" images --quiet --format idx --out $C/image_shard/idx-4x4.h5 \
     "$tmp/img.idx" "$tmp/lab.idx"
 
+# safetensors: two small files by the format's definition (not by pixelfly's writer, so the
+# reader is seeded with bytes it did not make): F32 with metadata; BF16 with a scalar, an
+# empty tensor and a 3-d one.
+python3 - "$C/safetensors" <<'PY'
+import json, struct, sys
+def write(path, tensors, meta=None):
+    header, blobs, off = {}, [], 0
+    for name, (dtype, shape, vals) in tensors.items():
+        if dtype == "F32":
+            b = b"".join(struct.pack("<f", v) for v in vals)
+        else:
+            b = b"".join(struct.pack("<H", struct.unpack("<I", struct.pack("<f", v))[0] >> 16)
+                         for v in vals)
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [off, off + len(b)]}
+        off += len(b)
+        blobs.append(b)
+    if meta:
+        header["__metadata__"] = meta
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * ((8 - (8 + len(h)) % 8) % 8)
+    open(path, "wb").write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+d = sys.argv[1] + "/"
+write(d + "f32-meta.safetensors", {"wte": ("F32", [3, 2], [0.5, -1, 2, 3.25, 0, 1e-3]),
+                                   "b": ("F32", [2], [1, 2])},
+      {"format": "pt", "pixelfly": "native"})
+write(d + "bf16-scalar-empty.safetensors",
+      {"s": ("BF16", [], [1.5]), "e": ("BF16", [0, 4], []),
+       "m": ("BF16", [2, 2, 2], [1, -2, 3, -4, 0.5, 0.25, 8, 16])})
+PY
+
 # Checkpoint: 2 steps of pftrain on fuzz_checkpoint's model and that image shard.
 PF_FUZZ_WRITE_MODEL_INI="$tmp/model.ini" "${FUZZ_BUILD:-build-fuzz}/fuzz/fuzz_checkpoint"
 "$BUILD/pftrain" "$tmp/model.ini" --set data.train=$C/image_shard/idx-4x4.h5 \
