@@ -131,10 +131,28 @@ int pf_fsync_path(const char *path, bool is_dir) {
     return 0;
 }
 
-int pf_durable_rename(const char *tmp, const char *path) {
+// rename(2), or with `keep` one that never replaces an existing path: renameat2's
+// RENAME_NOREPLACE, atomic; filesystems without it (EINVAL) get link(), which fails on an
+// existing name just the same, then the temporary's name is dropped.
+static int move_into_place(const char *tmp, const char *path, bool keep) {
+    if (!keep) return rename(tmp, path);
+    int rc = renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_NOREPLACE);
+    if (rc != 0 && (errno == EINVAL || errno == ENOSYS)) {
+        rc = link(tmp, path);
+        if (rc == 0) unlink(tmp);
+    }
+    return rc;
+}
+
+// fsync the temporary, move it onto path, fsync the directory so the move is durable.
+static int durable_move(const char *tmp, const char *path, bool keep) {
     if (pf_fsync_path(tmp, false) < 0) return -1;
-    if (rename(tmp, path) != 0) {
-        pf_error("cannot rename '%s' to '%s': %s", tmp, path, strerror(errno));
+    if (move_into_place(tmp, path, keep) != 0) {
+        if (keep && errno == EEXIST)
+            pf_error("'%s' exists (it appeared while this one was written): pixelfly does not "
+                     "overwrite it; remove it or write elsewhere", path);
+        else
+            pf_error("cannot rename '%s' to '%s': %s", tmp, path, strerror(errno));
         return -1;
     }
     char *dir = pf_strdup(path);
@@ -143,28 +161,8 @@ int pf_durable_rename(const char *tmp, const char *path) {
     return rc;
 }
 
-int pf_durable_publish(const char *tmp, const char *path) {
-    if (pf_fsync_path(tmp, false) < 0) return -1;
-    // renameat2's RENAME_NOREPLACE is atomic; filesystems without it (EINVAL) get link(),
-    // which fails on an existing name just the same, then the temporary's name is dropped.
-    int rc = renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_NOREPLACE);
-    if (rc != 0 && (errno == EINVAL || errno == ENOSYS)) {
-        rc = link(tmp, path);
-        if (rc == 0) unlink(tmp);
-    }
-    if (rc != 0) {
-        if (errno == EEXIST)
-            pf_error("'%s' exists (it appeared while this one was written): pixelfly does not "
-                     "overwrite it; remove it or write elsewhere", path);
-        else
-            pf_error("cannot move '%s' to '%s': %s", tmp, path, strerror(errno));
-        return -1;
-    }
-    char *dir = pf_strdup(path);
-    rc = pf_fsync_path(dirname(dir), true);
-    free(dir);
-    return rc;
-}
+int pf_durable_rename(const char *tmp, const char *path) { return durable_move(tmp, path, false); }
+int pf_durable_publish(const char *tmp, const char *path) { return durable_move(tmp, path, true); }
 
 int pf_mkdir_p(const char *path) {
     size_t len = strlen(path);
