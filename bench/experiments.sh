@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# experiments.sh [mixer|vit|gpt2|gpt2-long|wt2|all]: the layer-kind sweeps of bench/EXPERIMENTS.md, each
+# experiments.sh [mixer|vit|gpt2|gpt2-long|wt2|wt2-dropout|all]: the layer-kind sweeps of bench/EXPERIMENTS.md, each
 # through launch/sweep.sh into runs/exp-*; rerunning resumes them. Needs the Fashion-MNIST shards
 # (launch/quickstart.sh makes them), the tinyshakespeare shards
 # (launch/prepare-tinyshakespeare.sh) and, for wt2, WikiText-2's (made here from the shared data). Threads: OMP_NUM_THREADS (default: all cores, waiting
@@ -42,17 +42,29 @@ fi
 # GPT-2 tiny on WikiText-2, trained on its validation split and evaluated on its test split
 # (only those two are in the shared data): dense and the best two kinds of the gpt2 sweep at
 # its budget, 3 seeds; 800 steps (3.2 epochs of the 2005 windows), evaluated every 100.
-if [ "$what" = wt2 ] || [ "$what" = all ]; then
+if [ "$what" = wt2 ] || [ "$what" = wt2-dropout ] || [ "$what" = all ]; then
   DATA=${PIXELFLY_DATA:-../shared/data}
   for split in valid test; do
     [ -f "data/wikitext2-$split.h5" ] ||
       build/pfdata text --vocab "$DATA/gpt2" --out "data/wikitext2-$split.h5" \
         "$DATA/wikitext-2/$split.txt" || rc=1
   done
+fi
+if [ "$what" = wt2 ] || [ "$what" = all ]; then
   launch/sweep.sh configs/gpt2-tiny-dense.ini --out runs/exp-gpt2-wt2 \
     --grid 'pixelfly.attn_qkv,pixelfly.attn_proj,pixelfly.mlp_fc1,pixelfly.mlp_fc2=dense|bs=8 nf=2 rank=8|blocksparse bs=8 blocks=3 rank=8' \
     --grid 'train.seed=1,2,3' -- --set data.train=data/wikitext2-valid.h5 \
     --set data.val=data/wikitext2-test.h5 --set train.steps=800 --set train.eval_every=100 \
     --quiet || rc=1
+fi
+
+# The same WikiText-2 runs for dense and Pixelfly with train.dropout = 0.1 (GPT-2's), which
+# the runs above, overfitting from step 500, lack.
+if [ "$what" = wt2-dropout ] || [ "$what" = all ]; then
+  launch/sweep.sh configs/gpt2-tiny-dense.ini --out runs/exp-gpt2-wt2-dropout \
+    --grid 'pixelfly.attn_qkv,pixelfly.attn_proj,pixelfly.mlp_fc1,pixelfly.mlp_fc2=dense|bs=8 nf=2 rank=8' \
+    --grid 'train.seed=1,2,3' -- --set data.train=data/wikitext2-valid.h5 \
+    --set data.val=data/wikitext2-test.h5 --set train.steps=800 --set train.eval_every=100 \
+    --set train.dropout=0.1 --quiet || rc=1
 fi
 exit $rc

@@ -1,4 +1,4 @@
-// cuda_elementwise.cu: GELU, additions, bias broadcast and strided row copies; one element
+// cuda_elementwise.cu: GELU, additions, dropout, bias broadcast and strided row copies; one element
 // per thread in grid-stride loops. Every kernel is a template on the act dtype T (float or
 // bf16): elements are read as fp32 (cuda_ld), computed in fp32 and rounded once on store
 // (cuda_st).
@@ -36,6 +36,17 @@ __global__ static void gelu_bwd_kernel(T *dx, const T *dy, const T *x, int64_t n
 template <typename T>
 __global__ static void add_kernel(T *y, const T *a, const T *b, int64_t n) {
     GRID_STRIDE(i, n) y[i] = cuda_st<T>(cuda_ld(a[i]) + cuda_ld(b[i]));
+}
+
+// y[i] (+)= kept(i) ? x[i] * scale : 0 with kept(i) = pf_dropout_bits(key, first + i) >= thr,
+// x, y: [n] of T (y may alias x: each element is read before it is written)
+template <typename T>
+__global__ static void dropout_kernel(T *y, const T *x, int64_t n, float scale, uint32_t thr,
+                                      uint64_t key, uint64_t first, bool add) {
+    GRID_STRIDE(i, n) {
+        float v = pf_dropout_bits(key, first + (uint64_t)i) >= thr ? cuda_ld(x[i]) * scale : 0.0f;
+        y[i] = cuda_st<T>(add ? cuda_ld(y[i]) + v : v);
+    }
 }
 
 // y[n, c] += b[c], y: [N, C] as N*C elements of T, b: [C] of T
@@ -105,6 +116,33 @@ void cuda_add(pf_tensor y, pf_tensor a, pf_tensor b) {
             (T *)y.data, (const T *)a.data, (const T *)b.data, n);
         CUDA_CHECK_LAUNCH();
     });
+}
+
+static void dropout(pf_tensor y, pf_tensor x, float p, uint64_t key, uint64_t first, bool add) {
+    pf_dtype dt = x.dtype;
+    CUDA_ACT(y, dt);
+    CUDA_ACT(x, dt);
+    int64_t n = pf_numel(x);
+    PF_ASSERT(pf_numel(y) == n && p >= 0.0f && p < 1.0f);
+    if (!n) return;
+    float scale = 1.0f / (1.0f - p);
+    uint32_t thr = pf_dropout_threshold(p);
+    cuda_dispatch(dt, [&](auto tag) {
+        using T = decltype(tag);
+        dropout_kernel<T><<<cuda_blocks(n), CUDA_THREADS, 0, stream()>>>(
+            (T *)y.data, (const T *)x.data, n, scale, thr, key, first, add);
+        CUDA_CHECK_LAUNCH();
+    });
+}
+
+// y = kept ? x / (1 - p) : 0; x, y act dtype (y may alias x)
+void cuda_dropout_fwd(pf_tensor y, pf_tensor x, float p, uint64_t key, uint64_t first) {
+    dropout(y, x, p, key, first, false);
+}
+
+// dx += kept ? dy / (1 - p) : 0; dx, dy act dtype
+void cuda_dropout_bwd(pf_tensor dx, pf_tensor dy, float p, uint64_t key, uint64_t first) {
+    dropout(dx, dy, p, key, first, true);
 }
 
 // dst += src; dst, src act dtype

@@ -27,6 +27,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "pattern.h"
 #include "tensor.h"
@@ -122,8 +123,39 @@ typedef void pf_op_gelu_fwd_fn(pf_tensor y, pf_tensor x);
 typedef void pf_op_gelu_bwd_fn(pf_tensor dx, pf_tensor dy, pf_tensor x);  // dx += gelu'(x) dy
 typedef void pf_op_add_fn(pf_tensor y, pf_tensor a, pf_tensor b);  // y = a + b (may alias a, b)
 typedef void pf_op_accumulate_fn(pf_tensor dst, pf_tensor src);    // dst += src
-#define PF_OPS_ELEMENTWISE(X) \
-    X(GELU_FWD, gelu_fwd) X(GELU_BWD, gelu_bwd) X(ADD, add) X(ACCUMULATE, accumulate)
+// Dropout with a mask that is a pure function of (key, element number), so no mask is stored
+// and every backend draws the same one: element i of x (counted from 0) is kept iff
+// pf_dropout_bits(key, first + i) >= pf_dropout_threshold(p), 0 <= p < 1, and then scaled:
+//   y[i] = kept ? x[i] / (1 - p) : 0         (y may alias x)
+// `first` places the tensor in a larger numbering (the micro-batch's first sample across
+// ranks), so that a sample's mask does not depend on how a batch is split over ranks.
+typedef void pf_op_dropout_fwd_fn(pf_tensor y, pf_tensor x, float p, uint64_t key,
+                                  uint64_t first);
+// dx[i] += kept ? dy[i] / (1 - p) : 0, the same mask
+typedef void pf_op_dropout_bwd_fn(pf_tensor dx, pf_tensor dy, float p, uint64_t key,
+                                  uint64_t first);
+#define PF_OPS_ELEMENTWISE(X)                                                             \
+    X(GELU_FWD, gelu_fwd) X(GELU_BWD, gelu_bwd) X(ADD, add) X(ACCUMULATE, accumulate)     \
+    X(DROPOUT_FWD, dropout_fwd) X(DROPOUT_BWD, dropout_bwd)
+
+// The dropout mask's random bits: the high 32 bits of splitmix64's output number `i` + 1 from
+// state `key` (z = key + (i+1) * 0x9E3779B97F4A7C15, then its finaliser), the same integer
+// arithmetic on the host and on the device.
+#if defined(__CUDACC__)
+#define PF_HOST_DEVICE __host__ __device__
+#else
+#define PF_HOST_DEVICE
+#endif
+static inline PF_HOST_DEVICE uint32_t pf_dropout_bits(uint64_t key, uint64_t i) {
+    uint64_t z = key + (i + 1) * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return (uint32_t)((z ^ (z >> 31)) >> 32);
+}
+// Elements whose bits are below this are dropped: floor(p * 2^32), so P(drop) = p to 2^-32.
+static inline PF_HOST_DEVICE uint32_t pf_dropout_threshold(float p) {
+    return (uint32_t)((double)p * 4294967296.0);
+}
 
 // ---- attention: src/cpu/cpu_attention.c, kernels/cuda_attention.cu;
 //      shapes: pf_shape_attention; head dims: pf_backend.attention_head_dims ----------------------

@@ -87,6 +87,8 @@ static const key_def SCHEMA[] = {
     K("train", "eps", T_FLOAT, eps, "1e-8", 0, "AdamW epsilon"),
     K("train", "grad_clip", T_FLOAT, grad_clip, "1.0", 0, "global norm clip (0: off)"),
     K("train", "label_smoothing", T_FLOAT, label_smoothing, "0", 0, "vision: label smoothing"),
+    K("train", "dropout", T_FLOAT, dropout, "0", 0,
+      "dropout probability on the embedding output and every residual branch, in training"),
     K("train", "seed", T_INT64, seed, "1337", 0, "seed for init and data order"),
     K("train", "eval_every", T_INT, eval_every, "50", 0, "steps between evaluations"),
     K("train", "eval_batches", T_INT, eval_batches, "20", 0, "batches per evaluation (0: all)"),
@@ -529,6 +531,8 @@ int pf_config_validate(const pf_config *c) {
             "train.beta1 and train.beta2 must be in [0, 1)");
     REQUIRE(c->label_smoothing >= 0 && c->label_smoothing < 1,
             "train.label_smoothing = %g: use a value in [0, 1)", c->label_smoothing);
+    REQUIRE(c->dropout >= 0 && c->dropout < 1, "train.dropout = %g: use a value in [0, 1)",
+            c->dropout);
     REQUIRE(c->augment_scale_min > 0 && c->augment_scale_min <= 1,
             "train.augment_scale_min = %g: use a value in (0, 1]", c->augment_scale_min);
     REQUIRE(c->mixup_alpha >= 0, "train.mixup_alpha = %g: use a value >= 0 (0: off)",

@@ -69,6 +69,7 @@ typedef struct {
     int batch_size, grad_accum;
     int64_t steps;
     float lr, min_lr_frac, weight_decay, beta1, beta2, eps, grad_clip, label_smoothing;
+    float dropout;  // probability on the embedding output and every residual branch
     int warmup_steps;
     pf_schedule schedule;
     uint64_t seed;

@@ -1,6 +1,7 @@
 #include "export.h"
 
 #include <cJSON.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -271,8 +272,10 @@ static cJSON *gpt2_config(const pf_config *c, pf_st_dtype dt) {
     num(o, "n_head", c->n_head), num(o, "n_inner", pf_config_mlp_hidden(c));
     cJSON_AddStringToObject(o, "activation_function", "gelu_new");  // the tanh form
     num(o, "layer_norm_epsilon", LN_EPS);
-    // pixelfly has no dropout
-    num(o, "resid_pdrop", 0), num(o, "embd_pdrop", 0), num(o, "attn_pdrop", 0);
+    // train.dropout is on the embedding and the residual branches, where transformers' GPT-2
+    // has embd_pdrop and resid_pdrop; pixelfly drops no attention probabilities
+    double pdrop = round((double)c->dropout * 1e6) / 1e6;  // 0.1, not the float's 0.1000000015
+    num(o, "resid_pdrop", pdrop), num(o, "embd_pdrop", pdrop), num(o, "attn_pdrop", 0);
     num(o, "initializer_range", c->init_std);
     cJSON_AddBoolToObject(o, "tie_word_embeddings", true);
     cJSON_AddBoolToObject(o, "scale_attn_weights", true);

@@ -155,6 +155,9 @@ static int train_step(trainer *t, step_result *r) {
     for (int micro = 0; micro < c->grad_accum; micro++) {
         if (!t->staged && stage_next(t, t->step + 1) < 0) return -1;
         t->staged = false;
+        // the run's micro-batch number and this rank's first row of the global micro-batch
+        pf_model_arm_dropout(t->model, (uint64_t)t->step * c->grad_accum + micro,
+                             (int64_t)t->rank * c->batch_size);
         loss += pf_model_forward(t->model, NULL, NULL) / c->grad_accum;
         bool last = micro == c->grad_accum - 1;
         bool bucketed = last && t->world > 1;

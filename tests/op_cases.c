@@ -358,6 +358,38 @@ static void add_ref(const op_case *oc, op_ctx *c, double *y) {
     for (int i = 0; i < oc->d[0] * oc->d[1]; i++) y[i] = (double)X(c, 0)[i] + X(c, 1)[i];
 }
 
+// ---- dropout: d = {n, first}, f = p; var x. The mask's key is fixed; the reference draws it
+// from splitmix64 as written out in backend.h, independently of pf_dropout_bits. ----
+
+#define DROPOUT_KEY 0x5eed0fd20b0u
+
+static void dropout_build(const op_case *oc, op_ctx *c) {
+    var(c, 0, "x", oc->d[0], 1, false);
+    set_out(c, oc->d[0]);
+}
+static void dropout_fwd(const op_case *oc, op_ctx *c) {
+    c->be->dropout_fwd(t1(c->out, oc->d[0]), t1(X(c, 0), oc->d[0]), oc->f, DROPOUT_KEY,
+                       (uint64_t)oc->d[1]);
+}
+static void dropout_bwd(const op_case *oc, op_ctx *c) {
+    c->be->dropout_bwd(t1(G(c, 0), oc->d[0]), t1(c->dout, oc->d[0]), oc->f, DROPOUT_KEY,
+                       (uint64_t)oc->d[1]);
+}
+// splitmix64: state += 0x9E3779B97F4A7C15, then the finaliser; element i uses output i + 1
+// (the state advanced first + i + 1 times) and keeps x when its high 32 bits / 2^32 >= p.
+static void dropout_ref(const op_case *oc, op_ctx *c, double *y) {
+    uint64_t state = DROPOUT_KEY;
+    for (int64_t i = 0; i <= oc->d[1]; i++) state += 0x9E3779B97F4A7C15u;
+    for (int i = 0; i < oc->d[0]; i++, state += 0x9E3779B97F4A7C15u) {
+        uint64_t z = state;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9u;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBu;
+        z ^= z >> 31;
+        bool kept = (double)(z >> 32) / 4294967296.0 >= oc->f;
+        y[i] = kept ? X(c, 0)[i] / (1.0 - oc->f) : 0.0;
+    }
+}
+
 // ---- attention: d = {B, T, NH, hd}, flag causal; var qkv; aux lse ----
 // Backward reads out and lse as the forward left them (a wrong lse fails the gradients).
 
@@ -589,6 +621,10 @@ const op_case op_fd_cases[] = {
     {OP(gelu), {37}, 0, false, false, FD_TOL},
     {OP(add), {3, 5}, 0, false, false, FD_TOL},
     {"accumulate", add_build, accumulate_fwd, add_bwd, add_ref, {4, 3}, 0, false, false, FD_TOL},
+    // dropout: {n, first}, f = p
+    {OP(dropout), {37, 0}, 0.1f, false, false, FD_TOL},
+    {OP(dropout), {64, 1000}, 0.5f, false, false, FD_TOL},
+    {OP(dropout), {9, 5}, 0.0f, false, false, FD_TOL},
     // attention: {B, T, NH, hd}, flag = causal
     {OP(attention), {2, 5, 2, 3}, 0, true, false, FD_TOL},
     {OP(attention), {2, 5, 2, 3}, 0, false, false, FD_TOL},
@@ -1082,7 +1118,8 @@ static void test_layernorm(pf_dtype dt, int64_t N, int64_t C, bool bias, bool wi
 
 // ---- elementwise ---------------------------------------------------------------------------
 
-// gelu, add, accumulate in dt; scale (fp32 only: it runs on gradients) once, with dt = f32.
+// gelu, dropout, add, accumulate in dt; scale (fp32 only: it runs on gradients) once, with
+// dt = f32.
 static void test_elementwise(pf_dtype dt, int64_t n) {
     if (!selected("elementwise")) return;
     const char *dn = dt == PF_BF16 ? "bf16" : "f32";
@@ -1099,6 +1136,24 @@ static void test_elementwise(pf_dtype dt, int64_t n) {
     CPU->gelu_bwd(tc(&dx), tc(&dy), tc(&x));
     DUT->gelu_bwd(tg(&dx), tg(&dy), tg(&x));
     cmp_tol("dx", &dx, tol);
+    end();
+
+    // dropout at p 0.3 from element 7 of the mask: the same elements dropped on both sides
+    // (a dropped element is 0 exactly), forward into y and in place, backward accumulating
+    begin("dropout_fwd %s n=%ld", dn, (long)n);
+    CPU->dropout_fwd(tc(&y), tc(&x), 0.3f, 99, 7);
+    DUT->dropout_fwd(tg(&y), tg(&x), 0.3f, 99, 7);
+    cmp_tol("y", &y, tol);
+    end();
+    begin("dropout_bwd %s n=%ld", dn, (long)n);
+    CPU->dropout_bwd(tc(&dx), tc(&dy), 0.3f, 99, 7);
+    DUT->dropout_bwd(tg(&dx), tg(&dy), 0.3f, 99, 7);
+    cmp_tol("dx", &dx, tol);
+    end();
+    begin("dropout_fwd in place (y = x) %s n=%ld", dn, (long)n);
+    CPU->dropout_fwd(tc(&x), tc(&x), 0.3f, 99, 7);
+    DUT->dropout_fwd(tg(&x), tg(&x), 0.3f, 99, 7);
+    cmp_tol("y", &x, tol);
     end();
 
     buf a = A1(dt, IN, n), b = A1(dt, IN, n), s = A1(dt, OUT, n), acc = A1(dt, ACC, n);
@@ -1493,7 +1548,7 @@ const op_cmp_case op_cmp_cases[] = {
     {PER_DT(layernorm, 3), {3, 33, 1, 0}},
     {PER_DT(layernorm, 3), {4, 2050, 1, 1}},
     {PER_DT(layernorm, 3), {1100, 40, 1, 1}},  // column sums split into 3 row parts
-    // elementwise (gelu, add, accumulate; scale in fp32): {n}
+    // elementwise (gelu, dropout, add, accumulate; scale in fp32): {n}
     {PER_DT(elementwise, 3), {1}},
     {PER_DT(elementwise, 3), {1027}},
     {PER_DT(elementwise, 3), {300001}},

@@ -266,6 +266,8 @@ START_TEST(test_validate) {
     EXPECT_INVALID("n_layer", "model.n_layer=0");
     EXPECT_INVALID("num_classes", "model.type=mixer", "model.num_classes=1");
     EXPECT_INVALID("label_smoothing", "train.label_smoothing=1");
+    EXPECT_INVALID("train.dropout = 1", "train.dropout=1");
+    EXPECT_INVALID("train.dropout = -0.1", "train.dropout=-0.1");
     EXPECT_INVALID("train.mixup_alpha", "model.type=mixer", "train.mixup_alpha=-0.2");
     EXPECT_INVALID("train.cutmix_alpha", "model.type=vit", "train.cutmix_alpha=-1");
     // mixing is for vision models: the default gpt2 refuses it, naming the key

@@ -1,9 +1,10 @@
 // test_models.c: whole models on the CPU backend. A finite-difference gradient check through
 // tiny GPT-2 (Pixelfly and dense), ViT and MLP-Mixer (covering embeddings, patch embedding,
 // class token, attention, token mixing, pooling, the classifier and the losses, including a
-// mixup/cutmix batch with two label sets); parameter counts and FLOPs of Pixelfly layers
-// against their dense twins; and the errors for a Pixelfly pattern that does not fit a layer
-// and for a head dim the backend's attention does not run.
+// mixup/cutmix batch with two label sets, and dropout with fixed masks); dropout acting only
+// on armed forwards, with masks that follow the samples; parameter counts and FLOPs of
+// Pixelfly layers against their dense twins; and the errors for a Pixelfly pattern that does
+// not fit a layer and for a head dim the backend's attention does not run.
 #include <check.h>
 #include <math.h>
 #include <stdlib.h>
@@ -101,6 +102,16 @@ static const gc_case GC_CASES[] = {
                            "pixelfly.mlp_fc1=butterfly bs=4", "pixelfly.mlp_fc2=lowrank rank=2",
                            "pixelfly.token_fc1=butterfly bs=2",
                            "pixelfly.token_fc2=blocksparse bs=2 blocks=1 rank=1", NULL}, 0, 0},
+    // dropout: every forward of a case is armed alike (micro-batch 3, first sample 5), so the
+    // masks are fixed and the loss is differentiable; recompute_mlp through the op too
+    {"gpt2-dropout",
+     (const char *const[]){GPT2_TINY, PIXELFLY_BLOCK, "train.dropout=0.3", NULL}, 0, 0},
+    {"vit-dropout", (const char *const[]){"model.type=vit", VISION_TINY, "model.channels=1",
+                                          "train.dropout=0.2", NULL}, 0, 0},
+    {"mixer-dropout",
+     (const char *const[]){"model.type=mixer", VISION_TINY, "model.channels=1",
+                           "pixelfly.mlp_fc1=bs=2 nf=1 rank=2", "pixelfly.mlp_fc2=bs=2 nf=1",
+                           "pixelfly.recompute_mlp=true", "train.dropout=0.25", NULL}, 0, 0},
     {"mixer-recompute-blocksparse",  // random masks through the pixelfly_mlp op
      (const char *const[]){"model.type=mixer", VISION_TINY, "model.channels=1",
                            "pixelfly.mlp_fc1=blocksparse bs=4 blocks=2",
@@ -147,9 +158,16 @@ static void make_batch(gc_data *d, const pf_config *c, float lam, pf_rng *rng) {
     }
 }
 
+// A training forward with the dropout masks of micro-batch 3, first sample 5 (no effect at
+// train.dropout = 0).
+static float forward_armed(pf_model *m, const pf_batch *batch) {
+    pf_model_arm_dropout(m, 3, 5);
+    return pf_model_forward(m, batch, NULL);
+}
+
 static float loss_at(pf_model *m, const pf_batch *batch, float *param, float value) {
     pf_backend_cpu.upload(param, &value, sizeof value);
-    return pf_model_forward(m, batch, NULL);
+    return forward_armed(m, batch);
 }
 
 // Central differences of the mean loss against the analytic gradient for GC_SAMPLES random
@@ -183,7 +201,7 @@ START_TEST(test_gradient_check) {
     gc_data d;
     make_batch(&d, &c, tc->lam, &rng);
     pf_backend_cpu.zero(a->grads, bytes);
-    float loss = pf_model_forward(m, &d.batch, NULL);
+    float loss = forward_armed(m, &d.batch);
     ck_assert(isfinite(loss));
     pf_model_backward(m, 1.0f, NULL, NULL);
     pf_backend_cpu.download(g, a->grads, bytes);
@@ -326,6 +344,83 @@ START_TEST(test_staged_same_as_plain) {
     staged_same("gpt2", (const char *const[]){GPT2_TINY, PIXELFLY_BLOCK, NULL}, 0);
     staged_same("vit-mixed", (const char *const[]){"model.type=vit", VISION_TINY,
                                                    "model.channels=1", NULL}, 0.3f);
+}
+END_TEST
+
+// ---- dropout -------------------------------------------------------------------------------
+
+// Sample k of a gc_data batch as a batch of one.
+static pf_batch sample_of(const gc_data *d, const pf_config *c, int k) {
+    pf_batch b = {0};
+    if (c->model == PF_MODEL_GPT2) {
+        b.tokens = d->tokens + k * c->seq_len;
+        b.targets = d->targets + k * c->seq_len;
+    } else {
+        b.images = d->images + k * c->image_size * c->image_size * c->channels;
+        b.labels = d->labels + k;
+    }
+    return b;
+}
+
+// train.dropout acts only on an armed forward: unarmed, the model computes what the same
+// model without dropout does, bit for bit; armed alike, twice the same loss; another
+// micro-batch number, another one. And the masks follow the samples, not the split: the
+// loss sum of a micro-batch of 2 armed at first sample 0 is the sum of the two samples run
+// as micro-batches of 1 armed at first samples 0 and 1 (two ranks).
+static void dropout_modes(const char *name, const char *const *sets) {
+    const char *with[16] = {0};  // sets + train.dropout=0.3
+    int n = 0;
+    for (; sets[n]; n++) with[n] = sets[n];
+    ck_assert(n < 15);
+    with[n] = "train.dropout=0.3";
+    const char *const *drop_sets = (const char *const *)with;
+    pf_config c;
+    make_config(&c, drop_sets);
+    pf_model *plain = create(sets, GC_B), *m = create(drop_sets, GC_B), *one = create(drop_sets, 1);
+    pf_model_init_params(plain, 11);
+    pf_model_init_params(m, 11);
+    pf_model_init_params(one, 11);
+    pf_rng rng;
+    pf_rng_seed(&rng, 13);
+    gc_data d;
+    make_batch(&d, &c, 0, &rng);
+    // every forward with stats: vision's loss then has no label smoothing, as in evaluation,
+    // so that the sample-by-sample sum below compares like with like
+    pf_eval_stats st = {0}, unused = {0};
+    float base = pf_model_forward(plain, &d.batch, &unused);
+    ck_assert_msg(pf_model_forward(m, &d.batch, &unused) == base, "%s: unarmed differs", name);
+    pf_model_arm_dropout(m, 4, 0);
+    float a = pf_model_forward(m, &d.batch, &st);
+    pf_model_arm_dropout(m, 4, 0);
+    float a2 = pf_model_forward(m, &d.batch, &unused);
+    pf_model_arm_dropout(m, 5, 0);
+    float b = pf_model_forward(m, &d.batch, &unused);
+    ck_assert_msg(a != base && a == a2 && b != a, "%s: plain %.7g, armed %.7g %.7g, micro 5 %.7g",
+                  name, base, a, a2, b);
+    ck_assert_msg(pf_model_forward(m, &d.batch, &unused) == base, "%s: arming outlived a forward",
+                  name);
+    double sum = 0;
+    for (int k = 0; k < GC_B; k++) {
+        pf_eval_stats sk = {0};
+        pf_batch bk = sample_of(&d, &c, k);
+        pf_model_arm_dropout(one, 4, k);
+        pf_model_forward(one, &bk, &sk);
+        sum += sk.loss_sum;
+    }
+    ck_assert_msg(fabs(sum - st.loss_sum) <= 1e-5 * fabs(st.loss_sum),
+                  "%s: loss sum %.9g as one micro-batch, %.9g sample by sample", name,
+                  st.loss_sum, sum);
+    pf_model_free(plain);
+    pf_model_free(m);
+    pf_model_free(one);
+}
+
+START_TEST(test_dropout_modes) {
+    dropout_modes("gpt2", (const char *const[]){GPT2_TINY, PIXELFLY_BLOCK, NULL});
+    dropout_modes("vit", (const char *const[]){"model.type=vit", VISION_TINY, "model.channels=1",
+                                               NULL});
+    dropout_modes("mixer", (const char *const[]){"model.type=mixer", VISION_TINY,
+                                                 "model.channels=1", NULL});
 }
 END_TEST
 
@@ -621,6 +716,7 @@ Suite *pf_test_suite(void) {
     tcase_add_test(tc, test_backward_accumulates);
     tcase_add_test(tc, test_mixed_loss);
     tcase_add_test(tc, test_staged_same_as_plain);
+    tcase_add_test(tc, test_dropout_modes);
     tcase_add_test(tc, test_recompute_mlp_same_step);
     tcase_add_test(tc, test_recompute_mlp_saves_activations);
     tcase_add_test(tc, test_weight_decay_rule);

@@ -650,6 +650,39 @@ START_TEST(test_add_aliasing) {
 }
 END_TEST
 
+// The dropout mask: the fraction dropped is p (to 5 standard deviations over 2^20 elements),
+// kept elements are scaled by exactly 1/(1-p), a slice with its `first` has the mask of the
+// whole tensor's elements there, and another key draws an unrelated mask.
+START_TEST(test_dropout_mask) {
+    const int64_t n = 1 << 20;
+    const float p = 0.1f;
+    float *x = pf_malloc(sizeof(float) * n), *y = pf_malloc(sizeof(float) * n),
+          *z = pf_malloc(sizeof(float) * n);
+    for (int64_t i = 0; i < n; i++) x[i] = 1.0f;
+    be->dropout_fwd(t1(y, n), t1(x, n), p, 42, 0);
+    int64_t dropped = 0;
+    for (int64_t i = 0; i < n; i++) {
+        ck_assert(y[i] == 0.0f || y[i] == 1.0f / (1.0f - p));
+        dropped += y[i] == 0.0f;
+    }
+    double frac = (double)dropped / n, sd = sqrt(p * (1 - p) / n);
+    ck_assert_msg(fabs(frac - p) < 5 * sd, "dropped %.5f, want %.2f", frac, p);
+    be->dropout_fwd(t1(z, 1000), t1(x, 1000), p, 42, 5000);
+    ck_assert(!memcmp(z, y + 5000, sizeof(float) * 1000));
+    be->dropout_fwd(t1(z, n), t1(x, n), p, 43, 0);
+    int64_t both = 0;
+    for (int64_t i = 0; i < n; i++) both += y[i] == 0.0f && z[i] == 0.0f;
+    ck_assert_msg(fabs((double)both / n - p * p) < 0.002, "masks of keys 42, 43 overlap %.4f",
+                  (double)both / n);
+    // p = 0 keeps everything as it is
+    be->dropout_fwd(t1(z, n), t1(x, n), 0.0f, 42, 0);
+    ck_assert(!memcmp(z, x, sizeof(float) * n));
+    free(x);
+    free(y);
+    free(z);
+}
+END_TEST
+
 Suite *pf_test_suite(void) {
     Suite *s = suite_create("ops");
     TCase *tc = tcase_create("gradients");
@@ -677,6 +710,7 @@ Suite *pf_test_suite(void) {
     tcase_add_test(tc, test_memory);
     tcase_add_test(tc, test_convert);
     tcase_add_test(tc, test_add_aliasing);
+    tcase_add_test(tc, test_dropout_mask);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -845,6 +845,7 @@ static void train_step_once(void *c) {
     be->zero(a->grads, sizeof(float) * lay->numel);
     if (!s->staged) stage_next(s);
     s->staged = false;
+    pf_model_arm_dropout(s->model, (uint64_t)s->step, 0);  // train.dropout, as pftrain's
     pf_model_forward(s->model, NULL, NULL);
     pf_model_backward(s->model, 1.0f, NULL, NULL);
     stage_next(s);

@@ -1,12 +1,12 @@
-// cpu_elementwise.c: GELU, additions and the dtype conversion (fp32 only here), one element
-// per iteration: vector loops (cpu_vexp.h) split over the threads in fixed spans.
+// cpu_elementwise.c: GELU, additions, dropout and the dtype conversion (fp32 only here), one
+// element per iteration: vector loops (cpu_vexp.h) split over the threads in fixed spans.
 #include <math.h>
 #include <string.h>
 
 #include "cpu_ops.h"
 #include "cpu_vexp.h"
 
-#define GELU_SPAN 4096  // elements per thread task: whole vectors, few tasks
+#define ELEM_SPAN 4096  // elements per thread task: whole vectors, few tasks
 
 #define GELU_K 0.7978845608028654f  // sqrt(2/pi)
 #define GELU_C 0.044715f
@@ -45,8 +45,8 @@ void cpu_gelu_fwd(pf_tensor y, pf_tensor x) {
     const float *X = cpu_f(x);
     float *Y = cpu_f(y);
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; i += GELU_SPAN)
-        gelu_fwd_span(Y + i, X + i, n - i < GELU_SPAN ? n - i : GELU_SPAN);
+    for (int64_t i = 0; i < n; i += ELEM_SPAN)
+        gelu_fwd_span(Y + i, X + i, n - i < ELEM_SPAN ? n - i : ELEM_SPAN);
 }
 
 // dx += gelu'(x) dy
@@ -59,8 +59,8 @@ void cpu_gelu_bwd(pf_tensor dx, pf_tensor dy, pf_tensor x) {
     const float *X = cpu_f(x), *DY = cpu_f(dy);
     float *DX = cpu_f(dx);
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; i += GELU_SPAN)
-        gelu_bwd_span(DX + i, DY + i, X + i, n - i < GELU_SPAN ? n - i : GELU_SPAN);
+    for (int64_t i = 0; i < n; i += ELEM_SPAN)
+        gelu_bwd_span(DX + i, DY + i, X + i, n - i < ELEM_SPAN ? n - i : ELEM_SPAN);
 }
 
 // y = a + b (y may alias a or b)
@@ -86,6 +86,42 @@ void cpu_accumulate(pf_tensor dst, pf_tensor src) {
     float *D = cpu_f(dst);
 #pragma omp parallel for simd schedule(static)
     for (int64_t i = 0; i < n; i++) D[i] += S[i];
+}
+
+// y = kept ? x / (1 - p) : 0 (add = false) or y += kept ? x / (1 - p) : 0 (add = true), with
+// the mask of backend.h's dropout. Spans as GELU's: the mask of element i depends on i alone.
+CPU_VEC_CLONES static void dropout_span(float *y, const float *x, int64_t n, float scale,
+                                        uint32_t thr, uint64_t key, uint64_t first, bool add) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) {
+        float v = pf_dropout_bits(key, first + (uint64_t)i) >= thr ? x[i] * scale : 0.0f;
+        y[i] = add ? y[i] + v : v;
+    }
+}
+
+static void dropout(pf_tensor y, pf_tensor x, float p, uint64_t key, uint64_t first, bool add) {
+    CPU_F32(y);
+    CPU_F32(x);
+    int64_t n = pf_numel(x);
+    PF_ASSERT(pf_numel(y) == n && p >= 0.0f && p < 1.0f);
+    const float *X = cpu_f(x);
+    float *Y = cpu_f(y);
+    float scale = 1.0f / (1.0f - p);
+    uint32_t thr = pf_dropout_threshold(p);
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i += ELEM_SPAN)
+        dropout_span(Y + i, X + i, n - i < ELEM_SPAN ? n - i : ELEM_SPAN, scale, thr, key,
+                     first + (uint64_t)i, add);
+}
+
+// y = kept ? x / (1 - p) : 0 (y may alias x)
+void cpu_dropout_fwd(pf_tensor y, pf_tensor x, float p, uint64_t key, uint64_t first) {
+    dropout(y, x, p, key, first, false);
+}
+
+// dx += kept ? dy / (1 - p) : 0
+void cpu_dropout_bwd(pf_tensor dx, pf_tensor dy, float p, uint64_t key, uint64_t first) {
+    dropout(dx, dy, p, key, first, true);
 }
 
 // dst = src (same numel). The CPU backend computes in fp32, so this is a copy: a bf16 tensor

@@ -2,7 +2,7 @@
 // embedding, vocabulary padded to a multiple of 64 whose padding logits are masked out).
 //
 // Shapes, with N = B*T rows and Vp = V rounded up to 64:
-//   tokens, targets [B, T] int32  ->  x0 [N, C] = wte[tokens] + wpe[t]
+//   tokens, targets [B, T] int32  ->  x0 [N, C] = dropout(wte[tokens] + wpe[t])
 //   blocks: [N, C] -> [N, C]; lnf -> hf [N, C]; logits [N, Vp] = hf wte^T; losses [N]
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +48,7 @@ static int gpt2_declare(pf_model *m) {
     g->in_ids = pf_model_input(m, sizeof(int32_t) * (size_t)N);
     g->in_targets = pf_model_input(m, sizeof(int32_t) * (size_t)N);
     g->x0 = pf_act(m, N * C);
+    pf_dropout_site(m, N * C);
     g->hf = pf_act(m, N * C);
     g->logits = pf_act(m, N * g->Vp);
     g->dlogits = pf_act(m, N * g->Vp);
@@ -101,8 +102,10 @@ static float gpt2_forward(pf_model *m, int set, pf_eval_stats *stats) {
     int B = m->B, T = g->T, C = g->C;
     int64_t N = (int64_t)B * T;
     const int32_t *host_targets = m->inputs[g->in_targets].host[set];
-    be->embedding_fwd(pf_act3(m, g->x0, B, T, C), input_tokens(m, g->in_ids, set),
-                      pf_param(m, g->wte), pf_param(m, g->wpe));
+    pf_tensor x0 = pf_act3(m, g->x0, B, T, C);
+    be->embedding_fwd(x0, input_tokens(m, g->in_ids, set), pf_param(m, g->wte),
+                      pf_param(m, g->wpe));
+    pf_dropout_forward(m, 0, x0);
     void *x = g->x0;
     for (int l = 0; l < m->cfg.n_layer; l++) {
         pf_block_forward(m, &g->blocks[l], x);
@@ -148,7 +151,8 @@ static void gpt2_backward(pf_model *m, float scale, pf_grads_ready_fn ready, voi
         pf_block_backward(m, &g->blocks[l], g->dres, &g->scratch);
         if (ready) ready(ctx, pf_block_first_offset(m, &g->blocks[l]));
     }
-    be->embedding_bwd(pf_grad(m, g->wte), pf_grad(m, g->wpe), pf_act3(m, g->dres, B, T, C),
+    be->embedding_bwd(pf_grad(m, g->wte), pf_grad(m, g->wpe),
+                      pf_dropout_backward(m, 0, pf_act3(m, g->dres, B, T, C)),
                       input_tokens(m, g->in_ids, m->active));
     if (ready) ready(ctx, 0);
 }

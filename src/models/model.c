@@ -261,7 +261,7 @@ int pf_block_declare(pf_model *m, pf_block *blk, int layer, int B, int T, int C,
     const pf_config *c = &m->cfg;
     int64_t N = (int64_t)B * T;
     char name[48];
-    *blk = (pf_block){.B = B, .T = T, .C = C, .NH = NH, .causal = causal};
+    *blk = (pf_block){.B = B, .T = T, .C = C, .NH = NH, .layer = layer, .causal = causal};
     const int *dims = m->be->attention_head_dims;
     bool head_dim_ok = !dims;
     char list[64] = "";
@@ -295,6 +295,7 @@ int pf_block_declare(pf_model *m, pf_block *blk, int layer, int B, int T, int C,
     blk->x2 = pf_act(m, N * C);
     blk->h2 = pf_act(m, N * C);
     blk->y = pf_act(m, N * C);
+    pf_dropout_site(m, N * C);
     // q k^T and P v: 2 * T * T * C multiply-adds per sequence forward (causal halves the work
     // the kernels do; we count the full square). Backward also recomputes q k^T.
     m->other_macs_per_sample += 2LL * T * T * C;
@@ -327,10 +328,12 @@ void pf_block_forward(pf_model *m, pf_block *blk, void *x) {
     pf_tensor tx2 = pf_act2(m, blk->x2, N, C), th2 = pf_act2(m, blk->h2, N, C);
     pf_linear_forward(&blk->proj, &m->arena, tx2, xv_view(m, blk->a_xv, N, &blk->proj),
                       pf_act2(m, blk->a, N, C));
+    pf_dropout_forward(m, 1 + 2 * blk->layer, tx2);
     be->add(tx2, tx2, tx);
     pf_ln_forward(m, &blk->ln2, th2, tx2);
     pf_tensor ty = pf_act2(m, blk->y, N, C);
     pf_mlp_forward(m, &blk->mlp, ty, th2);
+    pf_dropout_forward(m, 2 + 2 * blk->layer, ty);
     be->add(ty, ty, tx2);
 }
 
@@ -339,13 +342,15 @@ void pf_block_backward(pf_model *m, pf_block *blk, void *dres, const pf_block_sc
     int64_t N = (int64_t)blk->B * blk->T, C = blk->C;
     size_t act_bytes = pf_act_bytes(m, N * C);
     pf_tensor tdres = pf_act2(m, dres, N, C), tdh = pf_act2(m, s->dh, N, C);
-    // MLP branch: y = x2 + mlp(ln2(x2))
+    // MLP branch: y = x2 + dropout(mlp(ln2(x2)))
     be->zero(s->dh, act_bytes);
-    pf_mlp_backward(m, &blk->mlp, tdh, tdres, pf_act2(m, blk->h2, N, C), s->dxv);
+    pf_mlp_backward(m, &blk->mlp, tdh, pf_dropout_backward(m, 2 + 2 * blk->layer, tdres),
+                    pf_act2(m, blk->h2, N, C), s->dxv);
     pf_ln_backward(m, &blk->ln2, tdres, tdh, pf_act2(m, blk->x2, N, C));
-    // attention branch: x2 = x + proj(attn(qkv(ln1(x))))
+    // attention branch: x2 = x + dropout(proj(attn(qkv(ln1(x)))))
     be->zero(s->da, act_bytes);
-    pf_linear_backward(&blk->proj, &m->arena, pf_act2(m, s->da, N, C), tdres,
+    pf_linear_backward(&blk->proj, &m->arena, pf_act2(m, s->da, N, C),
+                       pf_dropout_backward(m, 1 + 2 * blk->layer, tdres),
                        pf_act2(m, blk->a, N, C), xv_view(m, blk->a_xv, N, &blk->proj),
                        dxv_view(m, s->dxv, N, &blk->proj));
     be->zero(s->dqkv, 3 * act_bytes);
@@ -389,8 +394,10 @@ static pf_model *model_build(const pf_config *c, const pf_backend *be, int B, bo
         pf_model_free(m);
         return NULL;
     }
-    // One scratch for every MLP of the model, sized by pf_mlp_declare for the largest.
+    // One scratch for every MLP of the model, sized by pf_mlp_declare for the largest; one
+    // for every dropout site's backward, sized by pf_dropout_site.
     if (m->mlp_scratch_n) m->mlp_scratch = pf_act(m, m->mlp_scratch_n);
+    if (m->drop_scratch_n) m->drop_scratch = pf_act(m, m->drop_scratch_n);
     if (!plan_only) pf_arena_alloc(&m->arena, &m->layout, be);
     return m;
 }
@@ -478,8 +485,55 @@ float pf_model_forward(pf_model *m, const pf_batch *batch, pf_eval_stats *stats)
     }
     m->be->inputs_use(set);
     m->active = set;
+    m->drop_on = m->drop_armed && m->cfg.dropout > 0;
+    m->drop_key = m->drop_armed_key;
+    m->drop_first = m->drop_armed_first;
+    m->drop_armed = false;
     pf_arena_sync_weights(&m->arena);
     return m->vt->forward(m, set, stats);
+}
+
+void pf_model_arm_dropout(pf_model *m, uint64_t micro, int64_t first_sample) {
+    PF_ASSERT(first_sample >= 0);
+    m->drop_armed = true;
+    m->drop_armed_key = m->cfg.seed ^ (micro + 1) * 0xD1B54A32D192ED03ull;
+    m->drop_armed_first = first_sample;
+}
+
+// ---- dropout ---------------------------------------------------------------------------------
+
+void pf_dropout_site(pf_model *m, int64_t n) {
+    if (m->cfg.dropout > 0 && n > m->drop_scratch_n) m->drop_scratch_n = n;
+}
+
+// The mask key of `site` in the armed micro-batch: the first output of pf_rng seeded from the
+// micro-batch's key XOR (site + 1) * 0x9E3779B97F4A7C15 (docs/MODELS.md, "Dropout").
+static uint64_t site_key(const pf_model *m, int site) {
+    pf_rng r;
+    pf_rng_seed(&r, m->drop_key ^ ((uint64_t)site + 1) * 0x9E3779B97F4A7C15ull);
+    return pf_rng_u64(&r);
+}
+
+// A site's element numbering: sample b's elements after those of every sample before it in
+// the global micro-batch (all ranks), so that the mask does not depend on the rank count.
+static uint64_t site_first(const pf_model *m, pf_tensor t) {
+    return (uint64_t)m->drop_first * (uint64_t)(pf_numel(t) / m->B);
+}
+
+void pf_dropout_forward(pf_model *m, int site, pf_tensor t) {
+    if (!m->drop_on) return;
+    PF_ASSERT(pf_numel(t) % m->B == 0 && pf_numel(t) <= m->drop_scratch_n);
+    m->be->dropout_fwd(t, t, m->cfg.dropout, site_key(m, site), site_first(m, t));
+}
+
+pf_tensor pf_dropout_backward(pf_model *m, int site, pf_tensor dy) {
+    if (!m->drop_on) return dy;
+    PF_ASSERT(pf_numel(dy) <= m->drop_scratch_n);
+    pf_tensor d = dy;
+    d.data = m->drop_scratch;
+    m->be->zero(d.data, pf_act_bytes(m, pf_numel(d)));
+    m->be->dropout_bwd(d, dy, m->cfg.dropout, site_key(m, site), site_first(m, dy));
+    return d;
 }
 
 void pf_model_backward(pf_model *m, float scale, pf_grads_ready_fn ready, void *ctx) {

@@ -59,6 +59,12 @@ void pf_model_init_params(pf_model *m, uint64_t seed);
 // (may be NULL). Activations are kept for pf_model_backward. batch NULL: the micro-batch
 // pf_model_stage staged.
 float pf_model_forward(pf_model *m, const pf_batch *batch, pf_eval_stats *stats);
+// Dropout (train.dropout > 0) in the next pf_model_forward and its backward only; a forward
+// not armed (an evaluation) drops nothing. The masks are drawn from train.seed, the run's
+// micro-batch number `micro` (counted from 0 across steps) and the global sample number of
+// the micro-batch's first row, `first_sample` (rank r of micro-batch size B: r * B), so that
+// they depend on neither the rank count nor the backend (docs/MODELS.md, "Dropout").
+void pf_model_arm_dropout(pf_model *m, uint64_t micro, int64_t first_sample);
 // Copies the micro-batch's inputs out of *batch (which may change once this returns) and
 // starts their upload, so that it overlaps the ops issued before (on CUDA: host memory
 // page-locked, copies on a stream of their own; on the CPU a plain copy). The next

@@ -48,6 +48,15 @@ struct pf_model {
     pf_input inputs[PF_MAX_INPUTS];            // declared with pf_model_input
     int n_inputs;
     int staged;                                // the set holding a staged micro-batch, or -1
+    // Dropout (train.dropout; pf_dropout_forward): armed by pf_model_arm_dropout for the
+    // next forward, on for that forward and its backward. key: the micro-batch's mask key,
+    // first: its first sample across ranks. One scratch for every site's backward, sized by
+    // pf_dropout_site for the largest.
+    bool drop_armed, drop_on;
+    uint64_t drop_key, drop_armed_key;
+    int64_t drop_first, drop_armed_first;
+    void *drop_scratch;
+    int64_t drop_scratch_n;
     int active;                                // the set the last forward read, or -1
     void *impl;                                // the model kind's own state
 };
@@ -96,6 +105,16 @@ int pf_model_param(pf_model *m, const char *name, int ndim, const int64_t *shape
 void pf_fill_normal(pf_model *m, float *host, int idx, float std, pf_rng *rng);
 void pf_fill_const(pf_model *m, float *host, int idx, float v);
 
+// Dropout (train.dropout = p) at `site` of a model (0 the embedding output, 1 + 2l and 2 + 2l
+// the two residual branches of block l), on branch outputs of n = B x (per-sample elements)
+// activations: pf_dropout_site declares a site's size (for the backward scratch) at declare
+// time; pf_dropout_forward drops in place when the forward is armed, and
+// pf_dropout_backward returns the gradient of the site's input: dy itself when dropout is
+// off, else mask(dy) / (1 - p) in the shared scratch.
+void pf_dropout_site(pf_model *m, int64_t n);
+void pf_dropout_forward(pf_model *m, int site, pf_tensor t);
+pf_tensor pf_dropout_backward(pf_model *m, int site, pf_tensor dy);
+
 // LayerNorm over the last dim, with saved statistics for N rows.
 typedef struct {
     int g, b;
@@ -133,6 +152,7 @@ typedef struct {
     pf_linear qkv, proj;
     pf_mlp mlp;
     int B, T, C, NH;
+    int layer;  // its dropout sites are 1 + 2 layer (attention) and 2 + 2 layer (MLP)
     bool causal;
     void *x;  // input (the previous block's output; not owned)
     void *h1, *qkv_out, *qkv_xv, *a, *a_xv, *x2, *h2, *y;

@@ -8,6 +8,8 @@
 //   Mixer: blocks of token mixing (transpose to [B, D, P], MLP over P: P -> Dt -> P, back)
 //          and channel mixing (MLP over D: D -> Dc -> D), each pre-LN with a residual
 //          -> lnf -> mean over patches [B, D] -> head [B, K]
+// train.dropout drops on x0 (the embedded patches, with the class token and positions for ViT)
+// and on every residual branch before its addition (docs/MODELS.md, "Dropout").
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +21,7 @@ typedef struct {
     pf_ln ln1, ln2;
     pf_mlp token, channel;
     void *x, *h1, *h1t, *tt, *tok, *x2, *h2, *y;  // x: input, not owned
+    int layer;  // dropout sites 1 + 2 layer (token mixing) and 2 + 2 layer (channel)
 } mixer_block;
 
 typedef struct {
@@ -66,6 +69,7 @@ static int mixer_block_declare(pf_model *m, vision *v, mixer_block *mb, int l) {
     int B = m->B;
     int64_t N = (int64_t)B * v->P;
     char name[48];
+    mb->layer = l;
     snprintf(name, sizeof name, "h.%d.ln1", l);
     pf_ln_declare(m, &mb->ln1, name, v->D, N);
     snprintf(name, sizeof name, "h.%d.token", l);
@@ -131,6 +135,7 @@ static int vision_declare(pf_model *m, bool vit) {
     v->patches_act = m->be->act_dtype == PF_F32 ? NULL : pf_act(m, NP * v->patch_dim);
     v->xp = pf_act(m, NP * v->D);
     v->x0 = vit ? pf_act(m, NT * v->D) : v->xp;
+    pf_dropout_site(m, NT * v->D);  // x0 and every block's branches
     v->hf = pf_act(m, NT * v->D);
     v->pooled = pf_act(m, (int64_t)B * v->D);
     v->logits = pf_act(m, (int64_t)B * v->K);
@@ -189,12 +194,15 @@ static void mixer_block_forward(pf_model *m, vision *v, mixer_block *mb, void *x
     be->transpose_fwd(pf_act3(m, mb->h1t, B, D, P), pf_act3(m, mb->h1, B, P, D));
     pf_mlp_forward(m, &mb->token, pf_act2(m, mb->tt, (int64_t)B * D, P),
                    pf_act2(m, mb->h1t, (int64_t)B * D, P));
-    be->transpose_fwd(pf_act3(m, mb->tok, B, P, D), pf_act3(m, mb->tt, B, D, P));
+    pf_tensor tok = pf_act3(m, mb->tok, B, P, D);
+    be->transpose_fwd(tok, pf_act3(m, mb->tt, B, D, P));
+    pf_dropout_forward(m, 1 + 2 * mb->layer, tok);
     pf_tensor tx2 = pf_act2(m, mb->x2, N, D), th2 = pf_act2(m, mb->h2, N, D);
     be->add(tx2, tx, pf_act2(m, mb->tok, N, D));
     pf_ln_forward(m, &mb->ln2, th2, tx2);
     pf_tensor ty = pf_act2(m, mb->y, N, D);
     pf_mlp_forward(m, &mb->channel, ty, th2);
+    pf_dropout_forward(m, 2 + 2 * mb->layer, ty);
     be->add(ty, ty, tx2);
 }
 
@@ -206,11 +214,13 @@ static void mixer_block_backward(pf_model *m, vision *v, mixer_block *mb, void *
     size_t bytes = pf_act_bytes(m, N * D);
     pf_tensor tdres = pf_act2(m, dres, N, D), tdh = pf_act2(m, s->dh, N, D);
     be->zero(s->dh, bytes);
-    pf_mlp_backward(m, &mb->channel, tdh, tdres, pf_act2(m, mb->h2, N, D), s->dxv);
+    pf_mlp_backward(m, &mb->channel, tdh, pf_dropout_backward(m, 2 + 2 * mb->layer, tdres),
+                    pf_act2(m, mb->h2, N, D), s->dxv);
     pf_ln_backward(m, &mb->ln2, tdres, tdh, pf_act2(m, mb->x2, N, D));
-    // token mixing: tok = transpose(tokmlp(transpose(ln1(x))))
+    // token mixing: tok = dropout(transpose(tokmlp(transpose(ln1(x)))))
     be->zero(v->dtok_t, bytes);
-    be->transpose_bwd(pf_act3(m, v->dtok_t, B, D, P), pf_act3(m, dres, B, P, D));
+    be->transpose_bwd(pf_act3(m, v->dtok_t, B, D, P),
+                      pf_dropout_backward(m, 1 + 2 * mb->layer, pf_act3(m, dres, B, P, D)));
     be->zero(v->dtok, bytes);
     pf_mlp_backward(m, &mb->token, pf_act2(m, v->dtok, (int64_t)B * D, P),
                     pf_act2(m, v->dtok_t, (int64_t)B * D, P),
@@ -276,9 +286,11 @@ static float vision_forward(pf_model *m, int set, pf_eval_stats *stats) {
     pf_linear_forward(&v->stem, &m->arena, pf_act2(m, v->xp, NP, D), pf_none(),
                       pf_act2(m, v->patches, NP, v->patch_dim));
     void *x = v->x0;
-    if (v->vit) {
+    if (v->vit)
         be->cls_token_fwd(pf_act3(m, v->x0, B, v->T, D), pf_act3(m, v->xp, B, v->P, D),
                           pf_param(m, v->cls), pf_param(m, v->pos));
+    pf_dropout_forward(m, 0, pf_act3(m, v->x0, B, v->T, D));
+    if (v->vit) {
         for (int l = 0; l < c->n_layer; l++) {
             pf_block_forward(m, &v->blocks[l], x);
             x = v->blocks[l].y;
@@ -353,14 +365,15 @@ static void vision_backward(pf_model *m, float scale, pf_grads_ready_fn ready, v
             if (ready) ready(ctx, m->layout.params[v->mblocks[l].ln1.g].offset);
         }
     }
-    void *dxp = v->dres;
+    // the gradient of x0 (ViT: [B, T, D]; Mixer: xp, [B, P, D]) before its dropout
+    pf_tensor dx0 = pf_dropout_backward(m, 0, pf_act3(m, v->dres, B, v->T, D));
+    pf_tensor dxp = dx0;
     if (v->vit) {
         be->zero(v->dxp, pf_act_bytes(m, NP * D));
-        be->cls_token_bwd(pf_act3(m, v->dxp, B, v->P, D), pf_grad(m, v->cls), pf_grad(m, v->pos),
-                          pf_act3(m, v->dres, B, v->T, D));
-        dxp = v->dxp;
+        dxp = pf_act3(m, v->dxp, B, v->P, D);
+        be->cls_token_bwd(dxp, pf_grad(m, v->cls), pf_grad(m, v->pos), dx0);
     }
-    pf_linear_backward(&v->stem, &m->arena, pf_none(), pf_act2(m, dxp, NP, D),
+    pf_linear_backward(&v->stem, &m->arena, pf_none(), pf_act2(m, dxp.data, NP, D),
                        pf_act2(m, v->patches, NP, v->patch_dim), pf_none(), pf_none());
     if (ready) ready(ctx, 0);
 }

@@ -129,8 +129,9 @@ static pf_model *create_model(const pf_backend *be, const char *const *sets, uin
     return m;
 }
 
-// Forward + backward of the model described by `sets` on one backend; returns the loss and
-// downloads the gradient arena into *grads (malloc'd, layout->numel floats).
+// Forward + backward of the model described by `sets` on one backend, a training forward
+// (train.dropout's masks of micro-batch 2, first sample 1: the same on every backend); returns
+// the loss and downloads the gradient arena into *grads (malloc'd, layout->numel floats).
 static float model_step(const pf_backend *be, const char *const *sets, const int32_t *tokens,
                         const int32_t *targets, const float *images, const int32_t *labels,
                         float **grads, pf_layout *layout_copy) {
@@ -141,6 +142,7 @@ static float model_step(const pf_backend *be, const char *const *sets, const int
     size_t bytes = sizeof(float) * (size_t)l->numel;
     be->zero(a->grads, bytes);
     pf_batch batch = {.tokens = tokens, .targets = targets, .images = images, .labels = labels};
+    pf_model_arm_dropout(m, 2, 1);
     float loss = pf_model_forward(m, &batch, NULL);
     pf_model_backward(m, 1.0f, NULL, NULL);
     be->synchronize();
@@ -390,6 +392,10 @@ int main(void) {
                                      "pixelfly.token_fc2=bs=4 nf=1 rank=2", NULL});
 
     test_model("gpt2-kinds", (const char *const[]){GPT2_TINY, KINDS_BLOCK, NULL});
+    test_model("gpt2-dropout",
+               (const char *const[]){GPT2_TINY, PIXELFLY_BLOCK, "train.dropout=0.2", NULL});
+    test_model("mixer-dropout", (const char *const[]){"model.type=mixer", VISION_TINY,
+                                                      "train.dropout=0.2", NULL});
     test_model("mixer-kinds",
                (const char *const[]){"model.type=mixer", VISION_TINY,
                                      "pixelfly.mlp_fc1=blocksparse bs=8 blocks=3",

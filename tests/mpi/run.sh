@@ -88,6 +88,7 @@ run_case "train np=4 reproduces np=1 at global batch 8" ok 120 bash "$TT" reprod
 run_case "train resume is bit-identical (singleton)"    ok 120 bash "$TT" resume 0
 run_case "train resume is bit-identical np=2"           ok 120 bash "$TT" resume 2
 run_case "train resume from a mid-run checkpoint, grad_accum 2, np=2" ok 120 bash "$TT" midrun 2
+run_case "train with dropout np=2 reproduces np=1; resume mid-run" ok 180 bash "$TT" dropout 2
 run_case "train resume of every layer kind np=2"        ok 120 bash "$TT" kinds 2
 run_case "train resume from 1 rank on 2 at the same global batch" ok 120 bash "$TT" rescale 2
 run_case "train on 3 shards with loader threads np=2 = np=1 in the step; exact resume" ok 180 \

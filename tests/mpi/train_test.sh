@@ -11,6 +11,9 @@
 #   midrun NP        train.grad_accum=2, checkpoints every 5 steps of a 20-step run (each
 #                    written while the next step's first micro-batch is already staged); a run
 #                    resumed from step 10's logs the very losses of steps 11-20
+#   dropout NP       train.dropout=0.1: NP ranks at batch 8/NP reproduce 1 rank at batch 8
+#                    (rel < 1e-4; the masks follow the samples, not the ranks), the losses
+#                    differ from those without dropout, and midrun NP holds with dropout
 #   kinds NP         resume NP with blocksparse (masks saved in the checkpoint, read by rank 0
 #                    and sent to every rank), butterfly and lowrank layers
 #   rescale NP       10 steps on 1 rank at batch 8, resumed on NP ranks at batch 8/NP (the same
@@ -118,10 +121,10 @@ case_resume() {
 }
 
 case_midrun() {
-  local np=$1 bs
+  local np=$1 bs; shift
   bs=$(batch_for "$np")
   local flags=(--set train.batch_size="$bs" --set train.grad_accum=2 --set train.steps=20
-               --set run.checkpoint_every=5)
+               --set run.checkpoint_every=5 "$@")
   train "$np" "$WORK/whole" "${flags[@]}" || fail "uninterrupted run failed"
   local ckpt=$WORK/whole/checkpoints/ckpt-00000010.h5
   [ -f "$ckpt" ] || fail "no checkpoint at step 10 in $WORK/whole/checkpoints"
@@ -130,6 +133,18 @@ case_midrun() {
   a=$(losses "$WORK/whole" | awk '$1 > 10'); b=$(losses "$WORK/from10")
   [ -n "$b" ] || fail "no losses in $WORK/from10/metrics.jsonl"
   [ "$a" = "$b" ] || fail "steps 11-20 differ:$(diff <(echo "$a") <(echo "$b") | head -n 10)"
+}
+
+case_dropout() {
+  local np=$1
+  train 0 "$WORK/plain" --set train.steps=20 --set train.batch_size=8 || fail "run without dropout failed"
+  train 0 "$WORK/one" --set train.steps=20 --set train.batch_size=8 --set train.dropout=0.1 ||
+    fail "1-rank run with dropout failed"
+  train "$np" "$WORK/many" --set train.steps=20 --set train.batch_size="$(batch_for "$np")" \
+    --set train.dropout=0.1 || fail "$np-rank run with dropout failed"
+  [ "$(losses "$WORK/plain")" != "$(losses "$WORK/one")" ] || fail "train.dropout=0.1 changed no loss"
+  close_losses "$WORK/one" "$WORK/many" 1e-4
+  case_midrun "$np" --set train.dropout=0.1
 }
 
 case_kinds() {
@@ -366,7 +381,7 @@ case_threads() {
 NP=0
 case "${1:-}" in
   threads) [ $# -eq 2 ] || fail "usage: $0 $1 NP"; case_threads "$2" ;;
-  reproduce|resume|midrun|kinds|rescale|shards|sigterm|kill9|diverge) [ $# -eq 2 ] || fail "usage: $0 $1 NP"; "case_$1" "$2" ;;
+  reproduce|resume|midrun|dropout|kinds|rescale|shards|sigterm|kill9|diverge) [ $# -eq 2 ] || fail "usage: $0 $1 NP"; "case_$1" "$2" ;;
   rankfail) [ $# -eq 3 ] || fail "usage: $0 rankfail NP data|early"; case_rankfail "$2" "$3" ;;
   corrupt) case_corrupt ;;
   *) fail "usage: $0 reproduce|resume|kinds|rescale|shards|sigterm|kill9|diverge|threads NP | rankfail NP WHEN | corrupt" ;;
