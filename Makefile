@@ -37,7 +37,7 @@ ifeq ($(CPU_AVX512),0)
 endif
 
 MAINS    := $(wildcard src/cli/*.c)
-LIB_SRC  := $(wildcard src/*.c src/cpu/*.c src/models/*.c datasets/*.c comm/*.c)
+LIB_SRC  := $(wildcard src/*.c src/cpu/*.c src/models/*.c src/bench/*.c datasets/*.c comm/*.c)
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 TOOLS    := $(MAINS:src/cli/%.c=$(BUILD)/%)
 TEST_SRC := $(wildcard tests/test_*.c)
