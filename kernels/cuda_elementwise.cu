@@ -38,14 +38,14 @@ __global__ static void add_kernel(T *y, const T *a, const T *b, int64_t n) {
     GRID_STRIDE(i, n) y[i] = cuda_st<T>(cuda_ld(a[i]) + cuda_ld(b[i]));
 }
 
-// y[i] (+)= kept(i) ? x[i] * scale : 0 with kept(i) = pf_dropout_bits(key, first + i) >= thr,
+// y[i] = kept(i) ? x[i] * scale : 0 with kept(i) = pf_dropout_bits(key, first + i) >= thr,
 // x, y: [n] of T (y may alias x: each element is read before it is written)
 template <typename T>
 __global__ static void dropout_kernel(T *y, const T *x, int64_t n, float scale, uint32_t thr,
-                                      uint64_t key, uint64_t first, bool add) {
+                                      uint64_t key, uint64_t first) {
     GRID_STRIDE(i, n) {
-        float v = pf_dropout_bits(key, first + (uint64_t)i) >= thr ? cuda_ld(x[i]) * scale : 0.0f;
-        y[i] = cuda_st<T>(add ? cuda_ld(y[i]) + v : v);
+        bool kept = pf_dropout_bits(key, first + (uint64_t)i) >= thr;
+        y[i] = cuda_st<T>(kept ? cuda_ld(x[i]) * scale : 0.0f);
     }
 }
 
@@ -118,7 +118,8 @@ void cuda_add(pf_tensor y, pf_tensor a, pf_tensor b) {
     });
 }
 
-static void dropout(pf_tensor y, pf_tensor x, float p, uint64_t key, uint64_t first, bool add) {
+// y = kept ? x / (1 - p) : 0; x, y act dtype (y may alias x); also the backward, dx = dropout(dy)
+void cuda_dropout(pf_tensor y, pf_tensor x, float p, uint64_t key, uint64_t first) {
     pf_dtype dt = x.dtype;
     CUDA_ACT(y, dt);
     CUDA_ACT(x, dt);
@@ -130,19 +131,9 @@ static void dropout(pf_tensor y, pf_tensor x, float p, uint64_t key, uint64_t fi
     cuda_dispatch(dt, [&](auto tag) {
         using T = decltype(tag);
         dropout_kernel<T><<<cuda_blocks(n), CUDA_THREADS, 0, stream()>>>(
-            (T *)y.data, (const T *)x.data, n, scale, thr, key, first, add);
+            (T *)y.data, (const T *)x.data, n, scale, thr, key, first);
         CUDA_CHECK_LAUNCH();
     });
-}
-
-// y = kept ? x / (1 - p) : 0; x, y act dtype (y may alias x)
-void cuda_dropout_fwd(pf_tensor y, pf_tensor x, float p, uint64_t key, uint64_t first) {
-    dropout(y, x, p, key, first, false);
-}
-
-// dx += kept ? dy / (1 - p) : 0; dx, dy act dtype
-void cuda_dropout_bwd(pf_tensor dx, pf_tensor dy, float p, uint64_t key, uint64_t first) {
-    dropout(dx, dy, p, key, first, true);
 }
 
 // dst += src; dst, src act dtype

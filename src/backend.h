@@ -30,6 +30,7 @@
 #include <stdint.h>
 
 #include "pattern.h"
+#include "splitmix64.h"
 #include "tensor.h"
 
 #ifdef __cplusplus
@@ -129,28 +130,17 @@ typedef void pf_op_accumulate_fn(pf_tensor dst, pf_tensor src);    // dst += src
 //   y[i] = kept ? x[i] / (1 - p) : 0         (y may alias x)
 // `first` places the tensor in a larger numbering (the micro-batch's first sample across
 // ranks), so that a sample's mask does not depend on how a batch is split over ranks.
-typedef void pf_op_dropout_fwd_fn(pf_tensor y, pf_tensor x, float p, uint64_t key,
-                                  uint64_t first);
-// dx[i] += kept ? dy[i] / (1 - p) : 0, the same mask
-typedef void pf_op_dropout_bwd_fn(pf_tensor dx, pf_tensor dy, float p, uint64_t key,
-                                  uint64_t first);
+// Dropout is its own adjoint: with the same p, key and first, dropout(dx, dy) is the input
+// gradient, which it overwrites (the one op whose backward is the forward op itself).
+typedef void pf_op_dropout_fn(pf_tensor y, pf_tensor x, float p, uint64_t key, uint64_t first);
 #define PF_OPS_ELEMENTWISE(X)                                                             \
     X(GELU_FWD, gelu_fwd) X(GELU_BWD, gelu_bwd) X(ADD, add) X(ACCUMULATE, accumulate)     \
-    X(DROPOUT_FWD, dropout_fwd) X(DROPOUT_BWD, dropout_bwd)
+    X(DROPOUT, dropout)
 
-// The dropout mask's random bits: the high 32 bits of splitmix64's output number `i` + 1 from
-// state `key` (z = key + (i+1) * 0x9E3779B97F4A7C15, then its finaliser), the same integer
-// arithmetic on the host and on the device.
-#if defined(__CUDACC__)
-#define PF_HOST_DEVICE __host__ __device__
-#else
-#define PF_HOST_DEVICE
-#endif
+// The dropout mask's random bits: the high 32 bits of splitmix64's output number i + 1 from
+// state `key` (splitmix64.h), the same integer arithmetic on the host and on the device.
 static inline PF_HOST_DEVICE uint32_t pf_dropout_bits(uint64_t key, uint64_t i) {
-    uint64_t z = key + (i + 1) * 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return (uint32_t)((z ^ (z >> 31)) >> 32);
+    return (uint32_t)(pf_splitmix64_mix(key + (i + 1) * PF_SPLITMIX64_GAMMA) >> 32);
 }
 // Elements whose bits are below this are dropped: floor(p * 2^32), so P(drop) = p to 2^-32.
 static inline PF_HOST_DEVICE uint32_t pf_dropout_threshold(float p) {

@@ -3,13 +3,9 @@
 #include <math.h>
 
 #include "common.h"
+#include "splitmix64.h"
 
-static uint64_t splitmix64(uint64_t *x) {
-    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
+static uint64_t splitmix64(uint64_t *x) { return pf_splitmix64_mix(*x += PF_SPLITMIX64_GAMMA); }
 
 void pf_rng_seed(pf_rng *r, uint64_t seed) {
     r->s[0] = splitmix64(&seed);

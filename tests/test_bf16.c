@@ -222,11 +222,8 @@ static void emu_gelu_bwd(pf_tensor dx, pf_tensor dy, pf_tensor x) {
 }
 static void emu_add(pf_tensor y, pf_tensor a, pf_tensor b) { EMU(CPU->add(y, a, b), &y, &a, &b); }
 static void emu_accumulate(pf_tensor d, pf_tensor s) { EMU(CPU->accumulate(d, s), &d, &s); }
-static void emu_dropout_fwd(pf_tensor y, pf_tensor x, float p, uint64_t key, uint64_t first) {
-    EMU(CPU->dropout_fwd(y, x, p, key, first), &y, &x);
-}
-static void emu_dropout_bwd(pf_tensor dx, pf_tensor dy, float p, uint64_t key, uint64_t first) {
-    EMU(CPU->dropout_bwd(dx, dy, p, key, first), &dx, &dy);
+static void emu_dropout(pf_tensor y, pf_tensor x, float p, uint64_t key, uint64_t first) {
+    EMU(CPU->dropout(y, x, p, key, first), &y, &x);
 }
 static void emu_attention_fwd(pf_tensor out, pf_tensor lse, pf_tensor qkv, int nh, bool causal) {
     EMU(CPU->attention_fwd(out, lse, qkv, nh, causal), &out, &lse, &qkv);

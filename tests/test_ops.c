@@ -659,7 +659,7 @@ START_TEST(test_dropout_mask) {
     float *x = pf_malloc(sizeof(float) * n), *y = pf_malloc(sizeof(float) * n),
           *z = pf_malloc(sizeof(float) * n);
     for (int64_t i = 0; i < n; i++) x[i] = 1.0f;
-    be->dropout_fwd(t1(y, n), t1(x, n), p, 42, 0);
+    be->dropout(t1(y, n), t1(x, n), p, 42, 0);
     int64_t dropped = 0;
     for (int64_t i = 0; i < n; i++) {
         ck_assert(y[i] == 0.0f || y[i] == 1.0f / (1.0f - p));
@@ -667,15 +667,15 @@ START_TEST(test_dropout_mask) {
     }
     double frac = (double)dropped / n, sd = sqrt(p * (1 - p) / n);
     ck_assert_msg(fabs(frac - p) < 5 * sd, "dropped %.5f, want %.2f", frac, p);
-    be->dropout_fwd(t1(z, 1000), t1(x, 1000), p, 42, 5000);
+    be->dropout(t1(z, 1000), t1(x, 1000), p, 42, 5000);
     ck_assert(!memcmp(z, y + 5000, sizeof(float) * 1000));
-    be->dropout_fwd(t1(z, n), t1(x, n), p, 43, 0);
+    be->dropout(t1(z, n), t1(x, n), p, 43, 0);
     int64_t both = 0;
     for (int64_t i = 0; i < n; i++) both += y[i] == 0.0f && z[i] == 0.0f;
     ck_assert_msg(fabs((double)both / n - p * p) < 0.002, "masks of keys 42, 43 overlap %.4f",
                   (double)both / n);
     // p = 0 keeps everything as it is
-    be->dropout_fwd(t1(z, n), t1(x, n), 0.0f, 42, 0);
+    be->dropout(t1(z, n), t1(x, n), 0.0f, 42, 0);
     ck_assert(!memcmp(z, x, sizeof(float) * n));
     free(x);
     free(y);

@@ -88,18 +88,17 @@ void cpu_accumulate(pf_tensor dst, pf_tensor src) {
     for (int64_t i = 0; i < n; i++) D[i] += S[i];
 }
 
-// y = kept ? x / (1 - p) : 0 (add = false) or y += kept ? x / (1 - p) : 0 (add = true), with
-// the mask of backend.h's dropout. Spans as GELU's: the mask of element i depends on i alone.
+// y = kept ? x / (1 - p) : 0 with the mask of backend.h's dropout. Spans as GELU's: the mask
+// of element i depends on i alone.
 CPU_VEC_CLONES static void dropout_span(float *y, const float *x, int64_t n, float scale,
-                                        uint32_t thr, uint64_t key, uint64_t first, bool add) {
+                                        uint32_t thr, uint64_t key, uint64_t first) {
 #pragma omp simd
-    for (int64_t i = 0; i < n; i++) {
-        float v = pf_dropout_bits(key, first + (uint64_t)i) >= thr ? x[i] * scale : 0.0f;
-        y[i] = add ? y[i] + v : v;
-    }
+    for (int64_t i = 0; i < n; i++)
+        y[i] = pf_dropout_bits(key, first + (uint64_t)i) >= thr ? x[i] * scale : 0.0f;
 }
 
-static void dropout(pf_tensor y, pf_tensor x, float p, uint64_t key, uint64_t first, bool add) {
+// y = kept ? x / (1 - p) : 0 (y may alias x); also the backward, dx = dropout(dy)
+void cpu_dropout(pf_tensor y, pf_tensor x, float p, uint64_t key, uint64_t first) {
     CPU_F32(y);
     CPU_F32(x);
     int64_t n = pf_numel(x);
@@ -111,17 +110,7 @@ static void dropout(pf_tensor y, pf_tensor x, float p, uint64_t key, uint64_t fi
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; i += ELEM_SPAN)
         dropout_span(Y + i, X + i, n - i < ELEM_SPAN ? n - i : ELEM_SPAN, scale, thr, key,
-                     first + (uint64_t)i, add);
-}
-
-// y = kept ? x / (1 - p) : 0 (y may alias x)
-void cpu_dropout_fwd(pf_tensor y, pf_tensor x, float p, uint64_t key, uint64_t first) {
-    dropout(y, x, p, key, first, false);
-}
-
-// dx += kept ? dy / (1 - p) : 0
-void cpu_dropout_bwd(pf_tensor dx, pf_tensor dy, float p, uint64_t key, uint64_t first) {
-    dropout(dx, dy, p, key, first, true);
+                     first + (uint64_t)i);
 }
 
 // dst = src (same numel). The CPU backend computes in fp32, so this is a copy: a bf16 tensor

@@ -523,16 +523,16 @@ static uint64_t site_first(const pf_model *m, pf_tensor t) {
 void pf_dropout_forward(pf_model *m, int site, pf_tensor t) {
     if (!m->drop_on) return;
     PF_ASSERT(pf_numel(t) % m->B == 0 && pf_numel(t) <= m->drop_scratch_n);
-    m->be->dropout_fwd(t, t, m->cfg.dropout, site_key(m, site), site_first(m, t));
+    m->be->dropout(t, t, m->cfg.dropout, site_key(m, site), site_first(m, t));
 }
 
+// Dropout is its own adjoint: the gradient of the site's input is dropout(dy), the same mask.
 pf_tensor pf_dropout_backward(pf_model *m, int site, pf_tensor dy) {
     if (!m->drop_on) return dy;
     PF_ASSERT(pf_numel(dy) <= m->drop_scratch_n);
     pf_tensor d = dy;
     d.data = m->drop_scratch;
-    m->be->zero(d.data, pf_act_bytes(m, pf_numel(d)));
-    m->be->dropout_bwd(d, dy, m->cfg.dropout, site_key(m, site), site_first(m, dy));
+    m->be->dropout(d, dy, m->cfg.dropout, site_key(m, site), site_first(m, dy));
     return d;
 }
 
