@@ -264,9 +264,12 @@ static int parse_entry(pf_st_file *f, const cJSON *o, pf_st_info *t, const char 
     return 0;
 }
 
-static int by_begin(const void *a, const void *b) {
+// By begin, then end: an empty tensor sorts before a tensor that starts at the same offset,
+// so whether a file tiles does not depend on qsort's order of ties.
+static int by_offsets(const void *a, const void *b) {
     const pf_st_info *x = a, *y = b;
-    return x->begin < y->begin ? -1 : x->begin > y->begin;
+    if (x->begin != y->begin) return x->begin < y->begin ? -1 : 1;
+    return (x->end > y->end) - (x->end < y->end);
 }
 
 // Takes `bytes` (pf_malloc'd), freed on failure too.
@@ -290,11 +293,19 @@ static pf_st_file *parse_owned(uint8_t *bytes, size_t len, const char *origin) {
     f->n = n;
     f->data = f->bytes + 8 + n;
     f->data_len = len - 8 - n;
-    cJSON *root = cJSON_ParseWithLength((const char *)f->bytes + 8, (size_t)n);
+    const char *header = (const char *)f->bytes + 8, *parsed_to = header;
+    cJSON *root = cJSON_ParseWithLengthOpts(header, (size_t)n, &parsed_to, false);
     if (!root || !cJSON_IsObject(root)) {
         pf_error("%s: the header is not a JSON object", origin);
         goto fail;
     }
+    // After the object only the padding may follow (JSON whitespace, as the reference reader).
+    for (const char *c = parsed_to; c < header + n; c++)
+        if (!strchr(" \t\r\n", *c) || !*c) {
+            pf_error("%s: the header has bytes after its JSON object (at byte %td of %llu)", origin,
+                     c - header, (unsigned long long)n);
+            goto fail;
+        }
     int count = cJSON_GetArraySize(root);
     f->t = pf_calloc(count ? count : 1, sizeof *f->t);
     for (const cJSON *o = root->child; o; o = o->next) {
@@ -319,19 +330,27 @@ static pf_st_file *parse_owned(uint8_t *bytes, size_t len, const char *origin) {
         t->name = pf_strdup(o->string);
         if (parse_entry(f, o, t, origin) < 0) goto fail;
     }
-    // Back to back from 0, as the format requires: sort a copy by offset and walk it.
+    // Back to back from 0 to the end of the data, as the format requires, in any header order:
+    // sort a copy by offset and walk it.
     pf_st_info *s = pf_malloc(sizeof *s * (f->count ? f->count : 1));
     memcpy(s, f->t, sizeof *s * f->count);
-    qsort(s, f->count, sizeof *s, by_begin);
+    qsort(s, f->count, sizeof *s, by_offsets);
     int64_t at = 0;
     const char *bad = NULL;
     for (int i = 0; i < f->count && !bad; i++) {
         if (s[i].begin != at) bad = s[i].name;
         at = s[i].end;
     }
-    if (bad) pf_error("%s: tensor '%s' does not start where the one before it ends", origin, bad);
     free(s);
-    if (bad) goto fail;
+    if (bad) {
+        pf_error("%s: tensor '%s' does not start where the one before it ends", origin, bad);
+        goto fail;
+    }
+    if ((uint64_t)at != f->data_len) {
+        pf_error("%s: the tensors cover %lld of the data's %llu bytes (the format allows no "
+                 "unindexed bytes)", origin, (long long)at, (unsigned long long)f->data_len);
+        goto fail;
+    }
     for (int i = 0; i < f->count; i++)
         for (int j = 0; j < i; j++)
             if (!strcmp(f->t[i].name, f->t[j].name)) {

@@ -5,7 +5,8 @@
 //                  "data_offsets": [begin, end]}, ..., "__metadata__": {"key": "value"}},
 //                  padded with spaces so that the data starts at a multiple of 8 bytes
 //   the data       every tensor row-major, little-endian, at [8 + N + begin, 8 + N + end);
-//                  tensors back to back in header order (the format allows no gaps)
+//                  the ranges, sorted, tile the data from 0 to its end with no gap and no
+//                  overlap; the header may list them in any order (this writer: in order)
 //
 // The writer converts fp32 host arrays to the file's dtype (BF16: round to nearest even) and
 // writes atomically (PATH.tmp.PID, fsync, rename). The reader loads a whole file and checks
@@ -55,9 +56,10 @@ int pf_write_atomic(const char *path, int (*fill)(FILE *fp, void *ctx), void *ct
 
 // ---- reader ----
 typedef struct pf_st_file pf_st_file;
-// Loads and checks `path`: header length within the file, JSON an object of entries with a
-// known dtype, a shape and data_offsets that match the shape and lie back to back inside the
-// data. NULL with pf_error() naming the file and the entry otherwise.
+// Loads and checks `path`: header length within the file, JSON an object (then only
+// whitespace) of entries with a known dtype, a shape and data_offsets that match the shape
+// and, sorted, tile the data exactly. NULL with pf_error() naming the file and the entry
+// otherwise.
 pf_st_file *pf_st_open(const char *path);
 pf_st_file *pf_st_parse(const uint8_t *bytes, size_t len, const char *origin);  // from memory
 void pf_st_close(pf_st_file *f);

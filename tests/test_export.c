@@ -139,7 +139,37 @@ START_TEST(test_safetensors_refuses_bad_files) {
                    " \"b\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [0, 4]}}",
                    4, "does not start");
     expect_refused("{\"__metadata__\": {\"k\": 1}}", 0, "not a string");
+    expect_refused("{\"a\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [0, 4]}} x",
+                   4, "bytes after its JSON object");
+    expect_refused("{\"a\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [0, 4]}}", 8,
+                   "cover 4 of the data's 8 bytes");
     ck_assert_ptr_null(pf_st_open(pf_test_path("missing.safetensors")));
+}
+END_TEST
+
+// The format fixes the data's tiling, not the header's order: entries listed out of offset
+// order, an empty tensor at the same offset as a full one, and space padding are accepted.
+START_TEST(test_safetensors_any_header_order) {
+    const char *json = "{\"s\": {\"dtype\": \"BF16\", \"shape\": [0, 4], \"data_offsets\": [2, 2]},"
+                       " \"m\": {\"dtype\": \"BF16\", \"shape\": [], \"data_offsets\": [0, 2]},"
+                       " \"e\": {\"dtype\": \"F32\", \"shape\": [0], \"data_offsets\": [0, 0]}}  \n";
+    size_t n = strlen(json);
+    uint8_t *buf = calloc(1, 8 + n + 2);
+    for (int i = 0; i < 8; i++) buf[i] = (uint8_t)((uint64_t)n >> (8 * i));
+    memcpy(buf + 8, json, n);
+    buf[8 + n] = 0x80;  // bf16 1.0 = 0x3f80, little-endian
+    buf[8 + n + 1] = 0x3f;
+    pf_st_file *f = pf_st_parse(buf, 8 + n + 2, "unordered");
+    ck_assert_msg(f, "refused: %s", pf_errmsg());
+    ck_assert_int_eq(pf_st_count(f), 3);
+    ck_assert_str_eq(pf_st_at(f, 0)->name, "s");
+    int m = pf_st_find(f, "m");
+    ck_assert_int_eq(m, 1);
+    float v = 0;
+    pf_st_read_f32(f, m, &v);
+    ck_assert_float_eq(v, 1.0f);
+    pf_st_close(f);
+    free(buf);
 }
 END_TEST
 
@@ -849,6 +879,7 @@ Suite *pf_test_suite(void) {
     tcase_add_checked_fixture(tc, pf_test_tmpdir_setup, pf_test_tmpdir_teardown);
     tcase_add_test(tc, test_safetensors_roundtrip);
     tcase_add_test(tc, test_safetensors_refuses_bad_files);
+    tcase_add_test(tc, test_safetensors_any_header_order);
     tcase_add_test(tc, test_dense_weight_is_the_layer);
     suite_add_tcase(s, tc);
     tc = tcase_create("export");

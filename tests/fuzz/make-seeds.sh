@@ -86,10 +86,11 @@ rm -f $C/token_shard/tinyshakespeare.h5 $C/image_shard/idx-4x4.h5
 
 # safetensors: two small files by the format's definition (not by pixelfly's writer, so the
 # reader is seeded with bytes it did not make): F32 with metadata; BF16 with a scalar, an
-# empty tensor and a 3-d one.
+# empty tensor and a 3-d one; and a header that lists its entries against their data's order,
+# empty tensors at a full one's offset (the format allows any header order).
 python3 - "$C/safetensors" <<'PY'
 import json, struct, sys
-def write(path, tensors, meta=None):
+def write(path, tensors, meta=None, reverse=False):
     header, blobs, off = {}, [], 0
     for name, (dtype, shape, vals) in tensors.items():
         if dtype == "F32":
@@ -100,6 +101,8 @@ def write(path, tensors, meta=None):
         header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [off, off + len(b)]}
         off += len(b)
         blobs.append(b)
+    if reverse:
+        header = dict(reversed(list(header.items())))
     if meta:
         header["__metadata__"] = meta
     h = json.dumps(header, separators=(",", ":")).encode()
@@ -112,6 +115,9 @@ write(d + "f32-meta.safetensors", {"wte": ("F32", [3, 2], [0.5, -1, 2, 3.25, 0, 
 write(d + "bf16-scalar-empty.safetensors",
       {"s": ("BF16", [], [1.5]), "e": ("BF16", [0, 4], []),
        "m": ("BF16", [2, 2, 2], [1, -2, 3, -4, 0.5, 0.25, 8, 16])})
+write(d + "unordered-empty.safetensors",
+      {"e": ("F32", [0], []), "m": ("BF16", [], [1.0]), "s": ("BF16", [0, 4], []),
+       "w": ("F32", [2], [3, -0.5])}, reverse=True)
 PY
 
 # Checkpoint: 2 steps of pftrain on fuzz_checkpoint's model and that image shard.
