@@ -173,17 +173,25 @@ static const char *const LAYER_KINDS[] = {
     [PF_LAYER_PIXELFLY] = "pixelfly",  [PF_LAYER_BLOCKSPARSE] = "blocksparse",
     [PF_LAYER_BUTTERFLY] = "butterfly", [PF_LAYER_LOWRANK] = "lowrank",
 };
+#define N_LAYER_KINDS ((int)(sizeof LAYER_KINDS / sizeof *LAYER_KINDS))
+_Static_assert(N_LAYER_KINDS == PF_LAYER_LOWRANK + 1, "a layer kind without a name");
+const char *pf_layer_kind_name(pf_layer_kind k) {
+    PF_ASSERT(k >= 0 && k < N_LAYER_KINDS);
+    return LAYER_KINDS[k];
+}
+
 int pf_layer_spec_parse(pf_layer_spec *s, const char *text) {
     *s = (pf_layer_spec){.kind = PF_LAYER_PIXELFLY, .seed = 1};
     char buf[256];
     snprintf(buf, sizeof buf, "%s", text);
     // The fields each kind takes, as bits of FIELDS[]: the required ones and the optional.
+    // Sized by the kind count: a kind takes no optional field where MAY says nothing.
     static const char *const FIELDS[] = {"bs", "nf", "rank", "blocks", "seed"};
     enum { F_BS = 1, F_NF = 2, F_RANK = 4, F_BLOCKS = 8, F_SEED = 16 };
-    static const unsigned NEED[] = {[PF_LAYER_PIXELFLY] = F_BS | F_NF,
+    static const unsigned NEED[N_LAYER_KINDS] = {[PF_LAYER_PIXELFLY] = F_BS | F_NF,
                                     [PF_LAYER_BLOCKSPARSE] = F_BS | F_BLOCKS,
                                     [PF_LAYER_BUTTERFLY] = F_BS, [PF_LAYER_LOWRANK] = F_RANK};
-    static const unsigned MAY[] = {[PF_LAYER_PIXELFLY] = F_RANK,
+    static const unsigned MAY[N_LAYER_KINDS] = {[PF_LAYER_PIXELFLY] = F_RANK,
                                    [PF_LAYER_BLOCKSPARSE] = F_RANK | F_SEED};
     unsigned have = 0;
     bool first = true;
@@ -192,7 +200,7 @@ int pf_layer_spec_parse(pf_layer_spec *s, const char *text) {
         char *eq = strchr(tok, '=');
         if (!eq) {
             int k = -1;
-            for (int i = 0; i < (int)(sizeof LAYER_KINDS / sizeof *LAYER_KINDS); i++)
+            for (int i = 0; i < N_LAYER_KINDS; i++)
                 if (!strcmp(tok, LAYER_KINDS[i])) k = i;
             if (k < 0 || !first) {
                 pf_error("'%s' in layer spec '%s': expected %s", tok, text, SPEC_FORMS);
@@ -202,7 +210,7 @@ int pf_layer_spec_parse(pf_layer_spec *s, const char *text) {
             continue;
         }
         if (s->kind == PF_LAYER_DENSE || s->kind == PF_LAYER_AUTO) {
-            pf_error("layer spec '%s': %s takes no fields", text, LAYER_KINDS[s->kind]);
+            pf_error("layer spec '%s': %s takes no fields", text, pf_layer_kind_name(s->kind));
             return -1;
         }
         char *end = NULL;
@@ -214,7 +222,7 @@ int pf_layer_spec_parse(pf_layer_spec *s, const char *text) {
         unsigned bit = f < 0 ? 0 : 1u << f;
         if (!(bit & (NEED[s->kind] | MAY[s->kind]))) {
             pf_error("unknown field '%s' in layer spec '%s': %s; expected %s", tok, text,
-                     LAYER_KINDS[s->kind], SPEC_FORMS);
+                     pf_layer_kind_name(s->kind), SPEC_FORMS);
             return -1;
         }
         if (end == eq + 1 || *end) {
@@ -270,7 +278,7 @@ void pf_layer_spec_format(const pf_layer_spec *s, char *buf, size_t len) {
         break;
     case PF_LAYER_BUTTERFLY: snprintf(buf, len, "butterfly bs=%d", s->bs); break;
     case PF_LAYER_LOWRANK: snprintf(buf, len, "lowrank rank=%d", s->rank); break;
-    default: snprintf(buf, len, "%s", LAYER_KINDS[s->kind]); break;
+    default: snprintf(buf, len, "%s", pf_layer_kind_name(s->kind)); break;
     }
 }
 

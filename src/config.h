@@ -105,6 +105,8 @@ void pf_config_print_keys(FILE *f);
 // "dense" or "bs=16 nf=2 rank=32" (any order; rank defaults to 0); -1 with pf_error.
 int pf_layer_spec_parse(pf_layer_spec *s, const char *text);
 void pf_layer_spec_format(const pf_layer_spec *s, char *buf, size_t len);
+// "dense", "auto", "pixelfly", "blocksparse", "butterfly", "lowrank": the spec's kind word.
+const char *pf_layer_kind_name(pf_layer_kind k);
 // The kind a layer spec resolves to under c's budget: auto is Pixelfly with a budget, dense
 // without.
 pf_layer_kind pf_config_layer_kind(const pf_config *c, const pf_layer_spec *s);

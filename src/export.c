@@ -31,7 +31,7 @@ int pf_export_native_check(const pf_model *m) {
     for (int i = 0; (l = pf_model_linear_at(m, i)); i++)
         if (!native_kind(l->kind)) {
             pf_error("layer %s is %s; the native format holds dense and pixelfly layers: "
-                     "export with --densify", l->name, pf_linear_kind_name(l->kind));
+                     "export with --densify", l->name, pf_layer_kind_name(l->kind));
             return -1;
         }
     return 0;
@@ -212,7 +212,7 @@ static void layer_line(const pf_linear *l, char *line, size_t lcap, cJSON *layer
     cJSON *o = cJSON_AddObjectToObject(layers, l->name);
     bool bias = l->b >= 0;
     PF_ASSERT(native_kind(l->kind));
-    cJSON_AddStringToObject(o, "kind", pf_linear_kind_name(l->kind));
+    cJSON_AddStringToObject(o, "kind", pf_layer_kind_name(l->kind));
     num(o, "in", l->in), num(o, "out", l->out);
     if (l->kind == PF_LAYER_PIXELFLY) {
         const pf_pattern *p = &l->pat[0];

@@ -7,13 +7,6 @@
 #include "budget.h"
 #include "common.h"
 
-static const char *const KIND_NAMES[] = {
-    [PF_LAYER_DENSE] = "dense",        [PF_LAYER_AUTO] = "auto",
-    [PF_LAYER_PIXELFLY] = "pixelfly",  [PF_LAYER_BLOCKSPARSE] = "blocksparse",
-    [PF_LAYER_BUTTERFLY] = "butterfly", [PF_LAYER_LOWRANK] = "lowrank",
-};
-const char *pf_linear_kind_name(pf_layer_kind k) { return KIND_NAMES[k]; }
-
 // Butterfly factor j of L for a layer [out, in]: its shape [fo, fi] (layers.h: square on the
 // narrower side, the rectangular factor last when out >= in, first when in > out).
 static void factor_shape(int out, int in, int L, int j, int *fo, int *fi) {
@@ -344,6 +337,6 @@ void pf_linear_summary_row(const pf_linear *l, int64_t rows_per_sample, FILE *f)
     snprintf(shape, sizeof shape, "%d x %d", l->out, l->in);
     double kept = (double)pf_linear_macs(l) / ((double)l->out * l->in);
     fprintf(f, "  %-22s %-11s %-13s %-30s %7.4f %12lld %14.4g\n", l->name,
-            pf_linear_kind_name(l->kind), shape, pattern, kept, (long long)pf_linear_params(l),
+            pf_layer_kind_name(l->kind), shape, pattern, kept, (long long)pf_linear_params(l),
             2.0 * (double)pf_linear_macs(l) * rows_per_sample);
 }

@@ -67,7 +67,6 @@ pf_pixelfly_w pf_linear_pixelfly_w(const pf_linear *l, const pf_arena *a, bool g
 // The dense [out, in] matrix the layer computes (bias excluded), from host parameters.
 void pf_linear_dense_weight(const pf_linear *l, const pf_layout *lay, const float *host, float *W);
 
-const char *pf_linear_kind_name(pf_layer_kind k);
 // The layer's pattern in words: "bs=16 nf=2 rank=32", "bs=16 blocks=3 seed=.. rank=32",
 // "bs=16, 4 factors", "rank=96"; "-" for dense.
 void pf_linear_describe(const pf_linear *l, char *buf, size_t len);

@@ -198,8 +198,12 @@ START_TEST(test_bad_layer_spec) {
         {"bs=8 nf=1 bs=4", "twice"},           {"dense bs=4", "no fields"},
         {"bs=8 butterfly", "'butterfly'"},     {"", "empty"},
         {"blocksparse bs=8 blocks=2 seed=-1", "seed=-1"},
+        // butterfly and lowrank take no optional field (the table once ended before them)
+        {"butterfly bs=8 rank=2", "'rank'"},   {"butterfly bs=8 seed=2", "'seed'"},
+        {"lowrank rank=4 seed=3", "'seed'"},   {"lowrank rank=4 blocks=1", "'blocks'"},
+        {"lowrank =lowrank", "unknown field ''"},
     };
-    for (int i = 0; i < 9; i++) {
+    for (int i = 0; i < (int)(sizeof bad / sizeof *bad); i++) {
         ck_assert_msg(pf_layer_spec_parse(&s, bad[i][0]) == -1, "%s accepted", bad[i][0]);
         ck_assert_msg(strstr(pf_errmsg(), bad[i][1]), "%s: %s", bad[i][0], pf_errmsg());
     }

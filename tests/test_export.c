@@ -410,7 +410,7 @@ static void check_linear(const saved_model *s, pf_st_file *f, const char *prefix
     if (l->kind != PF_LAYER_DENSE) {
         double e = dense_vs_layer(l, pf_model_arena(s->m), W, transposed, b);
         ck_assert_msg(e < 1e-5, "%s (%s): densified weight vs the layer: %g", prefix,
-                      pf_linear_kind_name(l->kind), e);
+                      pf_layer_kind_name(l->kind), e);
     } else {
         snprintf(p, sizeof p, "%s.w", prefix);
         const float *w = host_param(s, p);

@@ -421,7 +421,7 @@ static int64_t spec_weights(pf_layer_spec spec, int in, int out) {
     pf_layout lay;
     pf_layout_init(&lay);
     pf_linear l;
-    int64_t w = pf_linear_declare(&l, &lay, pf_linear_kind_name(spec.kind), in, out, true, spec,
+    int64_t w = pf_linear_declare(&l, &lay, pf_layer_kind_name(spec.kind), in, out, true, spec,
                                   0, 0) < 0
                     ? -1
                     : pf_linear_macs(&l);
@@ -462,7 +462,7 @@ static int kind_specs(const kernel_opts *o, int in, int out, pf_layer_spec spec[
 static void kind_setup(kind_bench *k, pf_layer_spec spec, int in, int out, int64_t N,
                        pf_rng *rng) {
     pf_layout_init(&k->lay);
-    PF_ASSERT(pf_linear_declare(&k->lin, &k->lay, pf_linear_kind_name(spec.kind), in, out, true,
+    PF_ASSERT(pf_linear_declare(&k->lin, &k->lay, pf_layer_kind_name(spec.kind), in, out, true,
                                 spec, 0, 0) == 0);
     pf_arena_alloc(&k->arena, &k->lay, k->be);
     size_t bytes = sizeof(float) * (size_t)k->lay.numel;
@@ -591,7 +591,7 @@ static void kinds_table(kernel_table *tb, const pf_backend *be, const kernel_opt
     printf("%-11s %-30s %9s %6s %9s %9s %9s %9s %7s %9s %-2s %7s\n", "kind", "pattern", "params",
            "kept", h[0], h[1], h[2], h[3], "speedup", h[4], "", "% bound");
     for (int i = 0; i < KIND_COUNT; i++) {
-        const char *name = pf_linear_kind_name(spec[i].kind);
+        const char *name = pf_layer_kind_name(spec[i].kind);
         if (call[i] < 0) {
             printf("%-11s n/a: no power of two from 2 to 256 divides both %d and %d\n", name, in,
                    out);
