@@ -8,6 +8,7 @@
 #   make gpu-bundle  binaries + libraries for a lent GPU machine (tests/gpu/session.sh)
 #   make bench       pfbench kernels: Pixelfly vs dense layers, side by side
 #   make fuzz        libFuzzer harnesses (tests/fuzz), FUZZ_SECONDS each (default 60)
+#   make test-sanitize make test's suites built with ASan + UBSan (SAN_BUILD, default build-san)
 #   make deps        install Debian packages
 #   make quickstart  Fashion-MNIST: Pixelfly Mixer vs dense, side by side
 # CPU_AVX512=0: the CPU vector loops get AVX2 and baseline clones only, no AVX-512 (to measure
@@ -141,6 +142,17 @@ test-slurm: $(TOOLS)
 
 test-cluster: $(TOOLS)
 	BUILD=$(BUILD) tests/cluster/run.sh
+
+# make test's suites again, everything rebuilt in SAN_BUILD with AddressSanitizer and
+# UndefinedBehaviorSanitizer (CPU only): any report fails the suite. Leak checking is off here:
+# Open MPI leaks by design, and LeakSanitizer's tracer now and then crashes beside OpenMP's
+# threads; the fuzzers check the parsers for leaks.
+SAN_BUILD  ?= build-san
+SAN_CFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+.PHONY: test-sanitize
+test-sanitize:
+	CFLAGS="$(SAN_CFLAGS)" ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 \
+	    $(MAKE) CUDA=0 BUILD=$(SAN_BUILD) test
 
 # libFuzzer harnesses (tests/fuzz): the library rebuilt by clang in build-fuzz/ (CPU only,
 # ASan + UBSan + fuzzer coverage), one binary per tests/fuzz/fuzz_*.c, each run for

@@ -68,7 +68,7 @@ static int scan_dir(const char *dir, ckpt_entry **out, int *n) {
         e[cnt++] = x;
     }
     closedir(d);
-    qsort(e, (size_t)cnt, sizeof *e, by_step_desc);
+    if (cnt) qsort(e, (size_t)cnt, sizeof *e, by_step_desc);  // e is NULL when cnt is 0
     *out = e;
     *n = cnt;
     return 0;

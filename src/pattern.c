@@ -196,7 +196,7 @@ int64_t pf_pattern_sparse_numel(const pf_pattern *p) {
 }
 
 int64_t pf_pattern_numel(const pf_pattern *p) {
-    return pf_pattern_sparse_numel(p) + (int64_t)p->rank * (p->out + p->in) +
+    return pf_pattern_sparse_numel(p) + (int64_t)p->rank * ((int64_t)p->out + p->in) +
            (p->bias ? p->out : 0);
 }
 

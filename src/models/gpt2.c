@@ -43,7 +43,7 @@ static int gpt2_declare(pf_model *m) {
         if (pf_block_declare(m, &g->blocks[l], l, B, T, C, c->n_head, H, true) < 0) return -1;
     pf_ln_declare(m, &g->lnf, "lnf", C, N);
     // The tied LM head: a dense linear over wte, counted in the FLOPs like any other.
-    m->other_macs_per_sample += (int64_t)T * g->Vp * C;
+    m->other_macs_per_sample += (double)T * g->Vp * C;
     pf_block_scratch_alloc(m, &g->scratch, B, T, C);
     g->in_ids = pf_model_input(m, sizeof(int32_t) * (size_t)N);
     g->in_targets = pf_model_input(m, sizeof(int32_t) * (size_t)N);

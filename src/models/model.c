@@ -298,7 +298,7 @@ int pf_block_declare(pf_model *m, pf_block *blk, int layer, int B, int T, int C,
     pf_dropout_site(m, N * C);
     // q k^T and P v: 2 * T * T * C multiply-adds per sequence forward (causal halves the work
     // the kernels do; we count the full square). Backward also recomputes q k^T.
-    m->other_macs_per_sample += 2LL * T * T * C;
+    m->other_macs_per_sample += 2.0 * T * T * C;
     return 0;
 }
 
@@ -559,7 +559,7 @@ void pf_model_adamw_step(pf_model *m, float lr, int step, float grad_scale) {
 }
 
 double pf_model_train_flops(const pf_model *m, bool dense_twin) {
-    double macs = (double)m->other_macs_per_sample;
+    double macs = m->other_macs_per_sample;
     for (int i = 0; i < m->n_linears; i++) {
         const pf_linear *l = m->linears[i];
         double per_row = dense_twin ? (double)l->in * l->out : (double)pf_linear_macs(l);

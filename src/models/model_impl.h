@@ -34,7 +34,7 @@ struct pf_model {
     int n_linears;
     int64_t linear_scratch_n;  // the largest linear backward scratch (rows x scratch width)
     int64_t rows_per_sample;                   // tokens per sequence (GPT-2) or 1 (images)
-    int64_t other_macs_per_sample;              // q k^T and att v, forward
+    double other_macs_per_sample;  // q k^T, att v, LM head, forward (past 2^63 at the bounds)
     void **acts;                               // activation buffers, freed with the model
     int n_acts, cap_acts;
     int64_t act_bytes;                         // their total size (at micro-batch B)
