@@ -8,7 +8,7 @@
 #   make gpu-bundle  binaries + libraries for a lent GPU machine (tests/gpu/session.sh)
 #   make bench       pfbench kernels: Pixelfly vs dense layers, side by side
 #   make fuzz        libFuzzer harnesses (tests/fuzz), FUZZ_SECONDS each (default 60)
-#   make test-sanitize make test's suites built with ASan + UBSan (SAN_BUILD, default build-san)
+#   make test-sanitize test and test-mpi built with ASan + UBSan (SAN_BUILD, default build-san)
 #   make deps        install Debian packages
 #   make quickstart  Fashion-MNIST: Pixelfly Mixer vs dense, side by side
 # CPU_AVX512=0: the CPU vector loops get AVX2 and baseline clones only, no AVX-512 (to measure
@@ -143,8 +143,9 @@ test-slurm: $(TOOLS)
 test-cluster: $(TOOLS)
 	BUILD=$(BUILD) tests/cluster/run.sh
 
-# make test's suites again, everything rebuilt in SAN_BUILD with AddressSanitizer and
-# UndefinedBehaviorSanitizer (CPU only): any report fails the suite. Leak checking is off here:
+# make test's and make test-mpi's suites again, everything rebuilt in SAN_BUILD with
+# AddressSanitizer and UndefinedBehaviorSanitizer (CPU only): any report aborts the program
+# and fails its test. Leak checking is off here:
 # Open MPI leaks by design, and LeakSanitizer's tracer now and then crashes beside OpenMP's
 # threads; the fuzzers check the parsers for leaks.
 SAN_BUILD  ?= build-san
@@ -152,7 +153,7 @@ SAN_CFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-s
 .PHONY: test-sanitize
 test-sanitize:
 	CFLAGS="$(SAN_CFLAGS)" ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 \
-	    $(MAKE) CUDA=0 BUILD=$(SAN_BUILD) test
+	    $(MAKE) CUDA=0 BUILD=$(SAN_BUILD) test test-mpi
 
 # libFuzzer harnesses (tests/fuzz): the library rebuilt by clang in build-fuzz/ (CPU only,
 # ASan + UBSan + fuzzer coverage), one binary per tests/fuzz/fuzz_*.c, each run for

@@ -50,7 +50,7 @@ run_case() {
     else why="exit code $rc, but the output does not match /${expect#fail:}/"; fi
   fi
   if [ $ok -eq 1 ]; then
-    passed=$((passed+1)); echo "PASS $name"
+    passed=$((passed+1)); echo "PASS $name ($((SECONDS - start)) of ${limit} s)"
   else
     failed=$((failed+1)); failed_names+=("$name"); echo "FAIL $name: $why"
     tail -n 20 <<< "$out" | sed 's/^/    | /'
