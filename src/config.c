@@ -188,11 +188,11 @@ int pf_layer_spec_parse(pf_layer_spec *s, const char *text) {
     // Sized by the kind count: a kind takes no optional field where MAY says nothing.
     static const char *const FIELDS[] = {"bs", "nf", "rank", "blocks", "seed"};
     enum { F_BS = 1, F_NF = 2, F_RANK = 4, F_BLOCKS = 8, F_SEED = 16 };
-    static const unsigned NEED[N_LAYER_KINDS] = {[PF_LAYER_PIXELFLY] = F_BS | F_NF,
-                                    [PF_LAYER_BLOCKSPARSE] = F_BS | F_BLOCKS,
-                                    [PF_LAYER_BUTTERFLY] = F_BS, [PF_LAYER_LOWRANK] = F_RANK};
+    static const unsigned NEED[N_LAYER_KINDS] = {
+        [PF_LAYER_PIXELFLY] = F_BS | F_NF, [PF_LAYER_BLOCKSPARSE] = F_BS | F_BLOCKS,
+        [PF_LAYER_BUTTERFLY] = F_BS, [PF_LAYER_LOWRANK] = F_RANK};
     static const unsigned MAY[N_LAYER_KINDS] = {[PF_LAYER_PIXELFLY] = F_RANK,
-                                   [PF_LAYER_BLOCKSPARSE] = F_RANK | F_SEED};
+                                                [PF_LAYER_BLOCKSPARSE] = F_RANK | F_SEED};
     unsigned have = 0;
     bool first = true;
     for (char *save = NULL, *tok = strtok_r(buf, " \t,", &save); tok;

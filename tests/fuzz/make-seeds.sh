@@ -3,7 +3,7 @@
 # own tools (build/pfdata, build/pftrain; `make` first, and `make fuzz-build` for the
 # checkpoint's model). The text seeds (configs, --set lists, tokenizer texts) are written by
 # hand and left alone. Every seed starts with the harness's option bytes (see each
-# fuzz_NAME.c).
+# fuzz_NAME.c). It also writes the config fuzzers' dictionary from `pftrain keys`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
