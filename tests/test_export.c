@@ -103,17 +103,26 @@ START_TEST(test_safetensors_roundtrip) {
 }
 END_TEST
 
-// One header with its data, as a file's bytes; the reader must refuse it.
-static void expect_refused(const char *json, size_t data_len, const char *needle) {
+// A file's bytes, header `json` then `data_len` bytes of data (zeros when data is NULL),
+// through the reader.
+static pf_st_file *parse_header_and_data(const char *json, const uint8_t *data,
+                                         size_t data_len, const char *origin) {
     size_t n = strlen(json);
     uint8_t *buf = calloc(1, 8 + n + data_len);
     for (int i = 0; i < 8; i++) buf[i] = (uint8_t)((uint64_t)n >> (8 * i));
     memcpy(buf + 8, json, n);
-    pf_st_file *f = pf_st_parse(buf, 8 + n + data_len, "bad");
+    if (data) memcpy(buf + 8 + n, data, data_len);
+    pf_st_file *f = pf_st_parse(buf, 8 + n + data_len, origin);
+    free(buf);  // the reader keeps its own copy
+    return f;
+}
+
+// One header with its data; the reader must refuse it.
+static void expect_refused(const char *json, size_t data_len, const char *needle) {
+    pf_st_file *f = parse_header_and_data(json, NULL, data_len, "bad");
     ck_assert_msg(!f, "accepted %s", json);
     ck_assert_msg(strstr(pf_errmsg(), needle), "'%s': message '%s' lacks '%s'", json, pf_errmsg(),
                   needle);
-    free(buf);
 }
 
 START_TEST(test_safetensors_refuses_bad_files) {
@@ -153,13 +162,8 @@ START_TEST(test_safetensors_any_header_order) {
     const char *json = "{\"s\": {\"dtype\": \"BF16\", \"shape\": [0, 4], \"data_offsets\": [2, 2]},"
                        " \"m\": {\"dtype\": \"BF16\", \"shape\": [], \"data_offsets\": [0, 2]},"
                        " \"e\": {\"dtype\": \"F32\", \"shape\": [0], \"data_offsets\": [0, 0]}}  \n";
-    size_t n = strlen(json);
-    uint8_t *buf = calloc(1, 8 + n + 2);
-    for (int i = 0; i < 8; i++) buf[i] = (uint8_t)((uint64_t)n >> (8 * i));
-    memcpy(buf + 8, json, n);
-    buf[8 + n] = 0x80;  // bf16 1.0 = 0x3f80, little-endian
-    buf[8 + n + 1] = 0x3f;
-    pf_st_file *f = pf_st_parse(buf, 8 + n + 2, "unordered");
+    const uint8_t one[2] = {0x80, 0x3f};  // bf16 1.0 = 0x3f80, little-endian
+    pf_st_file *f = parse_header_and_data(json, one, sizeof one, "unordered");
     ck_assert_msg(f, "refused: %s", pf_errmsg());
     ck_assert_int_eq(pf_st_count(f), 3);
     ck_assert_str_eq(pf_st_at(f, 0)->name, "s");
@@ -169,7 +173,6 @@ START_TEST(test_safetensors_any_header_order) {
     pf_st_read_f32(f, m, &v);
     ck_assert_float_eq(v, 1.0f);
     pf_st_close(f);
-    free(buf);
 }
 END_TEST
 
